@@ -1,0 +1,48 @@
+"""The `nex` command: one sub-command per step of the pipeline (see `nex --help`).
+
+Each command module registers itself on `app`; library errors (`NexError`) are printed as one
+line and exit non-zero, never as a traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from ..errors import NexError
+
+app = typer.Typer(
+    name="nex",
+    help=(
+        "NEX: choose reasoning traces and rank models from a model's own MLP neurons, "
+        "without labels.\n\n"
+        "A typical run: generate traces, capture activations into a cache, learn neuron "
+        "weights on that cache (self-calibration), score every trace by its Good-Mass "
+        "Fraction (GMF), then select or rank. Each step reads and writes one run directory, "
+        "so any step can be re-run or resumed on its own."
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+from . import cache_cmds, core_cmds  # noqa: E402,F401  (register commands)
+
+
+def main() -> None:
+    """Entry point of the `nex` script."""
+    try:
+        app()
+    except NexError as exc:
+        print(f"nex: error: {exc}", file=sys.stderr)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        print("nex: interrupted; finished work is kept, run the same command again to resume",
+              file=sys.stderr)
+        sys.exit(130)
+    except OSError as exc:
+        print(f"nex: error: {exc}", file=sys.stderr)
+        sys.exit(2)

@@ -1,0 +1,176 @@
+"""Learning neuron weights from a cache (spec §2-§6), streamed in chunks of responses.
+
+Learning is a sum of per-response contributions, so the cache is read a chunk of responses
+at a time (bounded memory whatever its size) and every chunk is processed with whole-array
+operations: sanitise, novelty, segmentation, credit. The accumulators are float32 and are
+added to in response order, as the reference does, so the weights agree to the last bit.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+import numpy as np
+
+from ..cache.layout import KEY_SPACE
+from ..cache.reader import Cache, RowArrays, open_cache, read_range
+from .credit import Rows, reuse_credit
+from .novelty import FirstSeen, slopes_from_new
+from .sanitize import sanitise
+from .segmentation import segment_batch
+from .segments import ranges
+from .weights import weights_from_masses
+
+MIN_ROWS = 3
+CHUNK_ENTRIES = 2_000_000
+
+
+@dataclass
+class Accumulators:
+    """Effective and redundant mass per key (float32, 2^22): the state learning sums into."""
+
+    effective: np.ndarray
+    redundant: np.ndarray
+
+    @classmethod
+    def zeros(cls) -> "Accumulators":
+        return cls(np.zeros(KEY_SPACE, np.float32), np.zeros(KEY_SPACE, np.float32))
+
+    def add(self, other: "Accumulators") -> None:
+        self.effective += other.effective
+        self.redundant += other.redundant
+
+    def weights(self) -> np.ndarray:
+        return weights_from_masses(self.effective, self.redundant)
+
+
+@dataclass
+class Segmentation:
+    """Per retained row of the learned responses: novelty slope and E/X label."""
+
+    slopes: np.ndarray
+    explore: np.ndarray
+    row_ptr: np.ndarray        # per response of the chunk, offsets into slopes / explore
+
+
+def response_chunks(rows: RowArrays, start: int = 0, stop: int | None = None,
+                    max_entries: int = CHUNK_ENTRIES) -> Iterator[tuple[int, int]]:
+    """Split responses [start, stop) into consecutive chunks of about max_entries entries."""
+    stop = rows.n_responses if stop is None else stop
+    if stop <= start:
+        return
+    sp = np.asarray(rows.sample_row_ptr[start:stop + 1])
+    entry_at = np.asarray(rows.row_ptr)[sp]
+    r = start
+    while r < stop:
+        limit = entry_at[r - start] + max_entries
+        nxt = int(np.searchsorted(entry_at, limit, side="right")) - 1 + start
+        nxt = min(max(nxt, r + 1), stop)
+        yield r, nxt
+        r = nxt
+
+
+def _chunk_rows(rows: RowArrays, r0: int, r1: int, first_seen: FirstSeen, rho: float,
+                min_run: int) -> tuple[Rows, np.ndarray, Segmentation]:
+    """Everything learning needs about responses [r0, r1): compacted rows, keys, labels."""
+    sp = np.asarray(rows.sample_row_ptr[r0:r1 + 1], np.int64)
+    rp = np.asarray(rows.row_ptr[sp[0]:sp[-1] + 1], np.int64)
+    tp = np.asarray(rows.token_row_ptr[sp[0]:sp[-1] + 1], np.int64)
+    keys = read_range(rows.keys, rp[0], rp[-1])
+    row_len = np.diff(rp)
+    s = sanitise(keys, read_range(rows.mass, rp[0], rp[-1]), row_len)
+    n_resp = r1 - r0
+    rows_per_resp = np.diff(sp)
+    row_resp = np.repeat(np.arange(n_resp, dtype=np.int32), rows_per_resp)
+    tokens = np.diff(tp)
+    retained = s.list_ok & (tokens > 0)
+    enough = (rows_per_resp >= MIN_ROWS) & \
+        (np.bincount(row_resp[retained], minlength=n_resp) >= MIN_ROWS)
+    used = retained & enough[row_resp]
+
+    mass = s.mass
+    if s.keep is None and used.all():          # the common case: nothing to drop
+        used_rows = np.arange(used.size)
+        length = row_len
+    else:
+        used_rows = np.flatnonzero(used)
+        entry_idx = ranges(rp[used_rows] - rp[0], row_len[used_rows])
+        row_of = np.repeat(np.arange(used_rows.size, dtype=np.int32), row_len[used_rows])
+        if s.keep is not None:
+            kept = s.keep[entry_idx]
+            entry_idx, row_of = entry_idx[kept], row_of[kept]
+        length = np.bincount(row_of, minlength=used_rows.size)
+        keys, mass = keys[entry_idx], mass[entry_idx]
+    entry_row = np.repeat(np.arange(used_rows.size, dtype=np.int32), length)
+    start = np.cumsum(length) - length
+    resp = row_resp[used_rows]
+    resp_ptr_rows = np.searchsorted(resp, np.arange(n_resp + 1))
+    resp_ptr_entries = np.r_[start, keys.size][resp_ptr_rows]
+
+    first = first_seen.first_positions(keys, resp_ptr_entries)
+    is_new = first == np.arange(keys.size, dtype=np.int32)
+    slopes = slopes_from_new(start, is_new, tokens[used_rows])
+    explore = segment_batch(slopes, resp_ptr_rows, rho=rho, min_run=min_run)
+    compact = Rows(resp=resp, start=start, length=length, slopes=slopes, explore=explore,
+                   entry_row=entry_row, mass=mass, is_new=is_new, first=first,
+                   n_responses=n_resp)
+    return compact, keys, Segmentation(slopes, explore, resp_ptr_rows)
+
+
+def _chunk_credit(rows: RowArrays, r0: int, r1: int, rho: float, min_run: int):
+    """Credit contributions of responses [r0, r1) as (keys, values, effective, segmentation)."""
+    compact, keys, seg = _chunk_rows(rows, r0, r1, _first_seen(), rho, min_run)
+    credit = reuse_credit(compact)
+    return keys[credit.entries].astype(np.intp), credit.value, credit.effective, seg, r1 - r0
+
+
+_local = threading.local()
+
+
+def _first_seen() -> FirstSeen:
+    """One first-seen table per thread (chunks run on a small thread pool)."""
+    table = getattr(_local, "first_seen", None)
+    if table is None:
+        table = _local.first_seen = FirstSeen()
+    return table
+
+
+def default_threads() -> int:
+    return max(1, min(4, os.cpu_count() or 1))
+
+
+def accumulate(cache: Cache, *, rho: float = 0.95, min_run: int = 2, start: int = 0,
+               stop: int | None = None, on_chunk: Callable[[int], None] | None = None,
+               segmentation: list | None = None, threads: int | None = None) -> Accumulators:
+    """Effective / redundant masses of responses [start, stop) of a cache.
+
+    Chunks are processed on `threads` worker threads (numpy releases the GIL in its heavy
+    loops) and their credit is added in chunk order, so the float32 sums, and therefore the
+    weights, are the same whatever the thread count.
+    on_chunk(n) is called with the number of responses done after each chunk (progress);
+    `segmentation`, when given, receives one `Segmentation` per chunk.
+    """
+    rows = cache.rows
+    acc = Accumulators.zeros()
+    chunks = list(response_chunks(rows, start, stop))
+    threads = default_threads() if threads is None else max(1, threads)
+    work = lambda c: _chunk_credit(rows, c[0], c[1], rho, min_run)  # noqa: E731
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        results = pool.map(work, chunks) if threads > 1 else map(work, chunks)
+        for keys, value, effective, seg, n_done in results:
+            np.add.at(acc.effective, keys[effective], value[effective])
+            np.add.at(acc.redundant, keys[~effective], value[~effective])
+            if segmentation is not None:
+                segmentation.append(seg)
+            if on_chunk is not None:
+                on_chunk(n_done)
+    return acc
+
+
+def learn_weights(cache_dir, *, rho: float = 0.95, min_run: int = 2) -> np.ndarray:
+    """Neuron weights (float32, 2^22, in [-1, 1]) learned on a cache without labels."""
+    return accumulate(open_cache(cache_dir), rho=rho, min_run=min_run).weights()

@@ -1,0 +1,22 @@
+"""Errors that carry a message a user can act on.
+
+Library code raises these; the CLI prints the message (no traceback) and exits non-zero.
+"""
+
+
+class NexError(Exception):
+    """Base class: the message says what is wrong and what to do about it."""
+
+    exit_code = 2
+
+
+class CacheError(NexError):
+    """A cache directory is missing, truncated or inconsistent."""
+
+
+class WeightsError(NexError):
+    """A weights file cannot be read or has the wrong shape."""
+
+
+class InputError(NexError):
+    """A command-line argument or input file is not usable."""

@@ -1,0 +1,88 @@
+"""Atomic writes: every output appears whole under its final name or not at all."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from .errors import InputError
+
+
+@contextmanager
+def atomic_path(path, suffix: str = "") -> Iterator[Path]:
+    """Yield a temporary path beside `path`; rename it onto `path` if the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix or ".tmp")
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _clean(obj):
+    """JSON has no NaN: write null for non-finite floats."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_clean(v) for v in obj]
+    if isinstance(obj, np.generic):
+        return _clean(obj.item())
+    return obj
+
+
+def write_json(path, data) -> Path:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(_clean(data), indent=2, allow_nan=False) + "\n")
+    return Path(path)
+
+
+def write_npy(path, array) -> Path:
+    with atomic_path(path, ".npy") as tmp:
+        np.save(tmp, array)
+    return Path(path)
+
+
+def write_table(path, columns: dict) -> Path:
+    """Write columns (name -> 1-D array) as .csv or .parquet, chosen by the file suffix."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
+        names = list(columns)
+        cols = [np.asarray(columns[n]) for n in names]
+        with atomic_path(path) as tmp, open(tmp, "w") as fh:
+            fh.write(",".join(names) + "\n")
+            for row in zip(*cols):
+                fh.write(",".join(_csv_cell(v) for v in row) + "\n")
+    elif suffix == ".parquet":
+        try:
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+        except ImportError:
+            raise InputError("writing .parquet needs pyarrow: pip install 'nexscore[parquet]' "
+                             "(or write .csv instead)") from None
+        table = pa.table({k: np.asarray(v) for k, v in columns.items()})
+        with atomic_path(path, ".parquet") as tmp:
+            pq.write_table(table, tmp)
+    else:
+        raise InputError(f"{path}: unknown table format {suffix or '(none)'}; use .csv or .parquet")
+    return path
+
+
+def _csv_cell(v) -> str:
+    if isinstance(v, (float, np.floating)):
+        return "" if not math.isfinite(float(v)) else repr(float(v))
+    s = str(v)
+    return f'"{s}"' if ("," in s or '"' in s) else s
