@@ -1,0 +1,229 @@
+"""Atomic, resumable writer of v1 caches (plus the project's extras).
+
+A cache is built in `<dir>.partial/` by appending one response at a time, and published by a
+single rename when `finish()` is called, so `<dir>` either holds a complete cache or does not
+exist. `checkpoint()` records how many bytes of every file belong to finished responses; a
+writer opened again on the same directory truncates the files to that point and carries on,
+so an interrupted capture resumes without loss and ends byte-identical to an uninterrupted one.
+
+Beside the reference layout (rows/, base/) a cache written here holds:
+- `manifest.json`: how it was made (model, capture policy, counts, versions);
+- `responses.jsonl`: one JSON object per response, in cache order (problem id, sample id, ...);
+- `signals/<name>.float32` + `signals/token_ptr.int64`: per response token output signals
+  (entropy, log-prob, ...), response r owning tokens [token_ptr[r], token_ptr[r+1]).
+Readers of the reference layout ignore these.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import CacheError
+from .layout import KEY_SPACE, MANIFEST
+
+STATE = "writer_state.json"
+RESPONSES = "responses.jsonl"
+SIGNALS_DIR = "signals"
+SIGNAL_PTR = "signals/token_ptr.int64"
+
+# appended data files, and the per-list length files the pointer arrays are built from
+_DATA = {
+    "row_keys": ("rows/keys.uint32", np.dtype("<u4")),
+    "row_mass": ("rows/w_sum.float16", np.dtype("<f2")),
+    "base_keys": ("base/keys.uint32", np.dtype("<u4")),
+    "base_mass": ("base/w_sum.float16", np.dtype("<f2")),
+    "row_len": ("rows/.row_len.int64", np.dtype("<i8")),
+    "row_tokens": ("rows/.row_tokens.int64", np.dtype("<i8")),
+    "resp_rows": ("rows/.resp_rows.int64", np.dtype("<i8")),
+    "base_len": ("base/.base_len.int64", np.dtype("<i8")),
+    "resp_tokens": ("signals/.resp_tokens.int64", np.dtype("<i8")),
+}
+
+
+def base_of_rows(keys: np.ndarray, mass: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-key sums over a response's rows: (unique keys ascending, float64 mass sums)."""
+    if keys.size == 0:
+        return np.empty(0, np.uint32), np.empty(0, np.float64)
+    uniq, inv = np.unique(keys, return_inverse=True)
+    sums = np.bincount(inv, weights=np.asarray(mass, np.float64), minlength=uniq.size)
+    return uniq.astype(np.uint32), sums
+
+
+class CacheWriter:
+    """Append responses to a cache; publish it with `finish()`."""
+
+    def __init__(self, out_dir, *, signal_names: tuple[str, ...] = (), resume: bool = True):
+        self.final = Path(out_dir)
+        self.stage = self.final.with_name(self.final.name + ".partial")
+        self.signal_names = tuple(signal_names)
+        if self.final.exists():
+            raise CacheError(f"{self.final} already exists; remove it or choose another output")
+        files = dict(_DATA)
+        for name in self.signal_names:
+            files[f"signal:{name}"] = (f"{SIGNALS_DIR}/{name}.float32", np.dtype("<f4"))
+        self._files = files
+        state = self._load_state() if resume else None
+        if state is None:
+            shutil.rmtree(self.stage, ignore_errors=True)
+            for sub in ("rows", "base", SIGNALS_DIR):
+                (self.stage / sub).mkdir(parents=True, exist_ok=True)
+            sizes = {key: 0 for key in files}
+            self.n_responses = 0
+            self._meta_bytes = 0
+        else:
+            sizes = state["sizes"]
+            self.n_responses = int(state["n_responses"])
+            self._meta_bytes = int(state["meta_bytes"])
+        self._handles = {}
+        for key, (rel, _) in files.items():
+            path = self.stage / rel
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fh = open(path, "ab")
+            fh.truncate(int(sizes.get(key, 0)))
+            fh.seek(0, os.SEEK_END)
+            self._handles[key] = fh
+        meta = open(self.stage / RESPONSES, "ab")
+        meta.truncate(self._meta_bytes)
+        meta.seek(0, os.SEEK_END)
+        self._meta = meta
+
+    def _load_state(self):
+        path = self.stage / STATE
+        if not path.is_file():
+            return None
+        try:
+            state = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            return None
+        if tuple(state.get("signal_names", ())) != self.signal_names:
+            raise CacheError(f"{self.stage}: an unfinished cache with other signals is in the way; "
+                             "remove it to start again")
+        return state
+
+    def add(self, keys: np.ndarray, mass: np.ndarray, row_lengths: np.ndarray,
+            row_tokens: np.ndarray, *, signals: dict | None = None, meta: dict | None = None) -> None:
+        """Append one response: its rows' entries laid end to end.
+
+        keys (uint32) must be ascending and unique within each row; mass is the float32 mass
+        of each entry (stored as float16, base sums are taken before that rounding);
+        signals maps each signal name to one float32 value per response token.
+        """
+        keys = np.asarray(keys, np.uint32)
+        mass = np.asarray(mass, np.float32)
+        row_lengths = np.asarray(row_lengths, np.int64)
+        row_tokens = np.asarray(row_tokens, np.int64)
+        if keys.size != mass.size or int(row_lengths.sum()) != keys.size or row_lengths.size != row_tokens.size:
+            raise ValueError("keys, mass, row_lengths and row_tokens disagree")
+        if keys.size and int(keys.max()) >= KEY_SPACE:
+            raise ValueError("key outside the 2^22 key space")
+        bkeys, bmass = base_of_rows(keys, mass)
+        h = self._handles
+        h["row_keys"].write(keys.tobytes())
+        h["row_mass"].write(mass.astype(np.float16).tobytes())
+        h["row_len"].write(row_lengths.astype("<i8").tobytes())
+        h["row_tokens"].write(row_tokens.astype("<i8").tobytes())
+        h["resp_rows"].write(np.int64(row_lengths.size).tobytes())
+        h["base_keys"].write(bkeys.tobytes())
+        h["base_mass"].write(bmass.astype(np.float16).tobytes())
+        h["base_len"].write(np.int64(bkeys.size).tobytes())
+        n_tokens = int(row_tokens.sum())
+        signals = signals or {}
+        if set(signals) != set(self.signal_names):
+            raise ValueError(f"expected signals {self.signal_names}, got {tuple(signals)}")
+        for name in self.signal_names:
+            values = np.asarray(signals[name], np.float32)
+            if values.size != n_tokens:
+                raise ValueError(f"signal {name} has {values.size} values for {n_tokens} tokens")
+            h[f"signal:{name}"].write(values.tobytes())
+        h["resp_tokens"].write(np.int64(n_tokens).tobytes())
+        record = {"index": self.n_responses, **(meta or {}), "n_tokens": n_tokens}
+        self._meta.write((json.dumps(record, sort_keys=True) + "\n").encode())
+        self.n_responses += 1
+
+    def checkpoint(self) -> None:
+        """Make every response added so far survive an interruption."""
+        sizes = {}
+        for key, fh in self._handles.items():
+            fh.flush()
+            os.fsync(fh.fileno())
+            sizes[key] = fh.tell()
+        self._meta.flush()
+        os.fsync(self._meta.fileno())
+        state = {"n_responses": self.n_responses, "sizes": sizes, "meta_bytes": self._meta.tell(),
+                 "signal_names": list(self.signal_names)}
+        tmp = self.stage / (STATE + ".tmp")
+        tmp.write_text(json.dumps(state))
+        os.replace(tmp, self.stage / STATE)
+
+    def close(self) -> None:
+        for fh in self._handles.values():
+            fh.close()
+        self._meta.close()
+
+    def finish(self, manifest: dict | None = None) -> Path:
+        """Write the pointer arrays and manifest, then publish the cache under its final name."""
+        self.checkpoint()
+        self.close()
+        st = self.stage
+
+        def lengths(key):
+            rel, dt = self._files[key]
+            return np.fromfile(st / rel, dtype=dt)
+
+        def ptr(counts):
+            return np.concatenate([[0], np.cumsum(counts)]).astype("<i8")
+
+        ptr(lengths("resp_rows")).tofile(st / "rows/sample_row_ptr.int64")
+        ptr(lengths("row_len")).tofile(st / "rows/row_ptr.int64")
+        ptr(lengths("row_tokens")).tofile(st / "rows/token_row_ptr.int64")
+        ptr(lengths("base_len")).tofile(st / "base/row_ptr.int64")
+        resp_tokens = lengths("resp_tokens")
+        ptr(resp_tokens).tofile(st / SIGNAL_PTR)
+        for key in ("row_len", "row_tokens", "resp_rows", "base_len", "resp_tokens"):
+            (st / self._files[key][0]).unlink()
+        manifest = dict(manifest or {})
+        manifest.setdefault("counts", {})
+        manifest["counts"].update(responses=self.n_responses, rows=_n_lists(st / "rows/row_ptr.int64"),
+                                  entries=int((st / "rows/keys.uint32").stat().st_size // 4),
+                                  tokens=int(resp_tokens.sum()))
+        manifest["signals"] = list(self.signal_names)
+        (st / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+        (st / STATE).unlink()
+        os.replace(st, self.final)
+        return self.final
+
+
+def _n_lists(ptr_path: Path) -> int:
+    """Number of lists described by a pointer file."""
+    return max(0, ptr_path.stat().st_size // 8 - 1)
+
+
+def read_signals(cache_dir) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Per-token output signals of a cache: ({name: float32 values}, token_ptr per response)."""
+    root = Path(cache_dir)
+    ptr_path = root / SIGNAL_PTR
+    if not ptr_path.is_file():
+        raise CacheError(f"{root}: no per-token signals (signals/token_ptr.int64); "
+                         "re-capture with `nex capture` to record them")
+    token_ptr = np.fromfile(ptr_path, dtype="<i8")
+    out = {}
+    for path in sorted((root / SIGNALS_DIR).glob("*.float32")):
+        values = np.memmap(path, dtype="<f4", mode="r") if path.stat().st_size else np.empty(0, np.float32)
+        if values.size != int(token_ptr[-1]):
+            raise CacheError(f"{path}: holds {values.size} values, expected {int(token_ptr[-1])}")
+        out[path.stem] = values
+    return out, token_ptr
+
+
+def read_responses(cache_dir) -> list[dict]:
+    """The per-response metadata table of a cache (empty for a reference-made cache)."""
+    path = Path(cache_dir) / RESPONSES
+    if not path.is_file():
+        return []
+    with open(path) as fh:
+        return [json.loads(line) for line in fh if line.strip()]
