@@ -93,9 +93,9 @@ def _chunk_rows(rows: RowArrays, r0: int, r1: int, first_seen: FirstSeen, rho: f
     used = retained & enough[row_resp]
 
     mass = s.mass
-    if s.keep is None and used.all():          # the common case: nothing to drop
-        used_rows = np.arange(used.size)
-        length = row_len
+    if s.keep is None and not row_len[~used].any():   # common: dropped rows hold no entries
+        used_rows = np.flatnonzero(used)
+        length = row_len[used_rows]
     else:
         used_rows = np.flatnonzero(used)
         entry_idx = ranges(rp[used_rows] - rp[0], row_len[used_rows])

@@ -98,17 +98,32 @@ def _response_rows(rows, r):
     return out, b - a
 
 
-def credit_one(rows_kept, labels, effective, redundant):
-    """Add one response's reuse credit to the accumulators (spec §5)."""
-    seen = set()
+class _Stamps:
+    """A versioned membership table over the key space (one version per response or cycle)."""
+
+    def __init__(self):
+        self.marks = np.zeros(KEY_SPACE, np.int64)
+        self.version = 0
+
+    def next(self) -> int:
+        self.version += 1
+        return self.version
+
+
+def novelty_one(rows_kept, seen: _Stamps):
+    """Per row: the keys not seen earlier in the response, their masses, and the slope."""
+    v = seen.next()
     new_keys, new_mass, slopes = [], [], []
     for keys, mass, tok in rows_kept:
-        fresh = np.array([k not in seen for k in keys.tolist()], bool)
-        seen.update(keys.tolist())
+        fresh = seen.marks[keys] != v
+        seen.marks[keys] = v
         new_keys.append(keys[fresh])
         new_mass.append(mass[fresh])
         slopes.append(fresh.sum() / tok)
-    slopes = np.asarray(slopes, np.float32)
+    return new_keys, new_mass, np.asarray(slopes, np.float32)
+
+
+def _cycles(labels):
     cycles, i, n = [], 0, labels.size
     while i < n:
         if not labels[i]:
@@ -123,6 +138,13 @@ def credit_one(rows_kept, labels, effective, redundant):
         while i < n and not labels[i]:
             i += 1
         cycles.append((e0, x0, i))
+    return cycles
+
+
+def credit_one(rows_kept, novelty, labels, effective, redundant, marks: _Stamps):
+    """Add one response's reuse credit to the accumulators (spec §5)."""
+    new_keys, new_mass, slopes = novelty
+    cycles = _cycles(labels)
     if not cycles:
         return
     m_all = float(np.median(slopes))
@@ -134,11 +156,11 @@ def credit_one(rows_kept, labels, effective, redundant):
         intro = np.concatenate(new_keys[e0:x0])
         reuse = float("nan")
         if strength > 0 and intro.size:
-            intro_set = set(intro.tolist())
+            v = marks.next()
+            marks.marks[intro] = v
             reused = 0.0
             for keys, mass, _ in rows_kept[x0:x1]:
-                hit = np.array([k in intro_set for k in keys.tolist()], bool)
-                reused += float(np.sum(mass[hit]))
+                reused += float(np.sum(mass[marks.marks[keys] == v]))
             total = float(np.sum(np.array([float(np.sum(m)) for _, m, _ in rows_kept[x0:x1]])))
             reuse = reused / (total + EPS) if total > 0 else float("nan")
         info.append((strength, cons, reuse))
@@ -159,16 +181,6 @@ def credit_one(rows_kept, labels, effective, redundant):
         target = effective if eff else redundant
         for row in range(e0, x0):
             target[new_keys[row]] += new_mass[row] * scale
-    return
-
-
-def novelty_one(rows_kept):
-    seen, slopes = set(), []
-    for keys, _, tok in rows_kept:
-        fresh = sum(k not in seen for k in keys.tolist())
-        seen.update(keys.tolist())
-        slopes.append(fresh / tok)
-    return np.asarray(slopes, np.float32)
 
 
 def learn_weights_oracle(cache_dir, rho=0.95, min_run=2, labels_out=None):
@@ -176,16 +188,18 @@ def learn_weights_oracle(cache_dir, rho=0.95, min_run=2, labels_out=None):
     rows = open_cache(cache_dir).rows
     effective = np.zeros(KEY_SPACE, np.float32)
     redundant = np.zeros(KEY_SPACE, np.float32)
+    seen, marks = _Stamps(), _Stamps()
     for r in range(rows.n_responses):
         kept, n_raw = _response_rows(rows, r)
         if n_raw < 3 or len(kept) < 3:
             if labels_out is not None:
                 labels_out.append(np.zeros(0, bool))
             continue
-        labels = segment_one(novelty_one(kept), rho, min_run)
+        novelty = novelty_one(kept, seen)
+        labels = segment_one(novelty[2], rho, min_run)
         if labels_out is not None:
             labels_out.append(labels)
-        credit_one(kept, labels, effective, redundant)
+        credit_one(kept, novelty, labels, effective, redundant, marks)
     return weights_from_masses(effective, redundant)
 
 
@@ -202,3 +216,26 @@ def score_responses_oracle(cache_dir, weights):
         cred = float(np.sum(mass * np.abs(weights[keys])))
         out[r] = good / cred if cred > 0 else 0.0
     return out
+
+
+def main(argv=None) -> None:
+    """`python -m nexscore.core.oracle CACHE OUT_DIR`: the literal path, outputs as `nex run`."""
+    import json
+    import sys
+    from pathlib import Path
+
+    cache, out = (argv or sys.argv[1:])[:2]
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    weights = learn_weights_oracle(cache)
+    scores = score_responses_oracle(cache, weights)
+    np.savez_compressed(out / "weights.npz", weights=weights)
+    np.save(out / "response_scores.npy", scores)
+    finite = scores[np.isfinite(scores)]
+    summary = {"n_responses": int(scores.size), "n_scored_responses": int(finite.size),
+               "nex_score": float(np.mean(finite)) if finite.size else None}
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+
+
+if __name__ == "__main__":
+    main()

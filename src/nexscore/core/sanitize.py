@@ -29,7 +29,7 @@ def sanitise(keys: np.ndarray, mass16: np.ndarray, lengths: np.ndarray) -> Sanit
     """Apply spec §2 to lists of the given lengths (keys uint32, masses float16)."""
     keys = np.asarray(keys)
     lengths = np.asarray(lengths, np.int64)
-    mass = np.asarray(mass16, np.float32)
+    mass = to_float32(mass16)
     if mass.size and not np.isfinite(mass).all():
         mass = np.where(np.isfinite(mass), mass, np.float32(0))
     if mass.size and mass.min() < 0:
@@ -48,6 +48,18 @@ def sanitise(keys: np.ndarray, mass16: np.ndarray, lengths: np.ndarray) -> Sanit
         keep = ~reserved & ~dropped_list[owner]
         counted = keep & (mass > 0)
     return Sanitised(keep=keep, mass=mass, list_ok=_any_per_list(counted, lengths) & ~dropped_list)
+
+
+_HALF_TO_SINGLE = np.arange(1 << 16, dtype=np.uint16).view(np.float16).astype(np.float32)
+
+
+def to_float32(mass16: np.ndarray) -> np.ndarray:
+    """float16 -> float32 through a 65,536-entry table: exact, and several times faster than
+    numpy's conversion loop on CPUs where it has no vector instruction for it."""
+    mass16 = np.asarray(mass16)
+    if mass16.dtype != np.float16:
+        return mass16.astype(np.float32)
+    return _HALF_TO_SINGLE[mass16.view(np.uint16)]
 
 
 def _any_per_list(flags: np.ndarray, lengths: np.ndarray) -> np.ndarray:

@@ -1,0 +1,5 @@
+"""`python -m nexscore ...` is the same as `nex ...`."""
+
+from .cli import main
+
+main()

@@ -1,0 +1,103 @@
+"""The core commands as a user runs them: outputs, and one-line errors for bad input."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from conftest import run_nex, write_cache
+
+ROWS = [[([1, 2, 3], [1, 2, 3], 32), ([2, 4], [1, 1], 32), ([5, 6], [2, 1], 7), ([1, 6], [1, 1], 32)],
+        [([7, 8], [1, 1], 32), ([9], [1], 3)]]
+
+
+@pytest.fixture
+def cache(tmp_path):
+    return write_cache(tmp_path / "c", ROWS)
+
+
+def _one_line_error(proc, *needles):
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr
+    lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1, proc.stderr
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+def test_run_writes_reference_outputs(reference, tmp_path):
+    out = tmp_path / "out"
+    proc = run_nex("run", reference / "example/cache", "--out", out)
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary == {"n_responses": 1, "n_scored_responses": 1, "nex_score": pytest.approx(0.9868389964103699),
+                       "rho": 0.95, "min_run": 2}
+    with np.load(out / "weights.npz") as z:
+        assert z["weights"].shape == (1 << 22,) and z["weights"].dtype == np.float32
+    assert np.load(out / "response_scores.npy").dtype == np.float32
+
+
+def test_run_log_gap(reference, tmp_path):
+    out = tmp_path / "out"
+    assert run_nex("run", reference / "example/cache", "--out", out, "--log-gap").returncode == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["nex_score"] == pytest.approx(-np.log10(1 - 0.9868389964103699), abs=1e-6)
+
+
+def test_learn_then_score_csv_and_parquet(reference, tmp_path):
+    w = tmp_path / "w.npz"
+    assert run_nex("learn", reference / "synthetic16/cache", "--out", w).returncode == 0
+    proc = run_nex("score", reference / "example/cache", "--weights", reference / "example/example_weights.npz",
+                   "--out", tmp_path / "s.csv")
+    assert proc.returncode == 0 and "0.998311" in proc.stdout
+    lines = (tmp_path / "s.csv").read_text().splitlines()
+    assert lines[0] == "response,gmf" and abs(float(lines[1].split(",")[1]) - 0.9983111619949341) < 1e-6
+    pq = pytest.importorskip("pyarrow.parquet")
+    proc = run_nex("score", reference / "synthetic16/cache", "-w", w, "--out", tmp_path / "s.parquet")
+    assert proc.returncode == 0, proc.stderr
+    gold = np.load(reference / "synthetic16/golden.npz")["response_scores"]
+    np.testing.assert_allclose(pq.read_table(tmp_path / "s.parquet")["gmf"].to_numpy(), gold, atol=1e-6)
+
+
+def test_cache_info_and_verify(cache, reference):
+    proc = run_nex("cache", "info", cache)
+    assert proc.returncode == 0 and "responses  2" in proc.stdout
+    proc = run_nex("cache", "info", cache, "--json")
+    assert json.loads(proc.stdout)["entries"] == 12
+    assert run_nex("cache", "verify", cache).returncode == 0
+    proc = run_nex("cache", "verify", reference / "edge/cache")
+    assert proc.returncode == 1 and "non-finite" in proc.stdout and "beyond the 2^22" in proc.stdout
+
+
+def test_errors_are_one_line(tmp_path, cache):
+    _one_line_error(run_nex("run", tmp_path / "nope", "--out", tmp_path / "o"), "no such directory")
+    (tmp_path / "plain").mkdir()
+    _one_line_error(run_nex("learn", tmp_path / "plain", "--out", tmp_path / "w.npz"), "not a NEX cache")
+    np.savez(tmp_path / "bad.npz", weights=np.zeros(10, np.float32))
+    _one_line_error(run_nex("score", cache, "-w", tmp_path / "bad.npz"), "shape (10,)")
+    np.savez(tmp_path / "other.npz", w=np.zeros(10, np.float32))
+    _one_line_error(run_nex("score", cache, "-w", tmp_path / "other.npz"), "no 'weights' array")
+    (tmp_path / "junk.npz").write_text("not a zip")
+    _one_line_error(run_nex("score", cache, "-w", tmp_path / "junk.npz"), "not a readable weights file")
+    _one_line_error(run_nex("score", cache, "-w", tmp_path / "missing.npz"), "no such weights file")
+    _one_line_error(run_nex("run", cache, "--out", tmp_path / "o", "--rho", "1.5"), "--rho")
+    _one_line_error(run_nex("score", cache, "-w", tmp_path / "bad.npz", "--out", tmp_path / "x.txt"), "shape")
+    keys = cache / "rows/keys.uint32"
+    keys.write_bytes(keys.read_bytes()[:-1])
+    _one_line_error(run_nex("run", cache, "--out", tmp_path / "o"), "truncated")
+
+
+def test_unknown_table_format(cache, tmp_path):
+    np.savez(tmp_path / "w.npz", weights=np.zeros(1 << 22, np.float32))
+    _one_line_error(run_nex("score", cache, "-w", tmp_path / "w.npz", "--out", tmp_path / "x.txt"),
+                    "use .csv or .parquet")
+
+
+def test_help_reads_like_a_manual():
+    proc = run_nex("--help")
+    assert proc.returncode == 0
+    for cmd in ("learn", "score", "run", "cache"):
+        assert cmd in proc.stdout
+    assert "Self-calibrate" in run_nex("run", "--help").stdout
