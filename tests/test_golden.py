@@ -95,3 +95,16 @@ def test_edge_notes(reference):
     rp = g["row_ptr"]
     assert rp[7] - rp[6] == 0 and rp[8] - rp[7] == 0         # 2-row response and empty: not learned
     assert np.isfinite(scores[6])                            # ... but the 2-row one is still scored
+
+
+@pytest.mark.parametrize("threads", [1, 3])
+def test_chunks_and_threads_do_not_change_a_bit(reference, monkeypatch, threads):
+    """Learning in many small chunks on several threads adds credit in the same order."""
+    import nexscore.core.learn as learn
+
+    cache, g, _ = _golden(reference, "synthetic16")
+    monkeypatch.setattr(learn, "CHUNK_ENTRIES", 20_000)
+    assert len(list(learn.response_chunks(open_cache(cache).rows))) > 5
+    w = accumulate(open_cache(cache), threads=threads).weights()
+    assert np.array_equal(w[g["weight_keys"]], g["weight_values"])
+    assert np.count_nonzero(w) == g["weight_keys"].size

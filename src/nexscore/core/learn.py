@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import threading
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable, Iterator
@@ -58,8 +59,9 @@ class Segmentation:
 
 
 def response_chunks(rows: RowArrays, start: int = 0, stop: int | None = None,
-                    max_entries: int = CHUNK_ENTRIES) -> Iterator[tuple[int, int]]:
+                    max_entries: int | None = None) -> Iterator[tuple[int, int]]:
     """Split responses [start, stop) into consecutive chunks of about max_entries entries."""
+    max_entries = CHUNK_ENTRIES if max_entries is None else max_entries
     stop = rows.n_responses if stop is None else stop
     if stop <= start:
         return
@@ -139,6 +141,21 @@ def _first_seen() -> FirstSeen:
     return table
 
 
+def _ordered_map(fn, items: list, threads: int):
+    """fn over items on a thread pool, results in order, at most 2 x threads in flight."""
+    if threads <= 1:
+        yield from map(fn, items)
+        return
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        pending = deque()
+        for item in items:
+            pending.append(pool.submit(fn, item))
+            if len(pending) >= 2 * threads:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+
+
 def default_threads() -> int:
     return max(1, min(4, os.cpu_count() or 1))
 
@@ -159,15 +176,13 @@ def accumulate(cache: Cache, *, rho: float = 0.95, min_run: int = 2, start: int 
     chunks = list(response_chunks(rows, start, stop))
     threads = default_threads() if threads is None else max(1, threads)
     work = lambda c: _chunk_credit(rows, c[0], c[1], rho, min_run)  # noqa: E731
-    with ThreadPoolExecutor(max_workers=threads) as pool:
-        results = pool.map(work, chunks) if threads > 1 else map(work, chunks)
-        for keys, value, effective, seg, n_done in results:
-            np.add.at(acc.effective, keys[effective], value[effective])
-            np.add.at(acc.redundant, keys[~effective], value[~effective])
-            if segmentation is not None:
-                segmentation.append(seg)
-            if on_chunk is not None:
-                on_chunk(n_done)
+    for keys, value, effective, seg, n_done in _ordered_map(work, chunks, threads):
+        np.add.at(acc.effective, keys[effective], value[effective])
+        np.add.at(acc.redundant, keys[~effective], value[~effective])
+        if segmentation is not None:
+            segmentation.append(seg)
+        if on_chunk is not None:
+            on_chunk(n_done)
     return acc
 
 
