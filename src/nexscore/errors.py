@@ -20,3 +20,15 @@ class WeightsError(NexError):
 
 class InputError(NexError):
     """A command-line argument or input file is not usable."""
+
+
+class ModelError(NexError):
+    """A model cannot be found, loaded or hooked (missing package, unreachable hub, MLP not gated)."""
+
+
+class RunError(NexError):
+    """The files of a run directory do not belong together (e.g. a cache from another run)."""
+
+
+class TaskError(InputError):
+    """A task name, task option or problem file is not usable."""

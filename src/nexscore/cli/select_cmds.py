@@ -1,0 +1,133 @@
+"""`nex select`: best-of-N selection with NEX against every label-free baseline."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import typer
+
+from . import app
+from .common import console, existing_dir, progress
+
+LABELS = {
+    "nex": "NEX (max GMF)", "nex_vote": "NEX-weighted vote", "majority_vote": "majority vote",
+    "random": "random (expected)", "low_entropy": "lowest entropy", "low_perplexity": "lowest perplexity",
+    "self_certainty": "self-certainty", "deepconf_lowest_group": "DeepConf min group",
+    "deepconf_tail": "DeepConf tail", "shortest": "shortest", "longest": "longest",
+    "oracle": "oracle pass@n",
+}
+
+
+def curve_points(n_max: int) -> list[int]:
+    """The n shown in the table: 1, 2, 4, ... below N, and N."""
+    pts, n = [], 1
+    while n < n_max:
+        pts.append(n)
+        n *= 2
+    return pts + [n_max] if n_max >= 1 else pts
+
+
+def _fmt(x, digits=3) -> str:
+    return "n/a" if x is None else f"{x:.{digits}f}"
+
+
+@app.command()
+def select(run_dir: Path = typer.Argument(..., help="Run directory holding candidates.jsonl and cache/."),
+           weights: Path = typer.Option(None, "--weights", "-w",
+                                        help="Score with these weights (.npz, key 'weights') instead of "
+                                             "self-calibrating on the run's own cache."),
+           subsets: int = typer.Option(200, "--subsets",
+                                       help="Random subsets per problem for the votes' accuracy at n < N."),
+           seed: int = typer.Option(0, "--seed", help="Seed of the random subsets."),
+           window: int = typer.Option(2048, "--window",
+                                      help="DeepConf window in tokens (sliding groups and the tail)."),
+           relearn: bool = typer.Option(False, "--relearn",
+                                        help="Learn the weights again even if RUN_DIR/weights.npz exists.")):
+    """Pick one trace per problem with NEX and every label-free baseline.
+
+    Reads RUN_DIR/candidates.jsonl and RUN_DIR/cache, the capture of those
+    traces with the per-token signals entropy, logprob, self_certainty and
+    top20_logprob. Scores with --weights FILE, else RUN_DIR/weights.npz,
+    learning it first on the run's own cache when it is absent
+    (self-calibration: no labels are used).
+
+    Methods: NEX (highest Good-Mass Fraction); NEX-weighted majority vote
+    (each answer's votes weighted by GMF; ours, not in the NEX paper);
+    majority vote over normalised answers; random (expected accuracy);
+    lowest mean entropy; lowest perplexity; highest self-certainty; DeepConf
+    lowest-group and tail confidence (token confidence = -mean top-20
+    log-prob, windows of --window tokens); shortest; longest. Tied options
+    share the credit (the expectation of a random tie-break); NaN scores
+    rank last; a trace without an answer is wrong and does not vote.
+
+    Metrics, when the candidates carry `correct`: accuracy at N; expected
+    accuracy of best-of-n for every n <= N (exact for the arg-max methods;
+    for the votes exact where a problem has at most --subsets subsets of
+    size n, else estimated on --subsets seeded random subsets); AUROC of each
+    score for correctness, over all traces and within problems; oracle pass@n.
+
+    Writes RUN_DIR/select.json (settings, metrics, per-problem choices,
+    notes) and RUN_DIR/scores.parquet (scores.csv without pyarrow): one row
+    per trace with its answer, correctness, GMF and every baseline statistic
+    and oriented score (score_*: higher = more confident).
+    """
+    from ..cache.reader import open_cache
+    from ..select.run import CACHE, METHODS, WEIGHTS, select_run, write_outputs
+
+    existing_dir(run_dir, "run directory", "create it with `nex generate`")
+    t0 = time.perf_counter()
+    n_resp = 0     # a progress bar only when the weights will be learned
+    learns = weights is None and (relearn or not (run_dir / WEIGHTS).is_file())
+    if learns and (run_dir / CACHE).is_dir():
+        try:
+            n_resp = open_cache(run_dir / CACHE).n_responses
+        except Exception:   # select_run reports a damaged cache with its own message
+            n_resp = 0
+    with progress(n_resp, "learning weights") as advance:
+        result = select_run(run_dir, weights_file=weights, subsets=subsets, seed=seed,
+                            window=window, relearn=relearn, on_progress=advance)
+    paths = write_outputs(run_dir, result)
+    _print_table(result.summary, [m for m, _ in METHODS])
+    out = console()
+    for note in result.notes:
+        out.print(f"[yellow]note:[/yellow] {note}")
+    w = result.summary["settings"]["weights"]
+    out.print(f"weights: {w['source']} ({w['path']}, {w['n_nonzero']:,} non-zero)")
+    out.print(f"results in {paths['select']} and {paths['scores']}   "
+              f"({time.perf_counter() - t0:.2f} s)")
+
+
+def _print_table(summary: dict, order: list[str]) -> None:
+    from rich import box
+    from rich.table import Table
+
+    pool = summary["pool"]
+    n_max = pool["n_candidates_max"]
+    pts = [n for n in curve_points(n_max) if n < n_max]
+    title = (f"best-of-{n_max}: {pool['n_problems']} problems, {pool['n_traces']} traces, "
+             f"{pool['n_problems_with_correct_and_incorrect']} with right and wrong traces")
+    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+    table.add_column("method")
+    table.add_column(f"acc@{n_max}", justify="right")
+    table.add_column("AUROC", justify="right")
+    table.add_column("within", justify="right")
+    for n in pts:
+        table.add_column(f"@{n}", justify="right")
+    for name in order:
+        m = summary["methods"][name]
+        if not m["available"]:
+            table.add_row(LABELS[name], "n/a", "n/a", "n/a", *["n/a"] * len(pts), style="dim")
+            continue
+        curve = m["accuracy_curve"]
+        within = m.get("auroc_within")
+        within_s = _fmt(within) + (f" ({m['auroc_within_problems']})" if within is not None else "")
+        style = "bold" if name in ("nex", "nex_vote") else ("dim" if name == "oracle" else None)
+        table.add_row(LABELS[name], _fmt(m["accuracy_at_N"]), _fmt(m.get("auroc_pooled")), within_s,
+                      *[_fmt(curve.get(str(n))) + ("" if n in m["curve_exact"] else "~") for n in pts],
+                      style=style)
+    out = console()
+    out.print(table)
+    out.print("acc@n: expected accuracy of best-of-n (~: estimated on random subsets); AUROC: score vs "
+              "correctness over all traces; within: mean over problems with right and wrong traces "
+              "(their number)", style="dim")
