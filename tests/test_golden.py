@@ -108,3 +108,14 @@ def test_chunks_and_threads_do_not_change_a_bit(reference, monkeypatch, threads)
     w = accumulate(open_cache(cache), threads=threads).weights()
     assert np.array_equal(w[g["weight_keys"]], g["weight_values"])
     assert np.count_nonzero(w) == g["weight_keys"].size
+
+
+def test_row_phases_align_with_raw_rows(reference):
+    from nexscore.core import row_phases
+
+    cache, g, _ = _golden(reference, "edge")
+    ph = row_phases(cache)
+    assert ph.retained.sum() == g["explore"].size
+    np.testing.assert_array_equal(ph.explore[ph.retained], g["explore"])
+    np.testing.assert_array_equal(ph.slope[ph.retained], g["novelty"])
+    assert np.isnan(ph.slope[~ph.retained]).all() and not ph.explore[~ph.retained].any()

@@ -1,9 +1,9 @@
 """The NEX method (NEX_SPEC.md §1-§7) with numpy only: no torch, no scikit-learn at run time."""
 
 from .gmf import log_gap, mean_score, nex_score, score_responses
-from .learn import accumulate, learn_weights
+from .learn import RowPhases, accumulate, learn_weights, row_phases
 from .segmentation import segment
 from .weights import load_weights, save_weights, weights_from_masses
 
 __all__ = ["learn_weights", "score_responses", "nex_score", "segment", "accumulate",
-           "mean_score", "log_gap", "load_weights", "save_weights", "weights_from_masses"]
+           "mean_score", "log_gap", "row_phases", "RowPhases", "load_weights", "save_weights", "weights_from_masses"]

@@ -56,6 +56,35 @@ class Segmentation:
     slopes: np.ndarray
     explore: np.ndarray
     row_ptr: np.ndarray        # per response of the chunk, offsets into slopes / explore
+    raw_row: np.ndarray        # per retained row: its row index in the cache
+
+
+@dataclass
+class RowPhases:
+    """Per cache row (all rows, in cache order): what learning saw of it.
+
+    retained: the row took part in learning (sanitised, non-empty, in a response with >= 3
+    retained rows); slope: its novelty slope (NaN where not retained); explore: its E/X label
+    (False where not retained).
+    """
+
+    retained: np.ndarray
+    slope: np.ndarray
+    explore: np.ndarray
+
+
+def row_phases(cache_dir, *, rho: float = 0.95, min_run: int = 2) -> RowPhases:
+    """Novelty slopes and E/X labels of every row of a cache, aligned with its raw rows."""
+    cache = open_cache(cache_dir)
+    rows = cache.rows
+    out = RowPhases(np.zeros(rows.n_rows, bool), np.full(rows.n_rows, np.nan, np.float32),
+                    np.zeros(rows.n_rows, bool))
+    for r0, r1 in response_chunks(rows):
+        _, _, seg = _chunk_rows(rows, r0, r1, _first_seen(), rho, min_run)
+        out.retained[seg.raw_row] = True
+        out.slope[seg.raw_row] = seg.slopes
+        out.explore[seg.raw_row] = seg.explore
+    return out
 
 
 def response_chunks(rows: RowArrays, start: int = 0, stop: int | None = None,
@@ -120,7 +149,7 @@ def _chunk_rows(rows: RowArrays, r0: int, r1: int, first_seen: FirstSeen, rho: f
     compact = Rows(resp=resp, start=start, length=length, slopes=slopes, explore=explore,
                    entry_row=entry_row, mass=mass, is_new=is_new, first=first,
                    n_responses=n_resp)
-    return compact, keys, Segmentation(slopes, explore, resp_ptr_rows)
+    return compact, keys, Segmentation(slopes, explore, resp_ptr_rows, sp[0] + used_rows)
 
 
 def _chunk_credit(rows: RowArrays, r0: int, r1: int, rho: float, min_run: int):
