@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .segments import exact_sums, ranges, segment_medians
+from .segments import exact_sums, segment_medians
 
 EPS = 1e-6
 
@@ -119,23 +119,21 @@ def _reuse_shares(rows: Rows, x_cycle, e_cycle, candidate, n_cycles) -> np.ndarr
     row_total = exact_sums(rows.mass, rows.start[x_rows], rows.length[x_rows]).astype(np.float64)
 
     # entries of those rows whose key was introduced by the same cycle's E rows, i.e. whose
-    # first occurrence lies in the entry range of that cycle's E rows
-    lengths = rows.length[x_rows]
-    idx = ranges(rows.start[x_rows], lengths)
+    # first occurrence lies in the entry range of that cycle's E rows: a per-row window
+    # [lo, hi) of first positions, empty for rows that are not X rows of such a cycle
     e_rows = np.flatnonzero(e_cycle >= 0)
     cyc_ids = np.arange(n_cycles)
     first_e = e_rows[np.searchsorted(e_cycle[e_rows], cyc_ids, side="left")]
     last_e = e_rows[np.searchsorted(e_cycle[e_rows], cyc_ids, side="right") - 1]
-    e_lo = rows.start[first_e]
-    e_hi = rows.start[last_e] + rows.length[last_e]
-    own = np.repeat(x_cycle[x_rows], lengths)
-    f = rows.first[idx]
-    hit = (f >= e_lo[own]) & (f < e_hi[own])
-    hits_per_row = np.add.reduceat(hit, np.cumsum(lengths) - lengths, dtype=np.int64) \
-        if idx.size else np.zeros(x_rows.size, np.int64)
-    hits_per_row = np.where(lengths > 0, hits_per_row, 0)
+    lo = np.zeros(rows.resp.size, np.int32)
+    hi = np.zeros(rows.resp.size, np.int32)
+    lo[x_rows] = rows.start[first_e[x_cycle[x_rows]]]
+    hi[x_rows] = (rows.start + rows.length)[last_e[x_cycle[x_rows]]]
+    hit = (rows.first >= np.repeat(lo, rows.length)) & (rows.first < np.repeat(hi, rows.length))
+    hit_idx = np.flatnonzero(hit)
+    hits_per_row = np.bincount(rows.entry_row[hit_idx], minlength=rows.resp.size)[x_rows]
     hit_start = np.cumsum(hits_per_row) - hits_per_row
-    reused_row = exact_sums(rows.mass[idx[hit]], hit_start, hits_per_row).astype(np.float64)
+    reused_row = exact_sums(rows.mass[hit_idx], hit_start, hits_per_row).astype(np.float64)
 
     # per cycle: a Python-float running sum of reused mass, np.sum of the float64 row totals
     cyc = x_cycle[x_rows]

@@ -76,23 +76,23 @@ def _viterbi(z: np.ndarray, n: np.ndarray, means: np.ndarray, variances: np.ndar
     lattice[:, 0] = np.log(0.5) + log_frame[:, 0]
     for t in range(1, N):
         prev = lattice[:, t - 1]
-        to0 = np.maximum(prev[:, 0] + log_stay, prev[:, 1] + log_move)
-        to1 = np.maximum(prev[:, 0] + log_move, prev[:, 1] + log_stay)
-        lattice[:, t, 0] = to0 + log_frame[:, t, 0]
-        lattice[:, t, 1] = to1 + log_frame[:, t, 1]
+        # state i comes from i (stay) or from the other state (move)
+        np.maximum(prev + log_stay, prev[:, ::-1] + log_move, out=lattice[:, t])
+        lattice[:, t] += log_frame[:, t]
     rows = np.arange(B)
     last = lattice[rows, n - 1]
     state = (last[:, 1] > last[:, 0]).astype(np.int8)      # first maximum wins
     states = np.zeros((B, N), np.int8)
     states[rows, n - 1] = state
     for t in range(N - 2, -1, -1):
-        live = t < n - 1
         cur = lattice[:, t]
-        stay0 = np.where(state == 0, log_stay, log_move)
-        stay1 = np.where(state == 1, log_stay, log_move)
-        s = (cur[:, 1] + stay1 >= cur[:, 0] + stay0).astype(np.int8)   # ties go to state 1
+        into1 = state == 1
+        from1 = cur[:, 1] + np.where(into1, log_stay, log_move)
+        from0 = cur[:, 0] + np.where(into1, log_move, log_stay)
+        s = (from1 >= from0).astype(np.int8)                    # ties go to state 1
+        live = t < n - 1
         state = np.where(live, s, state)
-        states[:, t] = np.where(live, s, states[:, t])
+        states[:, t] = state
     return states
 
 
