@@ -32,3 +32,7 @@ class RunError(NexError):
 
 class TaskError(InputError):
     """A task name, task option or problem file is not usable."""
+
+
+class GenerateError(NexError):
+    """Generation cannot start or continue (bad sampling settings, a run directory of another run)."""

