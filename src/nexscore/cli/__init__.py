@@ -29,7 +29,7 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
-from . import cache_cmds, capture_cmds, core_cmds, generate_cmds, report_cmds, select_cmds  # noqa: E402,F401  (register commands)
+from . import demo_cmds, generate_cmds, capture_cmds, core_cmds, select_cmds, report_cmds, cache_cmds  # noqa: E402,F401,I001
 
 
 def main() -> None:

@@ -12,7 +12,7 @@ from .common import console
 
 cache_app = typer.Typer(help="Inspect and audit activation caches (v1 layout: rows/, base/).",
                         no_args_is_help=True)
-app.add_typer(cache_app, name="cache")
+app.add_typer(cache_app, name="cache", rich_help_panel="Inspect, study, annotate")
 
 
 @cache_app.command("info")

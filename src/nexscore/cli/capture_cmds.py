@@ -27,7 +27,7 @@ def _dir_size(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
-@app.command()
+@app.command(rich_help_panel="Inspect, study, annotate")
 def models(as_json: bool = typer.Option(False, "--json", help="Print the listing as JSON.")):
     """List the models capture and generation can use, and how to pass others.
 
@@ -90,7 +90,7 @@ def models(as_json: bool = typer.Option(False, "--json", help="Print the listing
               "SmolLM2 and relatives.")
 
 
-@app.command()
+@app.command(rich_help_panel="Pipeline: from problems to a choice")
 def capture(
     run_dir: Optional[Path] = typer.Argument(
         None, help="Run directory: reads candidates.jsonl and run.json, writes cache/."),

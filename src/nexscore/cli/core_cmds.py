@@ -56,7 +56,7 @@ def _print_summary(summary: dict, where: Path | None = None, seconds: float | No
         out.print(f"results in {where}")
 
 
-@app.command()
+@app.command(rich_help_panel="NEX core on a cache")
 def learn(cache: Path = typer.Argument(..., help="Cache to learn from (unlabeled)."),
           out: Path = typer.Option(..., "--out", "-o", help="Weights file to write (.npz, key 'weights')."),
           rho: float = RHO, min_run: int = MIN_RUN):
@@ -77,7 +77,7 @@ def learn(cache: Path = typer.Argument(..., help="Cache to learn from (unlabeled
                     f"{neg:,} redundant) in {time.perf_counter() - t0:.2f} s -> {out}")
 
 
-@app.command()
+@app.command(rich_help_panel="NEX core on a cache")
 def score(cache: Path = typer.Argument(..., help="Cache to score."),
           weights: Path = typer.Option(..., "--weights", "-w", help="Weights file (.npz with key 'weights')."),
           out: Path = typer.Option(None, "--out", "-o", help="Score table to write: .csv or .parquet."),
@@ -100,7 +100,7 @@ def score(cache: Path = typer.Argument(..., help="Cache to score."),
     _print_summary(_summary(scores, log_gap=log_gap), out, time.perf_counter() - t0)
 
 
-@app.command()
+@app.command(rich_help_panel="NEX core on a cache")
 def run(cache: Path = typer.Argument(..., help="Cache to calibrate on and score."),
         out: Path = typer.Option(..., "--out", "-o", help="Output directory."),
         rho: float = RHO, min_run: int = MIN_RUN, log_gap: bool = LOG_GAP):

@@ -26,7 +26,7 @@ def _resolve(name: str, given, recorded: dict, reused: list[str]):
     return DEFAULTS.get(name)
 
 
-@app.command()
+@app.command(rich_help_panel="Pipeline: from problems to a choice")
 def generate(
     run_dir: Path = typer.Argument(..., help="Run directory to create or continue (run.json, candidates.jsonl)."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="'default' (embedded SmolLM2-135M-Instruct), "
@@ -172,7 +172,7 @@ def _print_summary(s, settings) -> None:
     out.print(f"results in {s.run_dir / 'candidates.jsonl'}", soft_wrap=True)
 
 
-@app.command()
+@app.command(rich_help_panel="Inspect, study, annotate")
 def tasks(
     name: Optional[str] = typer.Argument(None, help="A task to describe, e.g. rg:chain_sum or jsonl:FILE."),
     task_opt: Optional[List[str]] = typer.Option(None, "--task-opt", help="Task option KEY=VALUE "

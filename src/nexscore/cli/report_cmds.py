@@ -15,8 +15,8 @@ analyze_app = typer.Typer(help="Analyses of a run directory (the inverted U of e
                           no_args_is_help=True)
 annotate_app = typer.Typer(help="Human check of the E/X phases: an annotation page, and agreement "
                                 "of the marks with the HMM labels.", no_args_is_help=True)
-app.add_typer(analyze_app, name="analyze")
-app.add_typer(annotate_app, name="annotate")
+app.add_typer(analyze_app, name="analyze", rich_help_panel="Inspect, study, annotate")
+app.add_typer(annotate_app, name="annotate", rich_help_panel="Inspect, study, annotate")
 
 TOKENIZER_HELP = ("Load the tokenizer of this model (a .gguf file, a model directory, 'default' or a hub id in "
                   "the local cache) instead of the one named in run.json.")
@@ -26,7 +26,7 @@ def _f(x, digits=3) -> str:
     return "n/a" if x is None or (isinstance(x, float) and not math.isfinite(x)) else f"{x:.{digits}f}"
 
 
-@app.command()
+@app.command(rich_help_panel="Pipeline: from problems to a choice")
 def report(run_dir: Path = typer.Argument(..., help="Run directory (candidates.jsonl, cache/, ...)."),
            out: Path = typer.Option(None, "--out", "-o", help="Write here instead of RUN_DIR/report.html."),
            problems: int = typer.Option(6, "--problems", help="Problems shown in the E/X trace viewer "

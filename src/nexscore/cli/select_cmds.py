@@ -32,7 +32,7 @@ def _fmt(x, digits=3) -> str:
     return "n/a" if x is None else f"{x:.{digits}f}"
 
 
-@app.command()
+@app.command(rich_help_panel="Pipeline: from problems to a choice")
 def select(run_dir: Path = typer.Argument(..., help="Run directory holding candidates.jsonl and cache/."),
            weights: Path = typer.Option(None, "--weights", "-w",
                                         help="Score with these weights (.npz, key 'weights') instead of "
