@@ -304,7 +304,7 @@ def test_candidates_without_run_json_and_malformed_files(tmp_path, lm):
     (d / "candidates.jsonl").write_text('{"problem_id": "x"}\n')
     with pytest.raises(GenerateError, match="run.json does not"):
         run(d, lm)
-    with pytest.raises(InputError, match=r"candidates.jsonl:1: missing field"):
+    with pytest.raises(InputError, match=r"candidates.jsonl, line 1: missing field"):
         read_candidates(d)
     (d / "candidates.jsonl").write_text("")
     with pytest.raises(InputError, match="empty"):

@@ -201,23 +201,23 @@ def test_empty_and_malformed_candidates(tmp_path):
     (run / "candidates.jsonl").write_text("")
     _one_line_error(run_nex("select", run), "no candidates", "nex generate")
     (run / "candidates.jsonl").write_text(lines[0] + "\n" + lines[1][:30] + "\n")
-    with pytest.raises(InputError, match=r"candidates.jsonl:2: not valid JSON"):
+    with pytest.raises(InputError, match=r"candidates.jsonl, line 2: not valid JSON"):
         select_run(run)
     (run / "candidates.jsonl").write_text(lines[0] + "\n[1, 2]\n")
-    with pytest.raises(InputError, match=r":2: expected a JSON object"):
+    with pytest.raises(InputError, match=r", line 2: expected a JSON object"):
         select_run(run)
     bad = json.loads(lines[1])
     del bad["sample_id"]
     (run / "candidates.jsonl").write_text(lines[0] + "\n\n" + json.dumps(bad) + "\n")
-    with pytest.raises(InputError, match=r":3: missing field 'sample_id'"):
+    with pytest.raises(InputError, match=r", line 3: missing field 'sample_id'"):
         select_run(run)
     bad = json.loads(lines[1])
     bad["correct"] = "yes"
     (run / "candidates.jsonl").write_text(lines[0] + "\n" + json.dumps(bad) + "\n")
-    with pytest.raises(InputError, match=r":2: correct must be"):
+    with pytest.raises(InputError, match=r", line 2: correct must be"):
         select_run(run)
     (run / "candidates.jsonl").write_text(lines[0] + "\n" + lines[0] + "\n")
-    with pytest.raises(InputError, match=r":2: problem 'q0' sample 0 appears twice"):
+    with pytest.raises(InputError, match=r", line 2: problem 'q0' sample 0 appears twice"):
         select_run(run)
     (run / "candidates.jsonl").unlink()
     _one_line_error(run_nex("select", run), "candidates.jsonl", "nex generate")

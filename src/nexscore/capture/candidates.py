@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
@@ -56,24 +55,10 @@ def candidate_from_dict(obj: dict, where: str = "candidate") -> Candidate:
 
 def read_candidates(path) -> list[Candidate]:
     """All candidates of a JSONL file, in file order; InputError names the first bad line."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: no such candidates file; run `nex generate` first "
-                         "(or pass --candidates FILE)")
-    out: list[Candidate] = []
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            where = f"{path}, line {lineno}"
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise InputError(f"{where}: not valid JSON ({exc.msg} at column {exc.colno})") from None
-            out.append(candidate_from_dict(obj, where))
-    if not out:
-        raise InputError(f"{path}: holds no candidates; run `nex generate` to produce them")
-    return out
+    from ..generate.candidates import iter_lines
+
+    hint = "run `nex generate` first (or pass --candidates FILE)"
+    return [candidate_from_dict(obj, where) for where, _, obj in iter_lines(path, missing_hint=hint)]
 
 
 def candidates_digest(candidates: list[Candidate]) -> str:

@@ -17,9 +17,16 @@ def console(stderr: bool = False):
 
 @contextmanager
 def progress(total: int, description: str):
-    """A rich progress bar on stderr when it is a terminal; yields advance(n)."""
-    if not sys.stderr.isatty() or total <= 0:
+    """A rich progress bar on stderr when it is a terminal; yields advance(n).
+
+    Elsewhere (CI logs, redirected output) a plain line at most every LOG_EVERY seconds, so a
+    long step still shows that it moves and how far it is.
+    """
+    if total <= 0:
         yield lambda n=1: None
+        return
+    if not sys.stderr.isatty():
+        yield _log_progress(total, description)
         return
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -27,6 +34,25 @@ def progress(total: int, description: str):
                   TimeRemainingColumn(), console=console(stderr=True), transient=True) as bar:
         task = bar.add_task(description, total=total)
         yield lambda n=1: bar.advance(task, n)
+
+
+LOG_EVERY = 30.0
+
+
+def _log_progress(total: int, description: str):
+    import time
+
+    state = {"done": 0, "t0": time.perf_counter(), "last": time.perf_counter()}
+
+    def advance(n=1):
+        state["done"] += n
+        now = time.perf_counter()
+        if now - state["last"] >= LOG_EVERY or state["done"] >= total:
+            state["last"] = now
+            print(f"{description}: {state['done']}/{total} ({now - state['t0']:.0f} s)",
+                  file=sys.stderr, flush=True)
+
+    return advance
 
 
 def existing_dir(path: Path, what: str, hint: str = "") -> Path:

@@ -55,34 +55,52 @@ def _check_record(rec, where: str) -> dict:
     return rec
 
 
-def read_candidates(path, *, validate: bool = True) -> list[dict]:
-    """All records of a candidates.jsonl (a directory means DIR/candidates.jsonl).
+def iter_lines(path, *, missing_hint: str = "run `nex generate` first", drop_unfinished: bool = False):
+    """Yield (where, line number, obj) for each JSON line of a candidates file (a directory means DIR/candidates.jsonl).
 
-    A last line without its newline (a write that never finished, from another writer) is
-    ignored; any other malformed line raises InputError naming the line.
+    The one place that parses the file, so every reader reports a missing, empty or damaged file
+    alike. drop_unfinished: a last line without its newline (a write that never finished) is
+    skipped instead of reported -- right for `nex generate`, which regenerates that trace.
     """
     path = Path(path)
     if path.is_dir():
         path = path / FILENAME
-    if not path.exists():
-        raise InputError(f"{path}: no such candidates file; run `nex generate` first")
+    if not path.is_file():
+        raise InputError(f"{path}: no such candidates file; {missing_hint}")
     data = path.read_bytes()
     if not data.strip():
-        raise InputError(f"{path}: the candidates file is empty; run `nex generate` (again)")
+        raise InputError(f"{path}: holds no candidates (the file is empty); {missing_hint}")
     lines = data.split(b"\n")
-    if lines and lines[-1].strip():
-        lines = lines[:-1]  # unterminated tail: a line that was still being written
-    out = []
-    seen = set()
+    if drop_unfinished and lines and lines[-1].strip():
+        lines = lines[:-1]
+    n = 0
     for lineno, line in enumerate(lines, 1):
         if not line.strip():
             continue
-        where = f"{path}:{lineno}"
+        where = f"{path}, line {lineno}"
         try:
-            rec = json.loads(line)
+            obj = json.loads(line)
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise InputError(f"{where}: not valid JSON ({exc}); the file is damaged: regenerate it "
-                             "or remove the line") from None
+            tail = " (the last line is cut short: the file is truncated)" if lineno == len(lines) else ""
+            raise InputError(f"{where}: not valid JSON{tail} ({exc}); regenerate the file "
+                             "(`nex generate` resumes) or remove the line") from None
+        if not isinstance(obj, dict):
+            raise InputError(f"{where}: expected a JSON object per line, got {type(obj).__name__}")
+        n += 1
+        yield where, lineno, obj
+    if not n:
+        raise InputError(f"{path}: holds no candidates (no complete line); {missing_hint}")
+
+
+def read_candidates(path, *, validate: bool = True) -> list[dict]:
+    """All records of a candidates.jsonl, as `nex generate` reads its own file back.
+
+    A last line without its newline is ignored (it is regenerated); any other malformed line
+    raises InputError naming the line.
+    """
+    out = []
+    seen = set()
+    for where, _, rec in iter_lines(path, drop_unfinished=True):
         if validate:
             _check_record(rec, where)
             key = (rec["problem_id"], rec["sample_id"])
@@ -90,8 +108,6 @@ def read_candidates(path, *, validate: bool = True) -> list[dict]:
                 raise InputError(f"{where}: duplicate trace (problem {key[0]!r}, sample {key[1]})")
             seen.add(key)
         out.append(rec)
-    if not out:
-        raise InputError(f"{path}: holds no complete candidate line")
     return out
 
 

@@ -77,33 +77,19 @@ class SelectResult:
 # ---------------------------------------------------------------------------------- reading
 def read_candidates(path) -> list[Candidate]:
     """Parse and check candidates.jsonl; errors name the line."""
+    from ..generate.candidates import iter_lines
+
     path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: no such file; generate the traces first "
-                         f"(`nex generate {path.parent} --model M --task T`)")
     out: list[Candidate] = []
-    seen: dict[tuple[str, int], int] = {}
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            where = f"{path}:{lineno}"
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise InputError(f"{where}: not valid JSON ({exc.msg} at column {exc.colno}); "
-                                 "the file may be truncated: re-run `nex generate` to finish it") from None
-            if not isinstance(rec, dict):
-                raise InputError(f"{where}: expected a JSON object per line, got {type(rec).__name__}")
-            out.append(_candidate(rec, where, lineno))
-            key = (out[-1].problem_id, out[-1].sample_id)
-            if key in seen:
-                raise InputError(f"{where}: problem {key[0]!r} sample {key[1]} appears twice "
-                                 f"(first on line {seen[key]})")
-            seen[key] = lineno
-    if not out:
-        raise InputError(f"{path}: holds no candidates (the file is empty); "
-                         f"run `nex generate {path.parent} ...` to produce traces")
+    seen: dict[tuple[str, int], str] = {}
+    hint = f"generate the traces first (`nex generate {path.parent} --model M --task T`)"
+    for where, lineno, rec in iter_lines(path, missing_hint=hint):
+        out.append(_candidate(rec, where, lineno))
+        key = (out[-1].problem_id, out[-1].sample_id)
+        if key in seen:
+            raise InputError(f"{where}: problem {key[0]!r} sample {key[1]} appears twice "
+                             f"(first at {seen[key]})")
+        seen[key] = where
     return out
 
 
@@ -219,7 +205,7 @@ def resolve_weights(run_dir: Path, cache, weights_file: Path | None, relearn: bo
                     on_progress: Callable[[int], None] | None, notes: list[str]):
     """Weights to score with: --weights FILE, else RUN_DIR/weights.npz, else learn and save it."""
     from ..core.learn import accumulate
-    from ..core.weights import load_weights, save_weights
+    from ..core.weights import load_weights, model_record, save_weights
 
     run_weights = run_dir / WEIGHTS
     if weights_file is not None:
@@ -233,7 +219,7 @@ def resolve_weights(run_dir: Path, cache, weights_file: Path | None, relearn: bo
         return load_weights(run_weights), {"source": "run", "path": str(run_weights)}
     acc = accumulate(cache, on_chunk=on_progress)
     weights = acc.weights()
-    save_weights(run_weights, weights)
+    save_weights(run_weights, weights, model=model_record(cache.manifest))
     return weights, {"source": "learned (self-calibration on the run's own cache)", "path": str(run_weights),
                      "rho": 0.95, "min_run": 2}
 
