@@ -78,6 +78,7 @@ def _check_sampling(temperature: float, top_p: float, max_new_tokens: int) -> No
 
 
 TOP_CANDIDATES = 256
+FIRST_ROUND = 32  # tokens of the first generation round (see TransformersEngine.generate)
 
 
 def _inverse_cdf(weights, u):
@@ -151,22 +152,57 @@ class TransformersEngine:
         self.pad_id = int(pad) if pad is not None else (self.stop_ids[0] if self.stop_ids else 0)
 
     def generate(self, requests: list[Request]) -> list[Completion]:
+        """Generate in rounds of growing length; traces that stopped leave the batch.
+
+        Reasoning traces have long-tailed lengths (on the demo: median ~20 tokens, a few run
+        to the limit), and a batch decodes until its longest member ends, so one long trace
+        would keep every finished one in the batch for the whole run. After each round (32,
+        then 32, 64, 128, ... more tokens) only the unfinished traces continue, from their
+        prompt plus what they generated. Each trace keeps its own random stream across rounds
+        (one draw per generated token), so a trace is the one a single long round would give,
+        up to the floating-point effects of re-reading its prefix.
+        """
+        if not requests:
+            return []
+        streams = _make_sampler([r.seed for r in requests], self.temperature, self.top_p).generators
+        generated: list[list[int]] = [[] for _ in requests]
+        done: list[Completion | None] = [None] * len(requests)
+        alive = list(range(len(requests)))
+        steps = min(FIRST_ROUND, self.max_new_tokens)
+        while alive:
+            prefixes = [list(requests[i].prompt_ids) + generated[i] for i in alive]
+            new = self._round(prefixes, [streams[i] for i in alive], steps)
+            still = []
+            for i, tokens in zip(alive, new):
+                generated[i].extend(tokens)
+                comp = cut_at_stop(generated[i], self.stop_ids, self.max_new_tokens)
+                if comp.finish_reason == "stop" or len(generated[i]) >= self.max_new_tokens:
+                    done[i] = comp
+                else:
+                    still.append(i)
+            alive = still
+            if alive:
+                used = len(generated[alive[0]])       # every unfinished trace ran the whole round
+                steps = min(max(steps, used), self.max_new_tokens - used)
+        return done  # type: ignore[return-value]
+
+    def _round(self, prefixes: list[list[int]], streams, steps: int) -> list[list[int]]:
+        """Up to `steps` new tokens for each left-padded prefix, sampling from its own stream."""
         import torch
         from transformers import GenerationConfig, LogitsProcessorList
 
-        if not requests:
-            return []
         device = next(self.model.parameters()).device
-        width = max(len(r.prompt_ids) for r in requests)
-        input_ids = torch.full((len(requests), width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(requests), width), dtype=torch.long)
-        for i, r in enumerate(requests):
-            input_ids[i, width - len(r.prompt_ids):] = torch.tensor(r.prompt_ids, dtype=torch.long)
-            mask[i, width - len(r.prompt_ids):] = 1
-        config = GenerationConfig(max_new_tokens=self.max_new_tokens, do_sample=False, num_beams=1,
+        width = max(len(p) for p in prefixes)
+        input_ids = torch.full((len(prefixes), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(prefixes), width), dtype=torch.long)
+        for i, p in enumerate(prefixes):
+            input_ids[i, width - len(p):] = torch.tensor(p, dtype=torch.long)
+            mask[i, width - len(p):] = 1
+        config = GenerationConfig(max_new_tokens=steps, do_sample=False, num_beams=1,
                                   eos_token_id=self.stop_ids or None, pad_token_id=self.pad_id,
                                   use_cache=True)
-        sampler = _make_sampler([r.seed for r in requests], self.temperature, self.top_p)
+        sampler = _make_sampler([0] * len(prefixes), self.temperature, self.top_p)
+        sampler.generators = list(streams)
         # generate() fills unset values from model.generation_config (repetition penalty, top-k,
         # ...); swap in a plain one so that exactly temperature + top-p sampling is done.
         saved = getattr(self.model, "generation_config", None)
@@ -178,8 +214,7 @@ class TransformersEngine:
                                           logits_processor=LogitsProcessorList([sampler]))
         finally:
             self.model.generation_config = saved
-        new = out[:, width:].tolist()
-        return [cut_at_stop(row, self.stop_ids, self.max_new_tokens) for row in new]
+        return out[:, width:].tolist()
 
 
 class VllmEngine:
