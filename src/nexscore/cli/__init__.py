@@ -6,6 +6,7 @@ line and exit non-zero, never as a traceback.
 
 from __future__ import annotations
 
+import inspect
 import sys
 
 import typer
@@ -29,7 +30,39 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
-from . import demo_cmds, generate_cmds, capture_cmds, core_cmds, select_cmds, report_cmds, cache_cmds  # noqa: E402,F401,I001
+from . import demo_cmds, generate_cmds, capture_cmds, core_cmds, select_cmds, report_cmds, cache_cmds, neuron_cmds, rank_cmds  # noqa: E402,F401,I001
+
+
+def _reflow(doc: str) -> str:
+    """Join the hard-wrapped lines of a docstring paragraph so the terminal can wrap them.
+
+    Typer's rich help keeps single line breaks; docstrings wrapped at 100 columns would then
+    break twice on an 80-column terminal. Indented lines (examples) and bullets keep their breaks.
+    """
+    out = []
+    for para in inspect.cleandoc(doc).split("\n\n"):
+        lines: list[str] = []
+        for line in para.splitlines():
+            starts_new = not lines or line[:1].isspace() or line.lstrip().startswith(("- ", "* ")) \
+                or lines[-1].rstrip().endswith(":")
+            if starts_new:
+                lines.append(line)
+            else:
+                lines[-1] = lines[-1].rstrip() + " " + line.strip()
+        out.append("\n".join(lines))
+    return "\n\n".join(out)
+
+
+def _reflow_helps(typer_app: typer.Typer) -> None:
+    for cmd in typer_app.registered_commands:
+        doc = cmd.help or (cmd.callback.__doc__ if cmd.callback else None)
+        if doc:
+            cmd.help = _reflow(doc)
+    for group in typer_app.registered_groups:
+        _reflow_helps(group.typer_instance)
+
+
+_reflow_helps(app)
 
 
 def main() -> None:

@@ -67,11 +67,12 @@ def learn(cache: Path = typer.Argument(..., help="Cache to learn from (unlabeled
     """
     import numpy as np
 
-    from ..core.weights import save_weights
+    from ..cache import open_cache
+    from ..core.weights import model_record, save_weights
 
     t0 = time.perf_counter()
     weights = _learn(cache, rho, min_run)
-    save_weights(out, weights)
+    save_weights(out, weights, model=model_record(open_cache(cache).manifest))
     pos, neg = int((weights > 0).sum()), int((weights < 0).sum())
     console().print(f"learned {int(np.count_nonzero(weights)):,} neuron weights ({pos:,} effective, "
                     f"{neg:,} redundant) in {time.perf_counter() - t0:.2f} s -> {out}")
@@ -110,14 +111,15 @@ def run(cache: Path = typer.Argument(..., help="Cache to calibrate on and score.
     where unscored) and summary.json (n_responses, n_scored_responses, nex_score, rho, min_run).
     """
     from ..core.gmf import score_responses
-    from ..core.weights import save_weights
+    from ..cache import open_cache
+    from ..core.weights import model_record, save_weights
     from ..io import write_json, write_npy
 
     t0 = time.perf_counter()
     weights = _learn(cache, rho, min_run)
     scores = score_responses(cache, weights)
     out.mkdir(parents=True, exist_ok=True)
-    save_weights(out / "weights.npz", weights)
+    save_weights(out / "weights.npz", weights, model=model_record(open_cache(cache).manifest))
     write_npy(out / "response_scores.npy", scores)
     summary = _summary(scores, rho, min_run, log_gap)
     write_json(out / "summary.json", summary)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import zipfile
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from ..errors import WeightsError
 from ..io import atomic_path
 
 EPS = 1e-6
+MODEL_KEY = "model_json"   # optional: JSON record of the model the weights were learned on
 
 
 def weights_from_masses(effective: np.ndarray, redundant: np.ndarray) -> np.ndarray:
@@ -25,15 +27,21 @@ def weights_from_masses(effective: np.ndarray, redundant: np.ndarray) -> np.ndar
     return out
 
 
-def save_weights(path, weights: np.ndarray, *, compress: bool = False, **extra) -> Path:
+def save_weights(path, weights: np.ndarray, *, compress: bool = False, model: dict | None = None,
+                 **extra) -> Path:
     """Write weights (and optional extra arrays) atomically as an npz (key "weights").
 
     Uncompressed by default: 16 MB, written in milliseconds, where deflating the mostly-zero
     array takes a few hundred (it would shrink to ~2 MB; pass compress=True for that).
+    model: the record of the model the weights were learned on (see `model_record`), kept as a
+    JSON string under "model_json" so that commands editing a model can check provenance;
+    readers of the reference format ignore it.
     """
     path = Path(path)
     weights = np.asarray(weights, np.float32)
     _check_shape(weights, path)
+    if model is not None:
+        extra[MODEL_KEY] = np.array(json.dumps(model, sort_keys=True, default=str))
     with atomic_path(path, ".npz") as tmp:
         (np.savez_compressed if compress else np.savez)(tmp, weights=weights, **extra)
     return path
@@ -62,6 +70,41 @@ def load_weights(path) -> np.ndarray:
     if not np.issubdtype(weights.dtype, np.floating):
         raise WeightsError(f"{path}: weights have dtype {weights.dtype}, expected float32")
     return weights.astype(np.float32, copy=False)
+
+
+def model_record(manifest: dict | None) -> dict | None:
+    """The model record to store with weights learned on a cache, from the cache's manifest.
+
+    The manifest's "model" (id, source, revision, file_sha256, architecture, ...) plus the
+    shape of the captured MLPs (n_layers, intermediate_size); None for a cache without one.
+    """
+    if not manifest or not isinstance(manifest.get("model"), dict):
+        return None
+    record = {k: v for k, v in manifest["model"].items() if k != "spec"}
+    if manifest.get("layers") is not None:
+        record["n_layers"] = manifest["layers"]
+    if manifest.get("intermediate_size") is not None:
+        record["intermediate_size"] = manifest["intermediate_size"]
+    return record
+
+
+def weights_model(path) -> dict | None:
+    """The model record stored with a weights file ("model_json"), or None when it has none."""
+    path = Path(path)
+    if path.suffix == ".npy":
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            if MODEL_KEY not in archive.files:
+                return None
+            text = str(archive[MODEL_KEY][()])
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+        raise WeightsError(f"{path}: not a readable weights file ({exc})") from None
+    try:
+        record = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise WeightsError(f"{path}: its model record ({MODEL_KEY}) is not valid JSON ({exc})") from None
+    return record if isinstance(record, dict) else None
 
 
 def _check_shape(weights: np.ndarray, path) -> None:

@@ -19,6 +19,8 @@ import numpy as np
 from ..analysis.rundir import EXPLORATION_JSON, SELECT_JSON, WEIGHTS, RunData, open_run, read_json
 from . import figures
 from .html import esc, figure, fmt, json_script, note, page, section, table
+from .neurons_check import check_section as _neurons_check
+from .rank_section import rank_section as _rank_section
 
 REPORT = "report.html"
 DEFAULT_PROBLEMS = 6
@@ -487,6 +489,10 @@ def build_report(run_dir, out=None, *, max_problems: int = DEFAULT_PROBLEMS, tok
 
     if max_problems < 1:
         raise InputError(f"--problems must be at least 1 (got {max_problems})")
+    if (Path(run_dir) / "rank.json").is_file() and not (Path(run_dir) / "candidates.jsonl").is_file():
+        from .rank_section import build_rank_report  # a `nex rank` directory: its ranking section alone
+
+        return ReportResult(path=build_rank_report(run_dir, out), sections=["rank"])
     data = open_run(run_dir)
     run_dir = data.run_dir
     notes = list(data.notes)
@@ -509,7 +515,8 @@ def build_report(run_dir, out=None, *, max_problems: int = DEFAULT_PROBLEMS, tok
     viewer, viewer_data, n_viewer, tok_note = _viewer_section(data, select, gmf, max_problems, tokenizer,
                                                               use_tokenizer)
     sections = [_selection_section(select, run_dir), _gmf_section(data, gmf, select), viewer,
-                _neuron_section(data, select, notes), _exploration_section(run_dir)]
+                _neuron_section(data, select, notes), _exploration_section(run_dir), _neurons_check(run_dir),
+                _rank_section(run_dir)]
     if notes:
         header += section("notes", "Notes", "<ul>" + "".join(f"<li>{esc(x)}</li>" for x in dict.fromkeys(notes))
                           + "</ul>")

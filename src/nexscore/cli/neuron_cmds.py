@@ -1,0 +1,255 @@
+"""`nex ablate` and `nex transfer`: do the neurons NEX weights mark change what a model can do?"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from . import app
+from .common import console, progress
+
+PANEL = "Check and compare models"
+CHAIN_SUM_DEFAULTS = {"min_terms": 2, "max_terms": 3, "min_digits": 1, "max_digits": 2}
+RUN_DIR_MARKERS = ("run.json", "candidates.jsonl", "cache")
+
+WEIGHTS = typer.Option(..., "--weights", "-w", help="Weights file (.npz, key 'weights'), e.g. RUN_DIR/weights.npz "
+                       "from `nex select` or `nex learn`.")
+M = typer.Option("16,64,256", "--m", help="Numbers of neurons to edit, comma-separated; every value is measured "
+                 "for every set.")
+SETS = typer.Option("effective,redundant,random", "--sets", help="Neuron sets, comma-separated: effective (largest "
+                    "weights), redundant (most negative), random (the effective set's per-layer counts).")
+TASK = typer.Option("rg:chain_sum", "--task", "-t", help="Labelled problems to measure accuracy on (a task with gold "
+                    "answers; rg:chain_sum gets the demo's options: 2-3 terms of 1-2 digits).")
+TASK_OPT = typer.Option(None, "--task-opt", help="Task option KEY=VALUE (repeatable); for rg:chain_sum these "
+                        "override the demo's options.")
+TASK_SEED = typer.Option(1, "--task-seed", help="Seed of the labelled problems (the demo samples from seed 0: "
+                         "seed 1 keeps the two sets apart).")
+PROBLEMS = typer.Option(64, "--problems", "-k", help="Labelled problems per measurement (more give tighter intervals).")
+MAX_NEW = typer.Option(160, "--max-new-tokens", help="Longest greedy answer in tokens.")
+BATCH = typer.Option(64, "--batch-size", help="Problems answered together.")
+SEED = typer.Option(0, "--seed", help="Seed of the random control (and of draws among neurons tied at the cut).")
+OUT = typer.Option(None, "--out", "-o", help="Directory for the results [default: the weights file's run "
+                   "directory, else ./ablate or ./transfer].")
+OVERWRITE = typer.Option(False, "--overwrite", help="Discard earlier results in OUT instead of reusing them.")
+FORCE = typer.Option(False, "--force", help="Use weights whose recorded model differs from the model given.")
+DEVICE = typer.Option("cpu", "--device", help="cpu, cuda, cuda:N, mps or auto.")
+DTYPE = typer.Option("float32", "--dtype", help="float32, bfloat16 or float16.")
+
+
+def _ints(text: str, what: str) -> list[int]:
+    from ..errors import InputError
+
+    try:
+        values = [int(x) for x in str(text).replace(" ", "").split(",") if x]
+    except ValueError:
+        raise InputError(f"{what} '{text}': expected whole numbers separated by commas (e.g. 16,64,256)") from None
+    if not values:
+        raise InputError(f"{what}: no values given (e.g. 16,64,256)")
+    bad = [v for v in values if v < 1]
+    if bad:
+        raise InputError(f"{what}: values must be at least 1 (got {bad[0]})")
+    return values
+
+
+def _sets(text: str) -> tuple[str, ...]:
+    from ..errors import InputError
+    from ..neurons.choose import SETS as ALL
+
+    names = tuple(dict.fromkeys(x.strip().lower() for x in str(text).split(",") if x.strip()))
+    bad = [n for n in names if n not in ALL]
+    if bad or not names:
+        raise InputError(f"--sets '{text}': use one or more of {', '.join(ALL)}")
+    return tuple(n for n in ALL if n in names)
+
+
+def _task(task: str, task_opt, task_seed: int, n: int):
+    from ..errors import InputError
+    from ..tasks import load_task, parse_task_options
+
+    options = parse_task_options(task_opt)
+    if task.strip() in ("rg:chain_sum", "chain_sum"):
+        options = {**CHAIN_SUM_DEFAULTS, **options}
+    if task.strip().startswith(("rg:", "reasoning_gym:")) or task.strip() == "chain_sum":
+        options.setdefault("seed", task_seed)
+    if n < 1:
+        raise InputError(f"--problems must be at least 1 (got {n})")
+    t = load_task(task, **options)
+    return t, t.problems(n)
+
+
+def _out_dir(out: Optional[Path], weights: Path, kind: str) -> Path:
+    if out is not None:
+        return out
+    parent = weights.resolve().parent
+    if any((parent / m).exists() for m in RUN_DIR_MARKERS):
+        return parent
+    return Path(kind)
+
+
+def _load_weights(weights: Path, ms, sets):
+    from ..core.weights import load_weights
+    from ..neurons.choose import check_grid, signed_counts
+
+    w = load_weights(weights)
+    check_grid(w, ms, sets)            # before any model is loaded: a bad m fails in a second
+    return w, signed_counts(w)
+
+
+def _load(spec: str, device: str, dtype: str, say):
+    from ..models import load_model
+
+    t0 = time.perf_counter()
+    lm = load_model(spec, device=device, dtype=dtype)
+    say.print(f"model {lm.info.get('id')} ({lm.info.get('n_layers')} layers x {lm.info.get('intermediate_size')} "
+              f"MLP units) loaded in {time.perf_counter() - t0:.1f} s")
+    return lm
+
+
+def _print(result, kind: str, seconds: float) -> None:
+    from rich.table import Table
+
+    from ..neurons.experiment import summarise
+
+    doc = result.doc
+    out = console()
+
+    def pct(v, ci):
+        return "n/a" if v is None else f"{100 * v:5.1f} [{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]"
+
+    def pts(v, ci):
+        return "" if v is None else f"{100 * v:+5.1f} [{100 * ci[0]:+.1f}, {100 * ci[1]:+.1f}]"
+
+    title = (("ablation: accuracy % after editing m neurons" if kind == "ablate"
+              else "transfer: recipient accuracy % after transplanting m neurons")
+             + "; changes in points; [95 % bootstrap CI over problems, paired for changes]")
+    table = Table(title=title, title_justify="left")
+    for col in ("set", "m", "accuracy [CI]", "change vs unedited [CI]", "vs random [CI]"):
+        table.add_column(col, justify="left" if col == "set" else "right", no_wrap=True,
+                         min_width=9 if col == "set" else None)
+    base = doc["base"]
+    table.add_row("unedited" if kind == "ablate" else "recipient", "", pct(base["accuracy"], base["ci95"]), "", "",
+                  style="dim")
+    if doc.get("donor"):
+        table.add_row("donor", "", pct(doc["donor"]["accuracy"], doc["donor"]["ci95"]), "", "", style="dim")
+    for r in summarise(doc):
+        table.add_row(r["set"], str(r["m"]), pct(r["accuracy"], r["ci95"]), pts(r["change"], r["change_ci95"]),
+                      pts(r.get("vs_random"), r.get("vs_random_ci95")),
+                      style="bold" if r["set"] == "effective" else None)
+    out.print(table)
+    w = doc["weights"]
+    out.print(f"weights: {w['n_positive']:,} positive, {w['n_negative']:,} negative; provenance {w['provenance']}"
+              + (f" (learned on the {w['matches']})" if w.get("matches") else ""))
+    out.print(f"measured {result.n_measured}, reused {result.n_reused} in {seconds:.0f} s -> {result.path}"
+              + (f", {result.figure}" if result.figure else ""))
+    for warning in result.warnings:
+        console(stderr=True).print(f"[yellow]warning:[/yellow] {warning}")
+
+
+def _n_evals(out_dir: Path, kind: str, ms, sets, extra: int) -> int:
+    """Measurements still to run (for the progress bar): all unless results can be reused."""
+    import json
+
+    from ..neurons.experiment import RESULT_FILES
+
+    total = len(set(ms)) * len(sets) + extra
+    path = out_dir / RESULT_FILES[kind]
+    try:
+        done = json.loads(path.read_text()) if path.is_file() else {}
+    except (OSError, ValueError):
+        done = {}
+    runs = done.get("runs") or {}
+    have = sum(1 for m in set(ms) for s in sets if f"{s}:{m}" in runs)
+    have += int(done.get("base") is not None) + int(kind == "transfer" and done.get("donor") is not None)
+    return max(total - have, 0)
+
+
+@app.command(rich_help_panel=PANEL)
+def ablate(model: str = typer.Option("default", "--model", help="Model to edit (default: SmolLM2-135M-Instruct)."),
+           weights: Path = WEIGHTS, m: str = M, sets: str = SETS,
+           scale: float = typer.Option(0.0, "--scale", help="Factor for the chosen neurons' down-projection "
+                                       "columns: 0 removes them, 0.5 halves their output."),
+           task: str = TASK, task_opt: Optional[List[str]] = TASK_OPT, task_seed: int = TASK_SEED,
+           problems: int = PROBLEMS, max_new_tokens: int = MAX_NEW, batch_size: int = BATCH, seed: int = SEED,
+           out: Optional[Path] = OUT, overwrite: bool = OVERWRITE, force: bool = FORCE,
+           device: str = DEVICE, dtype: str = DTYPE):
+    """Remove the neurons NEX weights rank highest (and lowest, and random ones) and measure accuracy.
+
+    For every m of --m, three sets of m neurons are chosen from the weights file: the most
+    effective (largest weights), the most redundant (most negative weights) and a random
+    control with the effective set's count in every layer. Each set's down-projection columns
+    are multiplied by --scale (0: the neurons are silenced) in a copy of the model held in
+    memory, the model answers the labelled problems greedily, and the edit is undone. If the
+    weights mark neurons that matter, removing the effective set should cost more accuracy
+    than removing the random one.
+
+    Writes OUT/ablate.json (accuracy per set and m with 95 % bootstrap intervals over
+    problems, paired intervals for the change) and OUT/ablate.svg; `nex report RUN_DIR` shows
+    them when OUT is the run directory. Results are saved after every measurement: running
+    the same command again resumes, and a longer --m list only measures what is new. The
+    model's files are never modified.
+
+    Example: nex ablate --model default --weights runs/demo/weights.npz --m 16,64,256
+    """
+    say = console(stderr=True)
+    ms, set_names = _ints(m, "--m"), _sets(sets)
+    w, (pos, neg) = _load_weights(weights, ms, set_names)
+    say.print(f"weights {weights}: {pos:,} positive (effective), {neg:,} negative (redundant)")
+    the_task, probs = _task(task, task_opt, task_seed, problems)
+    out_dir = _out_dir(out, weights, "ablate")
+    t0 = time.perf_counter()
+    lm = _load(model, device, dtype, say)
+    from ..neurons.experiment import GridSpec, run_ablate
+
+    spec = GridSpec(ms=ms, sets=set_names, seed=seed, scale=scale, max_new_tokens=max_new_tokens,
+                    batch_size=batch_size)
+    n = _n_evals(out_dir, "ablate", ms, set_names, 1) if not overwrite else len(set(ms)) * len(set_names) + 1
+    with progress(n * len(probs), "answering problems") as advance:
+        result = run_ablate(lm, w, weights, the_task, probs, spec, out_dir, force=force, overwrite=overwrite,
+                            on_progress=advance)
+    _print(result, "ablate", time.perf_counter() - t0)
+
+
+@app.command(rich_help_panel=PANEL)
+def transfer(donor: str = typer.Option(..., "--donor", help="Model whose neurons are copied."),
+             recipient: str = typer.Option(..., "--recipient", help="Model that receives them (same architecture)."),
+             weights: Path = WEIGHTS, m: str = M, sets: str = SETS,
+             task: str = TASK, task_opt: Optional[List[str]] = TASK_OPT, task_seed: int = TASK_SEED,
+             problems: int = PROBLEMS, max_new_tokens: int = MAX_NEW, batch_size: int = BATCH, seed: int = SEED,
+             out: Optional[Path] = OUT, overwrite: bool = OVERWRITE, force: bool = FORCE,
+             device: str = DEVICE, dtype: str = DTYPE):
+    """Transplant the neurons NEX weights rank highest from a donor into a recipient; measure the recipient.
+
+    For every m of --m, three sets of m neurons are chosen from the weights file (learned on
+    the donor or the recipient): the most effective, the most redundant and a random control
+    with the effective set's per-layer counts. For neuron (layer, unit), row `unit` of the gate
+    and up projections and column `unit` of the down projection are copied from the donor into
+    the recipient held in memory; the recipient answers the labelled problems greedily and the
+    copy is undone. Donor and recipient must share the architecture (e.g. a base model and its
+    fine-tune). If the weights mark the neurons that carry the donor's ability, transplanting
+    the effective set should move the recipient toward the donor more than the random set.
+
+    Writes OUT/transfer.json (recipient before and after, donor accuracy, intervals) and
+    OUT/transfer.svg; resumable like `nex ablate`. Neither model's files are modified.
+
+    Example: nex transfer --donor runs/tuned --recipient default --weights runs/tuned/weights.npz
+    """
+    say = console(stderr=True)
+    ms, set_names = _ints(m, "--m"), _sets(sets)
+    w, (pos, neg) = _load_weights(weights, ms, set_names)
+    say.print(f"weights {weights}: {pos:,} positive (effective), {neg:,} negative (redundant)")
+    the_task, probs = _task(task, task_opt, task_seed, problems)
+    out_dir = _out_dir(out, weights, "transfer")
+    t0 = time.perf_counter()
+    d = _load(donor, device, dtype, say)
+    r = _load(recipient, device, dtype, say)
+    from ..neurons.experiment import GridSpec, run_transfer
+
+    spec = GridSpec(ms=ms, sets=set_names, seed=seed, max_new_tokens=max_new_tokens, batch_size=batch_size)
+    n = _n_evals(out_dir, "transfer", ms, set_names, 2) if not overwrite else len(set(ms)) * len(set_names) + 2
+    with progress(n * len(probs), "answering problems") as advance:
+        result = run_transfer(d, r, w, weights, the_task, probs, spec, out_dir, force=force, overwrite=overwrite,
+                              on_progress=advance)
+    _print(result, "transfer", time.perf_counter() - t0)

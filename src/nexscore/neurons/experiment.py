@@ -1,0 +1,358 @@
+"""The causal check of NEX weights: edit chosen neurons, measure accuracy, for a grid of m x sets.
+
+`run_ablate` zeroes (or scales) the down-projection columns of the m most effective, the m most
+redundant and m random neurons (same per-layer counts as the effective set) of one model;
+`run_transfer` copies those neurons' parameters from a donor into a recipient of the same
+architecture. Each edit is measured on a labelled problem set (greedy, one answer per problem,
+`nexscore.evaluate`) against the unedited model, with bootstrap intervals over problems, and
+then undone in memory (`edit.Snapshot`): the model is loaded once and never written to disk.
+
+Results go to OUT/ablate.json or OUT/transfer.json, rewritten (atomically) after every
+measurement; a re-run with the same settings reuses what is there and measures only what is
+missing (a longer --m list adds to it). Settings that change the measurement (model, weights,
+task, problems, max new tokens, scale, seed, dtype, device) must match, else the command
+refuses rather than mixing two experiments.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from ..errors import InputError
+from .choose import SETS, check_grid, check_keys_fit, choose_sets, signed_counts
+
+RESULT_FILES = {"ablate": "ablate.json", "transfer": "transfer.json"}
+FIGURE_FILES = {"ablate": "ablate.svg", "transfer": "transfer.svg"}
+SCHEMA = 1
+MODEL_KEYS = ("spec", "id", "source", "revision", "file_sha256", "architecture", "model_type", "base_model",
+              "n_layers", "intermediate_size")
+# what must agree between a weights file's model record and a model (spec and paths may differ)
+PROVENANCE_KEYS = ("id", "file_sha256", "n_layers", "intermediate_size")
+
+
+@dataclass
+class GridSpec:
+    """What to measure: m values, neuron sets, the random control's seed, the ablation scale."""
+
+    ms: list[int]
+    sets: tuple[str, ...] = SETS
+    seed: int = 0
+    scale: float = 0.0
+    max_new_tokens: int = 160
+    batch_size: int = 64
+
+
+@dataclass
+class GridResult:
+    path: Path
+    doc: dict
+    n_measured: int = 0
+    n_reused: int = 0
+    warnings: list[str] = field(default_factory=list)
+    figure: Path | None = None
+
+
+# ------------------------------------------------------------------------------ provenance
+def model_record(info: dict) -> dict:
+    return {k: info.get(k) for k in MODEL_KEYS if k in info}
+
+
+def _disagreement(record: dict, info: dict) -> list[str]:
+    """Fields where a weights file's model record and a loaded model disagree ([] = same model)."""
+    a, b = record.get("file_sha256"), info.get("file_sha256")
+    diffs = []
+    if a and b:
+        if a != b:
+            diffs.append(f"file_sha256 {a[:12]}… vs {b[:12]}…")
+    elif record.get("id") is not None and info.get("id") is not None and record["id"] != info["id"]:
+        diffs.append(f"id {record['id']!r} vs {info['id']!r}")
+    for k in ("n_layers", "intermediate_size"):
+        if record.get(k) is not None and info.get(k) is not None and int(record[k]) != int(info[k]):
+            diffs.append(f"{k} {record[k]} vs {info[k]}")
+    return diffs
+
+
+def check_provenance(weights_path: Path, weights: np.ndarray, models: list[tuple[str, dict]], *,
+                     force: bool = False) -> dict:
+    """Check that the weights were learned on (one of) the models; returns what was found.
+
+    models: (role, LoadedModel.info) pairs; the weights must match one of them. A weights file
+    with a model record that matches none is refused (unless force); one without a record is
+    checked only for fitting the model (layer < n_layers, unit < intermediate_size), with a warning.
+    """
+    from ..core.weights import weights_model
+
+    record = weights_model(weights_path)
+    info0 = models[0][1]
+    check_keys_fit(weights, int(info0["n_layers"]), int(info0["intermediate_size"]), where=str(weights_path))
+    out = {"record": record, "matches": None, "warnings": []}
+    if record is None:
+        out["status"] = "unknown"
+        out["warnings"].append(f"{weights_path} does not say which model it was learned on (weights saved "
+                               "before nexscore recorded it, or by another tool): provenance unknown; its "
+                               "neurons do fit the model")
+        return out
+    diffs = {role: _disagreement(record, info) for role, info in models}
+    same = [role for role, d in diffs.items() if not d]
+    if same:
+        out["status"], out["matches"] = "checked", same[0]
+        return out
+    what = "; ".join(f"{role}: " + ", ".join(d) for role, d in diffs.items())
+    learned_on = record.get("id") or "an unnamed model"
+    msg = (f"{weights_path} was learned on {learned_on}, not on the model given here ({what}); the neurons it "
+           "ranks belong to that model. Learn weights on a capture of this model, or pass --force to use "
+           "them anyway")
+    if not force:
+        raise InputError(msg)
+    out["status"] = "mismatch (forced)"
+    out["warnings"].append(msg.replace(", or pass --force to use them anyway", "") + " [--force]")
+    return out
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+# ------------------------------------------------------------------------------ results
+def _eval_json(ev) -> dict:
+    d = ev.to_json()
+    d["answers"] = list(ev.answers)
+    return d
+
+
+def _versions() -> dict:
+    import torch
+    import transformers
+
+    from .. import __version__
+    return {"nexscore": __version__, "torch": torch.__version__, "transformers": transformers.__version__}
+
+
+def _differences(old: dict, new: dict, prefix: str = "") -> list[str]:
+    out = []
+    for k in sorted(set(old) | set(new)):
+        a, b = old.get(k), new.get(k)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += _differences(a, b, f"{prefix}{k}.")
+        elif a != b:
+            out.append(f"{prefix}{k}")
+    return out
+
+
+def load_previous(path: Path, fingerprint: dict, overwrite: bool) -> dict | None:
+    """The earlier results at `path` when they were made with the same settings, else None/refusal."""
+    if not path.is_file() or overwrite:
+        return None
+    try:
+        old = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None           # a damaged file (writes are atomic, so only by hand): start again
+    old_fp = json.loads(json.dumps(old.get("fingerprint") or {}))
+    new_fp = json.loads(json.dumps(fingerprint))
+    if old_fp != new_fp:
+        diff = ", ".join(_differences(old_fp, new_fp)) or "format"
+        raise InputError(f"{path} holds results made with other settings (they differ in: {diff}); pass "
+                         "--overwrite to replace them, or --out another directory")
+    return old
+
+
+def summarise(doc: dict) -> list[dict]:
+    """One row per measured (set, m), in grid order: accuracy, change vs base and vs random, intervals."""
+    from ..evaluate import bootstrap_ci, bootstrap_diff_ci
+
+    base = doc.get("base")
+    if not base:
+        return []
+    b = np.asarray(base["correct"], float)
+    rows = []
+    ms = sorted({r["m"] for r in doc.get("runs", {}).values()})
+    for m in ms:
+        for name in SETS:
+            run = doc["runs"].get(f"{name}:{m}")
+            if run is None:
+                continue
+            a = np.asarray(run["eval"]["correct"], float)
+            row = {"set": name, "m": m, "n_neurons": run["neurons"]["n_neurons"],
+                   "accuracy": float(a.mean()), "ci95": list(bootstrap_ci(a)),
+                   "change": float(a.mean() - b.mean()), "change_ci95": list(bootstrap_diff_ci(a, b)),
+                   "seconds": run["eval"].get("seconds")}
+            rnd = doc["runs"].get(f"random:{m}")
+            if name != "random" and rnd is not None:
+                r = np.asarray(rnd["eval"]["correct"], float)
+                row["vs_random"] = float(a.mean() - r.mean())
+                row["vs_random_ci95"] = list(bootstrap_diff_ci(a, r))
+            rows.append(row)
+    return rows
+
+
+def _write(path: Path, doc: dict) -> None:
+    from ..io import write_json
+
+    doc["summary"] = summarise(doc)
+    doc["updated"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    write_json(path, doc)
+
+
+# ------------------------------------------------------------------------------ the grid
+def _grid(kind: str, *, target, donor, weights: np.ndarray, weights_path: Path, task, problems,
+          spec: GridSpec, out_dir: Path, force: bool = False, overwrite: bool = False,
+          on_progress: Callable[[int], None] | None = None,
+          on_result: Callable[[str, dict], None] | None = None) -> GridResult:
+    from ..evaluate import evaluate
+    from .edit import Snapshot, ablate, check_same_mlps, mlp_layers, transfer
+
+    t_start = time.perf_counter()
+    weights_path = Path(weights_path)
+    sets = tuple(spec.sets)
+    ms = sorted(dict.fromkeys(int(m) for m in spec.ms))
+    if not ms:
+        raise InputError("no m values given (e.g. --m 16,64,256)")
+    check_grid(weights, ms, sets)
+    if kind == "ablate" and not np.isfinite(spec.scale):
+        raise InputError(f"--scale must be a finite number (got {spec.scale})")
+    layers = mlp_layers(target.model)
+    donor_layers = mlp_layers(donor.model) if donor is not None else None
+    if donor_layers is not None:
+        check_same_mlps(donor_layers, layers)
+    inter = layers[0].intermediate_size
+    n_layers = len(layers)
+    info = dict(target.info, n_layers=target.info.get("n_layers") or n_layers,
+                intermediate_size=target.info.get("intermediate_size") or inter)
+    roles = [("model" if kind == "ablate" else "recipient", info)]
+    if donor is not None:
+        dinfo = dict(donor.info, n_layers=donor.info.get("n_layers") or n_layers,
+                     intermediate_size=donor.info.get("intermediate_size") or inter)
+        roles.append(("donor", dinfo))
+    prov = check_provenance(weights_path, weights, roles, force=force)
+    warnings = list(prov["warnings"])
+    if donor is not None and _same_model(info, roles[1][1]):
+        warnings.append("donor and recipient are the same model: every transfer leaves the recipient unchanged")
+
+    problems = list(problems)
+    pos, neg = signed_counts(weights)
+    fingerprint = {
+        "schema": SCHEMA, "kind": kind,
+        ("model" if kind == "ablate" else "recipient"): _identity(info),
+        "weights_sha256": file_sha256(weights_path),
+        "task": {"name": task.name, "options": dict(task.options)},
+        "problem_ids": [p.problem_id for p in problems],
+        "max_new_tokens": int(spec.max_new_tokens), "seed": int(spec.seed),
+        "dtype": info.get("dtype"), "device": info.get("device"),
+    }
+    if kind == "ablate":
+        fingerprint["scale"] = float(spec.scale)
+    else:
+        fingerprint["donor"] = _identity(roles[1][1])
+    path = Path(out_dir) / RESULT_FILES[kind]
+    doc = load_previous(path, fingerprint, overwrite)
+    n_reused = 0
+    if doc is None:
+        doc = {"kind": kind, "fingerprint": fingerprint,
+               "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+               "runs": {}}
+    doc.update({
+        "models": {role: model_record(i) for role, i in roles},
+        "weights": {"path": str(weights_path.resolve()), "sha256": fingerprint["weights_sha256"],
+                    "n_positive": pos, "n_negative": neg, "provenance": prov["status"],
+                    "matches": prov["matches"], "learned_on": prov["record"]},
+        "task": {"name": task.name, "options": dict(task.options), "n_problems": len(problems)},
+        "settings": {"m": sorted({*ms, *(r["m"] for r in doc["runs"].values())}), "sets": list(sets),
+                     "seed": spec.seed, "max_new_tokens": spec.max_new_tokens, "batch_size": spec.batch_size,
+                     **({"scale": spec.scale} if kind == "ablate" else {})},
+        "edit": ("down-projection columns of the chosen neurons multiplied by the scale" if kind == "ablate"
+                 else "gate/up rows and down-projection columns of the chosen neurons copied from the donor"),
+        "versions": _versions(), "warnings": warnings,
+    })
+
+    def measure(model_lm):
+        return _eval_json(evaluate(model_lm, task, problems, max_new_tokens=spec.max_new_tokens,
+                                   batch_size=spec.batch_size, on_progress=on_progress))
+
+    n_measured = 0
+    if doc.get("base") is None:
+        doc["base"] = measure(target)
+        n_measured += 1
+        _write(path, doc)
+        on_result and on_result("base", doc["base"])
+    else:
+        n_reused += 1
+    if donor is not None:
+        if doc.get("donor") is None:
+            doc["donor"] = measure(donor)
+            n_measured += 1
+            _write(path, doc)
+            on_result and on_result("donor", doc["donor"])
+        else:
+            n_reused += 1
+    for m in ms:
+        chosen = choose_sets(weights, m, inter, seed=spec.seed, sets=SETS)
+        for name in sets:
+            key = f"{name}:{m}"
+            if key in doc["runs"]:
+                n_reused += 1
+                continue
+            nset = chosen[name]
+            snap = Snapshot(layers, nset)
+            try:
+                if kind == "ablate":
+                    ablate(layers, nset, spec.scale)
+                else:
+                    transfer(layers, donor_layers, nset)
+                ev = measure(target)
+            finally:
+                snap.restore()
+            doc["runs"][key] = {"set": name, "m": m, "neurons": nset.to_json(n_layers), "eval": ev}
+            n_measured += 1
+            _write(path, doc)
+            on_result and on_result(key, doc["runs"][key])
+    doc["seconds_last_run"] = time.perf_counter() - t_start
+    _write(path, doc)
+    fig = None
+    try:
+        from ..report.neurons_check import grid_figure
+
+        svg = grid_figure(doc)
+        if svg is not None:
+            from ..io import atomic_path
+
+            fig = Path(out_dir) / FIGURE_FILES[kind]
+            with atomic_path(fig, ".svg") as tmp:
+                tmp.write_text(svg, encoding="utf-8")
+    except ImportError:
+        fig = None
+    return GridResult(path=path, doc=doc, n_measured=n_measured, n_reused=n_reused, warnings=warnings, figure=fig)
+
+
+def _identity(info: dict) -> dict:
+    return {k: info.get(k) for k in ("id", "source", "revision", "file_sha256", "n_layers", "intermediate_size")}
+
+
+def _same_model(a: dict, b: dict) -> bool:
+    if a.get("file_sha256") and b.get("file_sha256"):
+        return a["file_sha256"] == b["file_sha256"]
+    return bool(a.get("path")) and a.get("path") == b.get("path")
+
+
+def run_ablate(loaded, weights: np.ndarray, weights_path, task, problems, spec: GridSpec, out_dir, **kw) -> GridResult:
+    """Ablate (scale) each neuron set of each m in `loaded` and measure accuracy; see the module docstring."""
+    return _grid("ablate", target=loaded, donor=None, weights=weights, weights_path=weights_path, task=task,
+                 problems=problems, spec=spec, out_dir=out_dir, **kw)
+
+
+def run_transfer(donor, recipient, weights: np.ndarray, weights_path, task, problems, spec: GridSpec, out_dir,
+                 **kw) -> GridResult:
+    """Transplant each neuron set of each m from donor into recipient and measure the recipient."""
+    return _grid("transfer", target=recipient, donor=donor, weights=weights, weights_path=weights_path, task=task,
+                 problems=problems, spec=spec, out_dir=out_dir, **kw)

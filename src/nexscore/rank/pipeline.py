@@ -1,0 +1,379 @@
+"""`nex rank`: score every variant of a family on the same unlabeled prompts, without labels.
+
+For each variant, one at a time (so memory stays that of one model): load it, sample N traces on
+the same K prompts, capture them, learn NEX weights on that variant's own pool, and score:
+
+    NEX            = mean Good-Mass Fraction of the variant's traces (higher = predicted better)
+    self_certainty = mean over traces of the mean token self-certainty   (higher = better)
+    entropy        = mean over traces of the mean token entropy          (lower = better)
+    perplexity     = mean over traces of exp(-mean token log p)          (lower = better)
+    length         = mean response length in tokens                      (shorter = better)
+
+Where the task checks answers, each variant also answers a separate labelled set greedily
+(`nexscore.evaluate`), and every score is compared with accuracy across variants: Spearman,
+Kendall, top-1 regret, with percentile bootstrap intervals over the unlabeled prompts.
+
+RANK_DIR/variants/<name>/ is an ordinary run directory (run.json, candidates.jsonl, cache/,
+weights.npz) plus accuracy.json and variant.json (the variant's finished result); a variant
+with variant.json is not computed again. RANK_DIR/rank.json is rewritten after every variant.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import gc
+import hashlib
+import json
+import math
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from ..errors import InputError, NexError
+from ..io import write_json
+from . import metrics
+
+RANK_JSON = "rank.json"
+VARIANT_JSON = "variant.json"
+VARIANTS = "variants"
+# name -> (label, orientation: +1 when higher predicts a better variant)
+SCORES = {
+    "nex": ("NEX (mean GMF)", +1),
+    "self_certainty": ("mean self-certainty", +1),
+    "entropy": ("mean entropy", -1),
+    "perplexity": ("mean perplexity", -1),
+    "length": ("mean length", -1),
+}
+
+
+@dataclass
+class RankSettings:
+    task: str
+    task_options: dict
+    prompts: int = 32
+    n: int = 4
+    temperature: float = 0.7
+    top_p: float = 0.95
+    max_new_tokens: int = 160
+    seed: int = 0                       # sampling seed
+    labeled: int = 64                   # labelled problems for accuracy (0: none)
+    labeled_seed: int = 1               # task seed of the labelled set (rg tasks)
+    block_size: int = 8
+    k: int | None = None
+    selection: str = "global"
+    batch_size: int = 64
+    capture_batch_size: int = 16
+    device: str = "cpu"
+    dtype: str = "float32"
+    n_boot: int = 1000
+
+    def check(self) -> None:
+        if self.prompts < 1:
+            raise InputError(f"--prompts must be at least 1 (got {self.prompts})")
+        if self.n < 1:
+            raise InputError(f"--n must be at least 1 (got {self.n})")
+        if self.labeled < 0:
+            raise InputError(f"--labeled must be >= 0 (got {self.labeled})")
+        if self.n_boot < 0:
+            raise InputError(f"--boot must be >= 0 (got {self.n_boot})")
+
+    def digest(self) -> str:
+        """What a finished variant's result depends on (device/dtype/batching aside)."""
+        d = {k: v for k, v in asdict(self).items() if k not in ("batch_size", "capture_batch_size", "n_boot",
+                                                                   "device")}
+        return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+@dataclass
+class VariantInput:
+    name: str
+    spec: str                           # what load_model gets
+    recipe: dict | None = None          # from family.json
+
+
+def expand_inputs(items: list[str]) -> list[VariantInput]:
+    """VARIANT arguments to named variants: a family directory (family.json) gives its finished
+    variants; NAME=SPEC names a model spec; a bare spec is named after its directory or file."""
+    from ..merge.build import FAMILY_JSON, family_variants
+
+    out: list[VariantInput] = []
+    for item in items:
+        name, spec = None, item
+        if "=" in item and not Path(item).exists():
+            name, spec = item.split("=", 1)
+        p = Path(spec).expanduser()
+        if name is None and p.is_dir() and (p / FAMILY_JSON).is_file():
+            found = family_variants(p)
+            if not found:
+                raise InputError(f"{p}: the family has no finished variant (see {p / FAMILY_JSON})")
+            out += [VariantInput(n, str(v["path"]), v.get("recipe")) for n, v in found.items()]
+            continue
+        if name is None:
+            name = p.name if (p.exists() and p.name) else spec
+            if p.suffix.lower() == ".gguf":
+                name = p.stem
+        name = "".join(c if c.isalnum() or c in "-_.+" else "_" for c in name).strip("._") or "model"
+        out.append(VariantInput(name, spec))
+    seen: dict[str, int] = {}
+    for v in out:
+        if v.name in seen:
+            raise InputError(f"two variants are named '{v.name}'; name them with NAME=SPEC")
+        seen[v.name] = 1
+    if not out:
+        raise InputError("no variants given: pass model specs, NAME=SPEC pairs or a family directory")
+    return out
+
+
+def _tasks(settings: RankSettings):
+    from ..tasks import load_task
+
+    task = load_task(settings.task, **settings.task_options)
+    labeled = None
+    offset = 0
+    if settings.labeled > 0 and getattr(task, "can_check", True):
+        try:
+            labeled = load_task(settings.task, **{**settings.task_options, "seed": settings.labeled_seed})
+        except NexError:                # a task without seeds (a JSONL file): the problems after the K prompts
+            labeled, offset = task, settings.prompts
+        if labeled is not task and settings.task_options.get("seed", 0) == settings.labeled_seed:
+            offset = settings.prompts   # same seed as the prompts: take the problems after them
+    return task, labeled, offset
+
+
+def _per_trace_scores(cache_dir: Path, weights: np.ndarray, n_tokens: np.ndarray) -> dict[str, np.ndarray]:
+    from ..cache.writer import read_signals
+    from ..core import score_responses
+    from ..select.baselines import trace_stats
+
+    gmf = score_responses(cache_dir, weights).astype(np.float64)
+    signals, ptr = read_signals(cache_dir)
+    st = trace_stats({k: np.asarray(v) for k, v in signals.items() if k in ("entropy", "logprob",
+                                                                            "self_certainty")}, ptr)
+    out = {"nex": gmf, "length": np.asarray(n_tokens, np.float64)}
+    if st.self_certainty is not None:
+        out["self_certainty"] = st.self_certainty
+    if st.mean_entropy is not None:
+        out["entropy"] = st.mean_entropy
+    if st.perplexity is not None:
+        out["perplexity"] = st.perplexity
+    return out
+
+
+def _per_prompt(values: np.ndarray, problem_ids: list[str], order: list[str]) -> tuple[list, list]:
+    pos = {p: i for i, p in enumerate(order)}
+    sums, counts = np.zeros(len(order)), np.zeros(len(order))
+    for v, p in zip(values, problem_ids):
+        if np.isfinite(v):
+            sums[pos[p]] += v
+            counts[pos[p]] += 1
+    return sums.tolist(), counts.tolist()
+
+
+def _mean(v: np.ndarray) -> float:
+    v = np.asarray(v, np.float64)
+    v = v[np.isfinite(v)]
+    return float(v.mean()) if v.size else math.nan
+
+
+def score_variant(v: VariantInput, vdir: Path, settings: RankSettings, *, log=None,
+                  progress: Callable[[str, int], Callable[[int], None]] | None = None) -> dict:
+    """Generate, capture, learn, score and evaluate one variant into vdir; returns variant.json's content."""
+    from ..capture import CapturePolicy, capture_candidates, read_candidates
+    from ..core import learn_weights, mean_score, save_weights
+    from ..evaluate import evaluate
+    from ..generate import Settings, generate_run
+    from ..models import load_model
+
+    prog = progress or (lambda desc, total: (lambda n=1: None))
+    seconds: dict[str, float] = {}
+    t_all = time.perf_counter()
+    task, labeled, offset = _tasks(settings)
+    vdir.mkdir(parents=True, exist_ok=True)
+
+    t0 = time.perf_counter()
+    loaded = load_model(v.spec, device=settings.device, dtype=settings.dtype)
+    seconds["load"] = time.perf_counter() - t0
+    try:
+        t0 = time.perf_counter()
+        gen = Settings(n_problems=settings.prompts, n=settings.n, temperature=settings.temperature,
+                       top_p=settings.top_p, max_new_tokens=settings.max_new_tokens, seed=settings.seed,
+                       batch_size=settings.batch_size)
+        generate_run(vdir, task, loaded, gen, model_spec=v.spec,
+                     on_progress=prog(f"{v.name}: generating", settings.prompts * settings.n))
+        seconds["generate"] = time.perf_counter() - t0
+
+        t0 = time.perf_counter()
+        cache_dir = vdir / "cache"
+        cands = read_candidates(vdir / "candidates.jsonl")
+        if not (cache_dir / "manifest.json").is_file():
+            policy = CapturePolicy(k=settings.k, selection=settings.selection, block_size=settings.block_size,
+                                   batch_size=settings.capture_batch_size)
+            capture_candidates(loaded, cands, cache_dir, policy=policy,
+                               on_progress=prog(f"{v.name}: capturing", len(cands)))
+        seconds["capture"] = time.perf_counter() - t0
+
+        acc_doc = None
+        if labeled is not None:
+            t0 = time.perf_counter()
+            acc_path = vdir / "accuracy.json"
+            problems = labeled.problems(offset + settings.labeled)[offset:]
+            ev = evaluate(loaded, labeled, problems, max_new_tokens=settings.max_new_tokens,
+                          batch_size=settings.batch_size,
+                          on_progress=prog(f"{v.name}: accuracy", len(problems)))
+            acc_doc = {**ev.to_json(), "task": labeled.config(len(problems)), "offset": offset,
+                       "problem_ids": ev.problem_ids, "answers": ev.answers}
+            write_json(acc_path, acc_doc)
+            seconds["evaluate"] = time.perf_counter() - t0
+        info = dict(loaded.info)
+    finally:
+        del loaded
+        gc.collect()
+
+    t0 = time.perf_counter()
+    weights = learn_weights(cache_dir)
+    save_weights(vdir / "weights.npz", weights)
+    problem_ids = [str(c.meta.get("problem_id")) for c in cands]
+    n_tokens = np.array([c.response_ids.size for c in cands], np.float64)
+    per_trace = _per_trace_scores(cache_dir, weights, n_tokens)
+    seconds["learn_score"] = time.perf_counter() - t0
+    order = list(dict.fromkeys(problem_ids))
+    per_prompt = {}
+    for name, vals in per_trace.items():
+        s, c = _per_prompt(vals, problem_ids, order)
+        per_prompt[name] = {"sum": s, "count": c}
+    seconds["total"] = time.perf_counter() - t_all
+    values = {name: _mean(vals) for name, vals in per_trace.items()}
+    values["nex"] = mean_score(per_trace["nex"].astype(np.float32))
+    sampled_correct = [c for c in (json.loads(line).get("correct") for line in
+                                   (vdir / "candidates.jsonl").read_text().splitlines() if line.strip())]
+    known = [bool(c) for c in sampled_correct if c is not None]
+    doc = {
+        "name": v.name, "spec": v.spec, "recipe": v.recipe, "status": "done", "settings_digest": settings.digest(),
+        "model": {k: info.get(k) for k in ("id", "source", "path", "architecture", "n_layers", "intermediate_size",
+                                           "file_sha256")},
+        "scores": values,
+        "n_traces": len(cands),
+        "n_scored": int(np.isfinite(per_trace["nex"]).sum()),
+        "sampled_accuracy": (sum(known) / len(known)) if known else None,
+        "accuracy": None if acc_doc is None else {k: acc_doc[k] for k in ("accuracy", "ci95", "n_problems",
+                                                                          "n_correct", "mean_tokens", "seconds")},
+        "per_prompt": {"problem_ids": order, **per_prompt},
+        "seconds": {k: round(x, 2) for k, x in seconds.items()},
+        "finished": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+    write_json(vdir / VARIANT_JSON, doc)
+    return doc
+
+
+def _read_variant(vdir: Path) -> dict | None:
+    try:
+        return json.loads((vdir / VARIANT_JSON).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def summarise(results: list[dict], settings: RankSettings) -> dict:
+    """rank.json's comparison part: every score against accuracy over the finished variants."""
+    done = [r for r in results if r.get("status") == "done"]
+    names = [r["name"] for r in done]
+    acc = np.array([(r.get("accuracy") or {}).get("accuracy", math.nan) if r.get("accuracy") else math.nan
+                    for r in done], np.float64)
+    have_acc = bool(np.isfinite(acc).any())
+    out = {"n_variants": len(done), "best": None, "scores": {}}
+    if have_acc:
+        out["best"] = names[int(np.nanargmax(acc))]
+    for key, (label, sign) in SCORES.items():
+        raw = np.array([r["scores"].get(key, math.nan) if r["scores"].get(key) is not None else math.nan
+                        for r in done], np.float64)
+        oriented = sign * raw
+        entry = {"label": label, "orientation": sign, "pick": metrics.pick(oriented, names),
+                 "spearman": None, "kendall": None, "regret": None}
+        if have_acc:
+            entry.update(spearman=metrics.spearman(oriented, acc), kendall=metrics.kendall(oriented, acc),
+                         regret=metrics.top1_regret(oriented, acc))
+            ok = [all(key in (r.get("per_prompt") or {}) for r in done)]
+            if ok[0] and len(done) >= 2:
+                pids = done[0]["per_prompt"]["problem_ids"]
+                if all(r["per_prompt"]["problem_ids"] == pids for r in done):
+                    sums = sign * np.array([r["per_prompt"][key]["sum"] for r in done], np.float64)
+                    counts = np.array([r["per_prompt"][key]["count"] for r in done], np.float64)
+                    entry.update(metrics.bootstrap_metrics(sums, counts, acc, n_boot=settings.n_boot))
+        out["scores"][key] = entry
+    return out
+
+
+def rank_variants(variants: list[VariantInput], rank_dir, settings: RankSettings, *, overwrite: bool = False,
+                  log: Callable[[str], None] | None = None, progress=None) -> dict:
+    """Score every variant (resuming finished ones), then compare the scores with accuracy."""
+    settings.check()
+    say = log or (lambda msg: None)
+    rank_dir = Path(rank_dir)
+    if rank_dir.exists() and not rank_dir.is_dir():
+        raise InputError(f"{rank_dir}: is a file, expected a rank directory")
+    old = None
+    if (rank_dir / RANK_JSON).is_file():
+        try:
+            old = json.loads((rank_dir / RANK_JSON).read_text())
+        except ValueError:
+            old = None
+    digest = settings.digest()
+    if old and old.get("settings_digest") not in (None, digest) and not overwrite:
+        raise InputError(f"{rank_dir} was ranked with other settings ({_diff(old.get('settings') or {}, settings)}); "
+                         "use the same settings to resume, another --out, or --overwrite to start again")
+    if overwrite and (rank_dir / VARIANTS).is_dir():
+        shutil.rmtree(rank_dir / VARIANTS)
+    rank_dir.mkdir(parents=True, exist_ok=True)
+    results: list[dict] = []
+
+    def save():
+        doc = {"format": 1, "settings": asdict(settings), "settings_digest": digest,
+               "variants": [{k: r.get(k) for k in ("name", "spec", "recipe", "status", "error", "scores",
+                                                   "accuracy", "sampled_accuracy", "n_traces", "n_scored",
+                                                   "seconds", "model")} for r in results],
+               "comparison": summarise(results, settings),
+               "updated": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+        write_json(rank_dir / RANK_JSON, doc)
+        # per-prompt sums stay in variants/<name>/variant.json
+        return doc
+
+    for i, v in enumerate(variants):
+        vdir = rank_dir / VARIANTS / v.name
+        prev = _read_variant(vdir)
+        if prev and prev.get("status") == "done" and prev.get("settings_digest") == digest and prev.get("spec") == v.spec:
+            say(f"[{i + 1}/{len(variants)}] {v.name}: done earlier, kept")
+            results.append(prev)
+            continue
+        if prev and prev.get("spec") not in (None, v.spec):
+            shutil.rmtree(vdir)         # another model under this name: its traces are not reusable
+        say(f"[{i + 1}/{len(variants)}] {v.name}: {v.spec}")
+        try:
+            doc = score_variant(v, vdir, settings, log=say, progress=progress)
+            s = doc["seconds"]
+            acc = (doc.get("accuracy") or {}).get("accuracy")
+            say(f"    NEX {doc['scores']['nex']:.4f}" + (f", accuracy {acc:.3f}" if acc is not None else "")
+                + f"  ({s.get('total', 0):.0f} s: " + ", ".join(f"{k} {x:.0f} s" for k, x in s.items() if k != "total")
+                + ")")
+        except KeyboardInterrupt:
+            save()
+            raise
+        except Exception as exc:  # noqa: BLE001 - one bad variant must not lose the others
+            msg = str(exc).strip() if isinstance(exc, NexError) else f"{type(exc).__name__}: {str(exc).strip()}"
+            msg = msg.splitlines()[0] if msg else type(exc).__name__
+            doc = {"name": v.name, "spec": v.spec, "recipe": v.recipe, "status": "failed",
+                   "error": f"variant '{v.name}': {msg}", "scores": {}}
+            say(f"[red]variant '{v.name}' failed: {msg}[/red]")
+            gc.collect()
+        results.append(doc)
+        save()
+    return save()
+
+
+def _diff(old: dict, settings: RankSettings) -> str:
+    new = asdict(settings)
+    keys = [k for k in new if k in old and old[k] != new[k] and k not in ("batch_size", "capture_batch_size",
+                                                                           "n_boot", "device")]
+    return ", ".join(f"{k} {old[k]!r} -> {new[k]!r}" for k in keys) or "settings changed"
