@@ -54,10 +54,7 @@ def local_model_dir(spec: str, *, fallback: Path | None = None) -> Path:
     if not s:
         raise InputError("empty model spec")
     if s.lower() in files.EMBEDDED_ALIASES:
-        path = files.embedded_gguf()
-        if path is None:
-            raise ModelError(f"the embedded default model ({files.EMBEDDED_NAME}) is not installed: "
-                             f"{files.INSTALL_HINT}")
+        path = files.require_embedded_gguf()
         return _gguf_dir(path, embedded=True, fallback=fallback)
     p = Path(s).expanduser()
     if p.is_file():

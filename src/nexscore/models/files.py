@@ -69,6 +69,17 @@ def embedded_gguf() -> Path | None:
     return sorted(named or found)[0]
 
 
+def require_embedded_gguf() -> Path:
+    """The embedded default's GGUF file, or a ModelError that says how to install it."""
+    from ..errors import ModelError
+
+    path = embedded_gguf()
+    if path is None:
+        raise ModelError(f"the embedded default model ({EMBEDDED_NAME}) is not installed: "
+                         f"{INSTALL_HINT}  (its own dependencies are not needed)")
+    return path
+
+
 def _hash_file(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as fh:

@@ -349,10 +349,7 @@ def load_model(spec: str = "default", *, device: str = "cpu", dtype: str = "floa
     if not spec:
         raise ModelError("empty model spec; pass 'default', a .gguf file, a model directory or a hub id")
     if spec.lower() in files.EMBEDDED_ALIASES:
-        path = files.embedded_gguf()
-        if path is None:
-            raise ModelError(f"the embedded default model ({files.EMBEDDED_NAME}) is not installed: "
-                             f"{files.INSTALL_HINT}  (its own dependencies are not needed)")
+        path = files.require_embedded_gguf()
         model, tok, info = _load_gguf(path, need_tokenizer=need_tokenizer, embedded=True)
     else:
         p = Path(spec).expanduser()
