@@ -166,6 +166,15 @@ def _n_evals(out_dir: Path, kind: str, ms, sets, extra: int) -> int:
     return max(total - have, 0)
 
 
+def _prepare(say, m, sets, weights, task, task_opt, task_seed, problems, out, kind):
+    """What ablate and transfer check and read before any model loads (bad input fails fast)."""
+    ms, set_names = _ints(m, "--m"), _sets(sets)
+    w, (pos, neg) = _load_weights(weights, ms, set_names)
+    say.print(f"weights {weights}: {pos:,} positive (effective), {neg:,} negative (redundant)")
+    the_task, probs = _task(task, task_opt, task_seed, problems)
+    return ms, set_names, w, the_task, probs, _out_dir(out, weights, kind)
+
+
 @app.command(rich_help_panel=PANEL)
 def ablate(model: str = typer.Option("default", "--model", help="Model to edit (default: SmolLM2-135M-Instruct)."),
            weights: Path = WEIGHTS, m: str = M, sets: str = SETS,
@@ -194,11 +203,8 @@ def ablate(model: str = typer.Option("default", "--model", help="Model to edit (
     Example: nex ablate --model default --weights runs/demo/weights.npz --m 16,64,256
     """
     say = console(stderr=True)
-    ms, set_names = _ints(m, "--m"), _sets(sets)
-    w, (pos, neg) = _load_weights(weights, ms, set_names)
-    say.print(f"weights {weights}: {pos:,} positive (effective), {neg:,} negative (redundant)")
-    the_task, probs = _task(task, task_opt, task_seed, problems)
-    out_dir = _out_dir(out, weights, "ablate")
+    ms, set_names, w, the_task, probs, out_dir = _prepare(say, m, sets, weights, task, task_opt, task_seed,
+                                                          problems, out, "ablate")
     t0 = time.perf_counter()
     lm = _load(model, device, dtype, say)
     from ..neurons.experiment import GridSpec, run_ablate
@@ -237,11 +243,8 @@ def transfer(donor: str = typer.Option(..., "--donor", help="Model whose neurons
     Example: nex transfer --donor runs/tuned --recipient default --weights runs/tuned/weights.npz
     """
     say = console(stderr=True)
-    ms, set_names = _ints(m, "--m"), _sets(sets)
-    w, (pos, neg) = _load_weights(weights, ms, set_names)
-    say.print(f"weights {weights}: {pos:,} positive (effective), {neg:,} negative (redundant)")
-    the_task, probs = _task(task, task_opt, task_seed, problems)
-    out_dir = _out_dir(out, weights, "transfer")
+    ms, set_names, w, the_task, probs, out_dir = _prepare(say, m, sets, weights, task, task_opt, task_seed,
+                                                          problems, out, "transfer")
     t0 = time.perf_counter()
     d = _load(donor, device, dtype, say)
     r = _load(recipient, device, dtype, say)
