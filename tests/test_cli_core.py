@@ -101,3 +101,22 @@ def test_help_reads_like_a_manual():
     for cmd in ("learn", "score", "run", "cache"):
         assert cmd in proc.stdout
     assert "Self-calibrate" in run_nex("run", "--help").stdout
+
+
+def test_every_command_is_in_the_lazy_map():
+    """`nex CMD` loads only CMD's module: the map must name every registered command."""
+    from nexscore.cli import COMMANDS, app
+
+    names = {c.name or c.callback.__name__ for c in app.registered_commands}
+    names |= {g.name for g in app.registered_groups}
+    assert names == set(COMMANDS)
+
+
+def test_a_lone_command_module_keeps_the_group(tmp_path):
+    """With only core_cmds loaded, `nex run CACHE` still takes its command name."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "nexscore", "run", str(tmp_path / "none"), "--out",
+                           str(tmp_path / "o")], capture_output=True, text=True)
+    assert proc.returncode == 2 and "no such directory" in proc.stderr

@@ -9,8 +9,19 @@ import pytest
 
 from conftest import CORPORA
 from nexscore.cache import open_cache
+from nexscore.core import kernels
 from nexscore.core import learn_weights, load_weights, log_gap, mean_score, nex_score, score_responses
 from nexscore.core.learn import accumulate
+
+
+@pytest.fixture(autouse=True, params=["compiled", "numpy"])
+def backend(request, monkeypatch):
+    """Every parity test runs on both implementations of the inner loops."""
+    if request.param == "compiled" and not kernels.available():
+        pytest.skip("compiled kernels not built (no C compiler when the package was installed)")
+    monkeypatch.setenv("NEXSCORE_KERNELS", request.param)
+    assert kernels.compiled() == (request.param == "compiled")
+    return request.param
 
 
 def _golden(reference, corpus):

@@ -1,74 +1,61 @@
 """The `nex` command: one sub-command per step of the pipeline (see `nex --help`).
 
-Each command module registers itself on `app`; library errors (`NexError`) are printed as one
-line and exit non-zero, never as a traceback.
+Each command module registers itself on the root app (`root.app`). `nex CMD` imports only the
+module that defines CMD, so a quick command such as `nex run` does not pay for loading the
+others; `nex --help`, an unknown name and `nexscore.cli.app` load them all. Library errors
+(`NexError`) are printed as one line and exit non-zero, never as a traceback.
 """
 
 from __future__ import annotations
 
-import inspect
+import importlib
 import sys
-
-import typer
 
 from ..errors import NexError
 
-app = typer.Typer(
-    name="nex",
-    help=(
-        "NEX: choose reasoning traces and rank models from a model's own MLP neurons, "
-        "without labels.\n\n"
-        "A typical run: generate traces, capture activations into a cache, learn neuron "
-        "weights on that cache (self-calibration), score every trace by its Good-Mass "
-        "Fraction (GMF), then select or rank. Each step reads and writes one run directory, "
-        "so any step can be re-run or resumed on its own."
-    ),
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-    rich_markup_mode="rich",
-    context_settings={"help_option_names": ["-h", "--help"]},
-)
-
-from . import demo_cmds, generate_cmds, capture_cmds, core_cmds, select_cmds, report_cmds, cache_cmds, neuron_cmds, rank_cmds  # noqa: E402,F401,I001
+# top-level command (or group) -> the module that registers it, in the order of `nex --help`
+COMMANDS = {
+    "demo": "demo_cmds",
+    "generate": "generate_cmds", "tasks": "generate_cmds",
+    "capture": "capture_cmds", "models": "capture_cmds",
+    "learn": "core_cmds", "score": "core_cmds", "run": "core_cmds",
+    "select": "select_cmds",
+    "report": "report_cmds", "analyze": "report_cmds", "annotate": "report_cmds",
+    "cache": "cache_cmds",
+    "ablate": "neuron_cmds", "transfer": "neuron_cmds",
+    "merge": "rank_cmds", "rank": "rank_cmds",
+}
+_loaded: set[str] = set()
 
 
-def _reflow(doc: str) -> str:
-    """Join the hard-wrapped lines of a docstring paragraph so the terminal can wrap them.
+def load_commands(modules=None):
+    """Import the given command modules (all when None) and return the root app."""
+    from . import root
 
-    Typer's rich help keeps single line breaks; docstrings wrapped at 100 columns would then
-    break twice on an 80-column terminal. Indented lines (examples) and bullets keep their breaks.
-    """
-    out = []
-    for para in inspect.cleandoc(doc).split("\n\n"):
-        lines: list[str] = []
-        for line in para.splitlines():
-            starts_new = not lines or line[:1].isspace() or line.lstrip().startswith(("- ", "* ")) \
-                or lines[-1].rstrip().endswith(":")
-            if starts_new:
-                lines.append(line)
-            else:
-                lines[-1] = lines[-1].rstrip() + " " + line.strip()
-        out.append("\n".join(lines))
-    return "\n\n".join(out)
+    for name in dict.fromkeys(COMMANDS.values()) if modules is None else modules:
+        if name not in _loaded:
+            importlib.import_module(f"{__name__}.{name}")
+            _loaded.add(name)
+    root.reflow_helps(root.app)
+    return root.app
 
 
-def _reflow_helps(typer_app: typer.Typer) -> None:
-    for cmd in typer_app.registered_commands:
-        doc = cmd.help or (cmd.callback.__doc__ if cmd.callback else None)
-        if doc:
-            cmd.help = _reflow(doc)
-    for group in typer_app.registered_groups:
-        _reflow_helps(group.typer_instance)
+def __getattr__(name: str):
+    if name == "app":               # `from nexscore.cli import app`: the full command set
+        return load_commands()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-_reflow_helps(app)
+def _wanted(argv: list[str]) -> list[str] | None:
+    """The module of the command named on the command line, or None (load everything)."""
+    first = next((a for a in argv if not a.startswith("-")), None)
+    return [COMMANDS[first]] if first in COMMANDS else None
 
 
 def main() -> None:
     """Entry point of the `nex` script."""
     try:
-        app()
+        load_commands(_wanted(sys.argv[1:]))()
     except NexError as exc:
         print(f"nex: error: {exc}", file=sys.stderr)
         sys.exit(exc.exit_code)

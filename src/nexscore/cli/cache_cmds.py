@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from . import app
+from .root import app
 from .common import console
 
 cache_app = typer.Typer(help="Inspect and audit activation caches (v1 layout: rows/, base/).",

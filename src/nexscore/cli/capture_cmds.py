@@ -9,7 +9,7 @@ from typing import Optional
 
 import typer
 
-from . import app
+from .root import app
 from .common import console, existing_dir, progress
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from . import app
+from .root import app
 from .common import check_rho, console, progress
 
 RHO = typer.Option(0.95, "--rho", help="Stickiness of the HMM: probability of staying in a phase.")

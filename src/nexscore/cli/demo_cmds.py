@@ -13,7 +13,7 @@ from pathlib import Path
 
 import typer
 
-from . import app
+from .root import app
 from .common import console
 
 TASK = "rg:chain_sum"

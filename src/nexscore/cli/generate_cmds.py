@@ -9,7 +9,7 @@ from typing import List, Optional
 import typer
 
 from ..errors import InputError
-from . import app
+from .root import app
 from .common import console, progress
 
 DEFAULTS = {"model": "default", "problems": 10, "n": 4, "temperature": 0.7, "top_p": 0.95,

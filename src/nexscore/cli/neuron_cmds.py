@@ -8,7 +8,7 @@ from typing import List, Optional
 
 import typer
 
-from . import app
+from .root import app
 from .common import console, progress
 
 PANEL = "Check and compare models"

@@ -10,7 +10,7 @@ from typing import List, Optional
 import typer
 
 from ..errors import NexError
-from . import app
+from .root import app
 from .common import console, progress
 
 PANEL = "Check and compare models"

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from . import app
+from .root import app
 from .common import console
 
 analyze_app = typer.Typer(help="Analyses of a run directory (the inverted U of exploration).",

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from . import app
+from .root import app
 from .common import console, existing_dir, progress
 
 LABELS = {

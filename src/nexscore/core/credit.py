@@ -8,7 +8,7 @@ reference's float32 sums exactly.
 The reference's rounding matters here: a cycle whose reuse is the median has a progress equal
 to the float32 rounding error of its own reuse, whose sign decides whether its neurons count
 as effective or redundant. Row masses are therefore summed with numpy's pairwise float32
-rounding (`segments.exact_sums`) and medians taken in float32, as the reference does.
+rounding (`kernels.segment_sums`) and medians taken in float32, as the reference does.
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .segments import exact_sums, segment_medians
+from . import kernels
+from .segments import segment_medians
 
 EPS = 1e-6
 
@@ -31,7 +32,7 @@ class Rows:
     length: np.ndarray        # per row: number of entries
     slopes: np.ndarray        # per row: float32 novelty slope
     explore: np.ndarray       # per row: E/X label
-    entry_row: np.ndarray     # per entry: its row
+    new_count: np.ndarray     # per row: entries whose key is new to the response
     mass: np.ndarray          # per entry: float32 sanitised mass
     is_new: np.ndarray        # per entry: first occurrence of its key in the response
     first: np.ndarray         # per entry: entry index of the first occurrence of its key
@@ -88,7 +89,7 @@ def reuse_credit(rows: Rows) -> Credit:
         consolidation = np.where(slope_e > 0, np.clip(1.0 - slope_x / (slope_e + EPS), 0.0, 1.0), 0.0)
 
     new_idx = np.flatnonzero(rows.is_new)
-    new_cycle = e_cycle[rows.entry_row[new_idx]]
+    new_cycle = np.repeat(e_cycle, rows.new_count)     # new_idx runs in row order
     introduced = np.bincount(new_cycle[new_cycle >= 0], minlength=n_cycles)
     candidate = (strength > 0) & (introduced > 0)
 
@@ -116,30 +117,23 @@ def _reuse_shares(rows: Rows, x_cycle, e_cycle, candidate, n_cycles) -> np.ndarr
     x_rows = np.flatnonzero((x_cycle >= 0) & candidate[np.maximum(x_cycle, 0)])
     if x_rows.size == 0:
         return reuse
-    row_total = exact_sums(rows.mass, rows.start[x_rows], rows.length[x_rows]).astype(np.float64)
-
     # entries of those rows whose key was introduced by the same cycle's E rows, i.e. whose
-    # first occurrence lies in the entry range of that cycle's E rows: a per-row window
-    # [lo, hi) of first positions, empty for rows that are not X rows of such a cycle
+    # first occurrence lies in the entry range [lo, hi) of that cycle's E rows
     e_rows = np.flatnonzero(e_cycle >= 0)
     cyc_ids = np.arange(n_cycles)
     first_e = e_rows[np.searchsorted(e_cycle[e_rows], cyc_ids, side="left")]
     last_e = e_rows[np.searchsorted(e_cycle[e_rows], cyc_ids, side="right") - 1]
-    lo = np.zeros(rows.resp.size, np.int32)
-    hi = np.zeros(rows.resp.size, np.int32)
-    lo[x_rows] = rows.start[first_e[x_cycle[x_rows]]]
-    hi[x_rows] = (rows.start + rows.length)[last_e[x_cycle[x_rows]]]
-    hit = (rows.first >= np.repeat(lo, rows.length)) & (rows.first < np.repeat(hi, rows.length))
-    hit_idx = np.flatnonzero(hit)
-    hits_per_row = np.bincount(rows.entry_row[hit_idx], minlength=rows.resp.size)[x_rows]
-    hit_start = np.cumsum(hits_per_row) - hits_per_row
-    reused_row = exact_sums(rows.mass[hit_idx], hit_start, hits_per_row).astype(np.float64)
+    lo = rows.start[first_e[x_cycle[x_rows]]]
+    hi = (rows.start + rows.length)[last_e[x_cycle[x_rows]]]
+    row_total, reused_row = kernels.window_sums(rows.mass, rows.first, rows.start[x_rows],
+                                                rows.length[x_rows], lo, hi)
+    row_total, reused_row = row_total.astype(np.float64), reused_row.astype(np.float64)
 
     # per cycle: a Python-float running sum of reused mass, np.sum of the float64 row totals
     cyc = x_cycle[x_rows]
     first = np.flatnonzero(np.r_[True, cyc[1:] != cyc[:-1]])
     count = np.diff(np.r_[first, cyc.size])
-    total = exact_sums(row_total, first, count)
+    total = kernels.segment_sums(row_total, first, count)
     reused = np.zeros(first.size)
     for j in range(int(count.max())):
         more = count > j

@@ -10,7 +10,7 @@ from ..cache.layout import KEY_SPACE
 from ..cache.reader import BaseArrays, open_cache, read_range
 from ..errors import WeightsError
 from .sanitize import sanitise
-from .segments import exact_sums
+from . import kernels
 
 CHUNK_ENTRIES = 4_000_000
 
@@ -38,12 +38,8 @@ def gmf_of_lists(base: BaseArrays, weights: np.ndarray, start: int, stop: int) -
         owner = np.repeat(np.arange(lengths.size), lengths)
         lengths = np.bincount(owner[s.keep], minlength=lengths.size)
         keys, mass = keys[s.keep], mass[s.keep]
-    w = weights[keys]
-    good = mass * np.maximum(w, np.float32(0))
-    credible = mass * np.abs(w)
-    starts = np.cumsum(lengths) - lengths
-    pos = exact_sums(good, starts, lengths).astype(np.float64)
-    cred = exact_sums(credible, starts, lengths).astype(np.float64)
+    good, credible = kernels.gmf_sums(keys, mass, weights, np.cumsum(lengths) - lengths, lengths)
+    pos, cred = good.astype(np.float64), credible.astype(np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):
         score = np.where(cred > 0, pos / cred, 0.0)
     return np.where(s.list_ok, score, np.nan).astype(np.float32)

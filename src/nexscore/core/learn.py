@@ -19,6 +19,7 @@ import numpy as np
 
 from ..cache.layout import KEY_SPACE
 from ..cache.reader import Cache, RowArrays, open_cache, read_range
+from . import kernels
 from .credit import Rows, reuse_credit
 from .novelty import FirstSeen, slopes_from_new
 from .sanitize import sanitise
@@ -136,27 +137,26 @@ def _chunk_rows(rows: RowArrays, r0: int, r1: int, first_seen: FirstSeen, rho: f
             entry_idx, row_of = entry_idx[kept], row_of[kept]
         length = np.bincount(row_of, minlength=used_rows.size)
         keys, mass = keys[entry_idx], mass[entry_idx]
-    entry_row = np.repeat(np.arange(used_rows.size, dtype=np.int32), length)
     start = np.cumsum(length) - length
     resp = row_resp[used_rows]
     resp_ptr_rows = np.searchsorted(resp, np.arange(n_resp + 1))
     resp_ptr_entries = np.r_[start, keys.size][resp_ptr_rows]
 
-    first = first_seen.first_positions(keys, resp_ptr_entries)
-    is_new = first == np.arange(keys.size, dtype=np.int32)
-    slopes = slopes_from_new(start, is_new, tokens[used_rows])
+    first, is_new = first_seen.first_positions(keys, resp_ptr_entries)
+    new_count = kernels.flag_counts(is_new, start, length)
+    slopes = slopes_from_new(new_count, tokens[used_rows])
     explore = segment_batch(slopes, resp_ptr_rows, rho=rho, min_run=min_run)
     compact = Rows(resp=resp, start=start, length=length, slopes=slopes, explore=explore,
-                   entry_row=entry_row, mass=mass, is_new=is_new, first=first,
+                   new_count=new_count, mass=mass, is_new=is_new, first=first,
                    n_responses=n_resp)
     return compact, keys, Segmentation(slopes, explore, resp_ptr_rows, sp[0] + used_rows)
 
 
 def _chunk_credit(rows: RowArrays, r0: int, r1: int, rho: float, min_run: int):
-    """Credit contributions of responses [r0, r1) as (keys, values, effective, segmentation)."""
+    """Credit of responses [r0, r1): (entry keys, Credit, Segmentation, responses done)."""
     compact, keys, seg = _chunk_rows(rows, r0, r1, _first_seen(), rho, min_run)
     credit = reuse_credit(compact)
-    return keys[credit.entries].astype(np.intp), credit.value, credit.effective, seg, r1 - r0
+    return keys, credit, seg, r1 - r0
 
 
 _local = threading.local()
@@ -205,9 +205,9 @@ def accumulate(cache: Cache, *, rho: float = 0.95, min_run: int = 2, start: int 
     chunks = list(response_chunks(rows, start, stop))
     threads = default_threads() if threads is None else max(1, threads)
     work = lambda c: _chunk_credit(rows, c[0], c[1], rho, min_run)  # noqa: E731
-    for keys, value, effective, seg, n_done in _ordered_map(work, chunks, threads):
-        np.add.at(acc.effective, keys[effective], value[effective])
-        np.add.at(acc.redundant, keys[~effective], value[~effective])
+    for keys, credit, seg, n_done in _ordered_map(work, chunks, threads):
+        kernels.credit_add(acc.effective, acc.redundant, keys, credit.entries, credit.value,
+                           credit.effective)
         if segmentation is not None:
             segmentation.append(seg)
         if on_chunk is not None:

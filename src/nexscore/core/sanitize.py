@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..cache.layout import KEY_SPACE, RESERVED_LAYER, UNIT_BITS
+from . import kernels
 from .segments import segment_ids
 
 
@@ -29,15 +30,17 @@ def sanitise(keys: np.ndarray, mass16: np.ndarray, lengths: np.ndarray) -> Sanit
     """Apply spec §2 to lists of the given lengths (keys uint32, masses float16)."""
     keys = np.asarray(keys)
     lengths = np.asarray(lengths, np.int64)
-    mass = to_float32(mass16)
-    if mass.size and not np.isfinite(mass).all():
+    mass, finite, lowest = _masses(mass16)
+    if not finite:
         mass = np.where(np.isfinite(mass), mass, np.float32(0))
-    if mass.size and mass.min() < 0:
+        lowest = float(mass.min())
+    if lowest < 0:
         mass = np.maximum(mass, np.float32(0))
+        lowest = max(lowest, 0.0)
     if keys.size == 0 or keys.max() < KEY_SPACE:
         keep = None
         dropped_list = np.zeros(lengths.size, bool)
-        if mass.size and mass.min() > 0:        # every non-empty list has positive mass
+        if mass.size and lowest > 0:            # every non-empty list has positive mass
             return Sanitised(keep=None, mass=mass, list_ok=lengths > 0)
         counted = mass > 0
     else:
@@ -50,16 +53,22 @@ def sanitise(keys: np.ndarray, mass16: np.ndarray, lengths: np.ndarray) -> Sanit
     return Sanitised(keep=keep, mass=mass, list_ok=_any_per_list(counted, lengths) & ~dropped_list)
 
 
+# float16 -> float32 through a 65,536-entry table: exact, and several times faster than numpy's
+# conversion loop on CPUs without a vector instruction for it
 _HALF_TO_SINGLE = np.arange(1 << 16, dtype=np.uint16).view(np.float16).astype(np.float32)
 
 
-def to_float32(mass16: np.ndarray) -> np.ndarray:
-    """float16 -> float32 through a 65,536-entry table: exact, and several times faster than
-    numpy's conversion loop on CPUs where it has no vector instruction for it."""
+def _masses(mass16: np.ndarray) -> tuple[np.ndarray, bool, float]:
+    """float32 masses, whether all are finite, and the smallest (inf when there are none;
+    meaningless when not all are finite)."""
     mass16 = np.asarray(mass16)
-    if mass16.dtype != np.float16:
-        return mass16.astype(np.float32)
-    return _HALF_TO_SINGLE[mass16.view(np.uint16)]
+    if mass16.dtype == np.float16:
+        return kernels.half_to_float(mass16, _HALF_TO_SINGLE)
+    mass = mass16.astype(np.float32)
+    if not mass.size:
+        return mass, True, float("inf")
+    finite = bool(np.isfinite(mass).all())
+    return mass, finite, float(mass.min()) if finite else float("nan")
 
 
 def _any_per_list(flags: np.ndarray, lengths: np.ndarray) -> np.ndarray:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import kernels
 from .gmm import fit_two_gaussians, fit_two_gaussians_sklearn
 from .segments import ranges
 
@@ -72,6 +73,9 @@ def _viterbi(z: np.ndarray, n: np.ndarray, means: np.ndarray, variances: np.ndar
     log_frame = -0.5 * (_LOG_2PI + np.log(variances)[:, None, :]
                         + (z[:, :, None] - means[:, None, :]) ** 2 / variances[:, None, :])
     log_stay, log_move = np.log(rho), np.log(1.0 - rho)
+    states = kernels.viterbi2(log_frame, n, float(np.log(0.5)), float(log_stay), float(log_move))
+    if states is not None:
+        return states
     lattice = np.empty((B, N, 2))
     lattice[:, 0] = np.log(0.5) + log_frame[:, 0]
     for t in range(1, N):

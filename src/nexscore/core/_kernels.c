@@ -1,0 +1,530 @@
+/*
+ * Compiled inner loops of the NEX core (optional; nexscore.core.kernels falls back to numpy).
+ *
+ * Why C: the per-entry steps of learning and scoring (first occurrence of a key within its
+ * response, per-row float32 sums with numpy's own pairwise rounding, the masked sums of the
+ * reuse rule, scatter-adds into 2^22 accumulators) cost numpy a dozen passes over the cache's
+ * arrays each; here each is one pass. A JIT (numba) would need more time to import than the
+ * whole job takes, so these few loops are compiled with the package.
+ *
+ * Every function takes contiguous buffers (numpy arrays), checks their sizes, and releases
+ * the GIL while it loops, so chunks can run on several threads.
+ *
+ * Exactness: sums reproduce numpy's float32 `np.sum` bit for bit (the pairwise scheme of
+ * numpy's loops_utils: under 8 values in sequence, up to 128 in 8 interleaved accumulators,
+ * above that split in halves on a multiple of 8), started from the reduction's identity 0 or
+ * from the first element, as the installed numpy does (the caller probes which). Build
+ * without -ffast-math and with -ffp-contract=off, so no operation is reordered or fused.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <math.h>
+
+#define BLOCK 128
+
+#define PAIRWISE(NAME, T)                                                        \
+    static T NAME(const T *a, Py_ssize_t n)                                      \
+    {                                                                            \
+        if (n < 8) {                                                             \
+            T res = (T)-0.0;                                                     \
+            for (Py_ssize_t i = 0; i < n; i++) res += a[i];                      \
+            return res;                                                          \
+        }                                                                        \
+        if (n <= BLOCK) {                                                        \
+            T r[8];                                                              \
+            Py_ssize_t i;                                                        \
+            for (int j = 0; j < 8; j++) r[j] = a[j];                             \
+            for (i = 8; i < n - (n % 8); i += 8)                                 \
+                for (int j = 0; j < 8; j++) r[j] += a[i + j];                    \
+            T res = ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7])); \
+            for (; i < n; i++) res += a[i];                                      \
+            return res;                                                          \
+        }                                                                        \
+        Py_ssize_t n2 = n / 2;                                                   \
+        n2 -= n2 % 8;                                                            \
+        return NAME(a, n2) + NAME(a + n2, n - n2);                               \
+    }
+
+PAIRWISE(pairwise_f32, float)
+PAIRWISE(pairwise_f64, double)
+
+/* np.sum of a contiguous run: identity + pairwise(all), or first + pairwise(rest). */
+static float sum_f32(const float *a, Py_ssize_t n, int from_first)
+{
+    if (n == 0) return 0.0f;
+    if (from_first) return a[0] + pairwise_f32(a + 1, n - 1);
+    return 0.0f + pairwise_f32(a, n);
+}
+
+static double sum_f64(const double *a, Py_ssize_t n, int from_first)
+{
+    if (n == 0) return 0.0;
+    if (from_first) return a[0] + pairwise_f64(a + 1, n - 1);
+    return 0.0 + pairwise_f64(a, n);
+}
+
+/* ---- buffer helpers ------------------------------------------------------------------ */
+
+typedef struct {
+    Py_buffer view;
+    Py_ssize_t n;
+} Buf;
+
+static int get_buf(PyObject *obj, Buf *b, Py_ssize_t itemsize, int writable, const char *name)
+{
+    int flags = PyBUF_C_CONTIGUOUS | (writable ? PyBUF_WRITABLE : 0);
+    if (PyObject_GetBuffer(obj, &b->view, flags) < 0) return -1;
+    if (b->view.len % itemsize != 0) {
+        PyErr_Format(PyExc_ValueError, "%s: buffer of %zd bytes is not a whole number of %zd-byte items",
+                     name, b->view.len, itemsize);
+        PyBuffer_Release(&b->view);
+        return -1;
+    }
+    b->n = b->view.len / itemsize;
+    return 0;
+}
+
+static void release(Buf *bufs, int count)
+{
+    for (int i = 0; i < count; i++) PyBuffer_Release(&bufs[i].view);
+}
+
+#define NEED(cond, ...)                                          \
+    do {                                                         \
+        if (!(cond)) {                                           \
+            PyErr_Format(PyExc_ValueError, __VA_ARGS__);         \
+            goto fail;                                           \
+        }                                                        \
+    } while (0)
+
+/* Segments [starts[j], starts[j] + lengths[j]) must lie inside an array of n items. */
+static int segments_ok(const int64_t *starts, const int64_t *lengths, Py_ssize_t m, Py_ssize_t n,
+                       Py_ssize_t *longest)
+{
+    Py_ssize_t best = 0;
+    for (Py_ssize_t j = 0; j < m; j++) {
+        if (starts[j] < 0 || lengths[j] < 0 || starts[j] + lengths[j] > n) return 0;
+        if (lengths[j] > best) best = lengths[j];
+    }
+    if (longest) *longest = best;
+    return 1;
+}
+
+/* ---- first_positions ----------------------------------------------------------------- */
+
+PyDoc_STRVAR(first_positions_doc,
+"first_positions(keys u32, resp_ptr i64, table i32[key space], first i32 out, is_new u8 out)\n\n"
+"For every entry: the index of the first entry of its response with the same key, and\n"
+"whether it is that first one. `table` is scratch of any content (no reset is needed:\n"
+"a stale slot is recognised because the entry it names lies outside the response or\n"
+"holds another key).");
+
+static PyObject *first_positions(PyObject *self, PyObject *args)
+{
+    PyObject *o[5];
+    Buf b[5];
+    int got = 0;
+    if (!PyArg_ParseTuple(args, "OOOOO", &o[0], &o[1], &o[2], &o[3], &o[4])) return NULL;
+    Py_ssize_t sizes[5] = {4, 8, 4, 4, 1};
+    const char *names[5] = {"keys", "resp_ptr", "table", "first", "is_new"};
+    for (; got < 5; got++)
+        if (get_buf(o[got], &b[got], sizes[got], got >= 2, names[got]) < 0) goto fail;
+    const uint32_t *keys = b[0].view.buf;
+    const int64_t *ptr = b[1].view.buf;
+    int32_t *table = b[2].view.buf, *first = b[3].view.buf;
+    uint8_t *is_new = b[4].view.buf;
+    Py_ssize_t n = b[0].n, n_resp = b[1].n - 1, key_space = b[2].n;
+    NEED(b[3].n == n && b[4].n == n, "first/is_new must have one item per key");
+    NEED(n < INT32_MAX, "too many entries for int32 positions");
+    NEED(n_resp >= 0 && (n_resp == 0 || (ptr[0] == 0 && ptr[n_resp] == n)),
+         "resp_ptr must run from 0 to the number of keys");
+    for (Py_ssize_t r = 0; r < n_resp; r++) NEED(ptr[r] <= ptr[r + 1], "resp_ptr must not decrease");
+    int bad_key = 0;
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t r = 0; r < n_resp && !bad_key; r++) {
+        int32_t lo = (int32_t)ptr[r];
+        for (int32_t i = lo; i < (int32_t)ptr[r + 1]; i++) {
+            uint32_t k = keys[i];
+            if (k >= (uint64_t)key_space) { bad_key = 1; break; }
+            int32_t t = table[k];
+            if (t >= lo && t < i && keys[t] == k) {
+                first[i] = t;
+                is_new[i] = 0;
+            } else {
+                table[k] = i;
+                first[i] = i;
+                is_new[i] = 1;
+            }
+        }
+    }
+    Py_END_ALLOW_THREADS
+    NEED(!bad_key, "a key lies outside the key space of the table");
+    release(b, got);
+    Py_RETURN_NONE;
+fail:
+    release(b, got);
+    return NULL;
+}
+
+/* ---- segment_sums -------------------------------------------------------------------- */
+
+PyDoc_STRVAR(segment_sums_doc,
+"segment_sums(values f32|f64, starts i64, lengths i64, out (same dtype), from_first, double)\n\n"
+"out[j] = np.sum(values[starts[j]:starts[j] + lengths[j]]) with numpy's rounding.");
+
+static PyObject *segment_sums(PyObject *self, PyObject *args)
+{
+    PyObject *o[4];
+    int from_first, is_double;
+    Buf b[4];
+    int got = 0;
+    if (!PyArg_ParseTuple(args, "OOOOpp", &o[0], &o[1], &o[2], &o[3], &from_first, &is_double))
+        return NULL;
+    Py_ssize_t item = is_double ? 8 : 4;
+    Py_ssize_t sizes[4] = {item, 8, 8, item};
+    const char *names[4] = {"values", "starts", "lengths", "out"};
+    for (; got < 4; got++)
+        if (get_buf(o[got], &b[got], sizes[got], got == 3, names[got]) < 0) goto fail;
+    const int64_t *starts = b[1].view.buf, *lengths = b[2].view.buf;
+    Py_ssize_t m = b[1].n;
+    NEED(b[2].n == m && b[3].n == m, "starts, lengths and out must have the same size");
+    NEED(segments_ok(starts, lengths, m, b[0].n, NULL), "a segment lies outside the values");
+    Py_BEGIN_ALLOW_THREADS
+    if (is_double) {
+        const double *v = b[0].view.buf;
+        double *out = b[3].view.buf;
+        for (Py_ssize_t j = 0; j < m; j++) out[j] = sum_f64(v + starts[j], lengths[j], from_first);
+    } else {
+        const float *v = b[0].view.buf;
+        float *out = b[3].view.buf;
+        for (Py_ssize_t j = 0; j < m; j++) out[j] = sum_f32(v + starts[j], lengths[j], from_first);
+    }
+    Py_END_ALLOW_THREADS
+    release(b, got);
+    Py_RETURN_NONE;
+fail:
+    release(b, got);
+    return NULL;
+}
+
+/* ---- window_sums --------------------------------------------------------------------- */
+
+PyDoc_STRVAR(window_sums_doc,
+"window_sums(mass f32, first i32, starts i64, lengths i64, lo i32, hi i32, total f32 out,\n"
+"            inside f32 out, from_first)\n\n"
+"Per row j: total[j] = np.sum of the row's masses; inside[j] = np.sum of the masses of the\n"
+"row's entries whose first occurrence lies in [lo[j], hi[j]) (the reuse rule's numerator).");
+
+static PyObject *window_sums(PyObject *self, PyObject *args)
+{
+    PyObject *o[8];
+    int from_first;
+    Buf b[8];
+    int got = 0;
+    float *scratch = NULL;
+    if (!PyArg_ParseTuple(args, "OOOOOOOOp", &o[0], &o[1], &o[2], &o[3], &o[4], &o[5], &o[6],
+                          &o[7], &from_first))
+        return NULL;
+    Py_ssize_t sizes[8] = {4, 4, 8, 8, 4, 4, 4, 4};
+    const char *names[8] = {"mass", "first", "starts", "lengths", "lo", "hi", "total", "inside"};
+    for (; got < 8; got++)
+        if (get_buf(o[got], &b[got], sizes[got], got >= 6, names[got]) < 0) goto fail;
+    const float *mass = b[0].view.buf;
+    const int32_t *first = b[1].view.buf, *lo = b[4].view.buf, *hi = b[5].view.buf;
+    const int64_t *starts = b[2].view.buf, *lengths = b[3].view.buf;
+    float *total = b[6].view.buf, *inside = b[7].view.buf;
+    Py_ssize_t m = b[2].n, longest = 0;
+    NEED(b[1].n == b[0].n, "mass and first must have the same size");
+    for (int i = 3; i < 8; i++) NEED(b[i].n == m, "%s must have one item per row", names[i]);
+    NEED(segments_ok(starts, lengths, m, b[0].n, &longest), "a row lies outside the entries");
+    scratch = malloc(sizeof(float) * (size_t)(longest > 0 ? longest : 1));
+    if (!scratch) { PyErr_NoMemory(); goto fail; }
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t j = 0; j < m; j++) {
+        const float *row = mass + starts[j];
+        const int32_t *f = first + starts[j];
+        Py_ssize_t count = 0;
+        for (Py_ssize_t e = 0; e < lengths[j]; e++)
+            if (f[e] >= lo[j] && f[e] < hi[j]) scratch[count++] = row[e];
+        total[j] = sum_f32(row, lengths[j], from_first);
+        inside[j] = sum_f32(scratch, count, from_first);
+    }
+    Py_END_ALLOW_THREADS
+    free(scratch);
+    release(b, got);
+    Py_RETURN_NONE;
+fail:
+    free(scratch);
+    release(b, got);
+    return NULL;
+}
+
+/* ---- credit_add ---------------------------------------------------------------------- */
+
+PyDoc_STRVAR(credit_add_doc,
+"credit_add(effective f32[key space], redundant f32[key space], keys u32, entries i64,\n"
+"           values f32, is_effective u8)\n\n"
+"In order: (effective if is_effective[i] else redundant)[keys[entries[i]]] += values[i],\n"
+"the float32 additions np.add.at makes.");
+
+static PyObject *credit_add(PyObject *self, PyObject *args)
+{
+    PyObject *o[6];
+    Buf b[6];
+    int got = 0;
+    if (!PyArg_ParseTuple(args, "OOOOOO", &o[0], &o[1], &o[2], &o[3], &o[4], &o[5])) return NULL;
+    Py_ssize_t sizes[6] = {4, 4, 4, 8, 4, 1};
+    const char *names[6] = {"effective", "redundant", "keys", "entries", "values", "is_effective"};
+    for (; got < 6; got++)
+        if (get_buf(o[got], &b[got], sizes[got], got < 2, names[got]) < 0) goto fail;
+    float *eff = b[0].view.buf, *red = b[1].view.buf;
+    const uint32_t *keys = b[2].view.buf;
+    const int64_t *entries = b[3].view.buf;
+    const float *values = b[4].view.buf;
+    const uint8_t *is_eff = b[5].view.buf;
+    Py_ssize_t n = b[3].n, key_space = b[0].n;
+    NEED(b[1].n == key_space, "both accumulators must have the same size");
+    NEED(b[4].n == n && b[5].n == n, "entries, values and is_effective must have the same size");
+    for (Py_ssize_t i = 0; i < n; i++) {
+        NEED(entries[i] >= 0 && entries[i] < b[2].n, "an entry index lies outside the keys");
+        NEED(keys[entries[i]] < (uint64_t)key_space, "a key lies outside the accumulators");
+    }
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t i = 0; i < n; i++) {
+        uint32_t k = keys[entries[i]];
+        if (is_eff[i]) eff[k] += values[i];
+        else red[k] += values[i];
+    }
+    Py_END_ALLOW_THREADS
+    release(b, got);
+    Py_RETURN_NONE;
+fail:
+    release(b, got);
+    return NULL;
+}
+
+/* ---- gmf_sums ------------------------------------------------------------------------ */
+
+PyDoc_STRVAR(gmf_sums_doc,
+"gmf_sums(keys u32, mass f32, weights f32, starts i64, lengths i64, good f32 out,\n"
+"         credible f32 out, from_first)\n\n"
+"Per list j: good[j] = np.sum(m * np.maximum(w, 0)) and credible[j] = np.sum(m * |w|) over\n"
+"its entries, w = weights[key]: the two sums of the Good-Mass Fraction.");
+
+static PyObject *gmf_sums(PyObject *self, PyObject *args)
+{
+    PyObject *o[7];
+    int from_first;
+    Buf b[7];
+    int got = 0;
+    float *scratch = NULL;
+    if (!PyArg_ParseTuple(args, "OOOOOOOp", &o[0], &o[1], &o[2], &o[3], &o[4], &o[5], &o[6],
+                          &from_first))
+        return NULL;
+    Py_ssize_t sizes[7] = {4, 4, 4, 8, 8, 4, 4};
+    const char *names[7] = {"keys", "mass", "weights", "starts", "lengths", "good", "credible"};
+    for (; got < 7; got++)
+        if (get_buf(o[got], &b[got], sizes[got], got >= 5, names[got]) < 0) goto fail;
+    const uint32_t *keys = b[0].view.buf;
+    const float *mass = b[1].view.buf, *w = b[2].view.buf;
+    const int64_t *starts = b[3].view.buf, *lengths = b[4].view.buf;
+    float *good = b[5].view.buf, *cred = b[6].view.buf;
+    Py_ssize_t n = b[0].n, m = b[3].n, longest = 0;
+    NEED(b[1].n == n, "keys and mass must have the same size");
+    NEED(b[4].n == m && b[5].n == m && b[6].n == m, "starts, lengths and outputs must match");
+    NEED(segments_ok(starts, lengths, m, n, &longest), "a list lies outside the entries");
+    for (Py_ssize_t i = 0; i < n; i++)
+        NEED(keys[i] < (uint64_t)b[2].n, "a key lies outside the weights");
+    scratch = malloc(2 * sizeof(float) * (size_t)(longest > 0 ? longest : 1));
+    if (!scratch) { PyErr_NoMemory(); goto fail; }
+    Py_BEGIN_ALLOW_THREADS
+    float *pos = scratch, *abs_w = scratch + (longest > 0 ? longest : 1);
+    for (Py_ssize_t j = 0; j < m; j++) {
+        const uint32_t *k = keys + starts[j];
+        const float *mj = mass + starts[j];
+        for (Py_ssize_t e = 0; e < lengths[j]; e++) {
+            float wk = w[k[e]];
+            /* np.maximum(w, 0): w where w >= 0 or w is NaN */
+            pos[e] = mj[e] * ((wk >= 0.0f || wk != wk) ? wk : 0.0f);
+            abs_w[e] = mj[e] * fabsf(wk);
+        }
+        good[j] = sum_f32(pos, lengths[j], from_first);
+        cred[j] = sum_f32(abs_w, lengths[j], from_first);
+    }
+    Py_END_ALLOW_THREADS
+    free(scratch);
+    release(b, got);
+    Py_RETURN_NONE;
+fail:
+    free(scratch);
+    release(b, got);
+    return NULL;
+}
+
+
+/* ---- flag_counts --------------------------------------------------------------------- */
+
+PyDoc_STRVAR(flag_counts_doc,
+"flag_counts(flags u8, starts i64, lengths i64, out i64)\n\n"
+"out[j] = number of set flags in flags[starts[j]:starts[j] + lengths[j]].");
+
+static PyObject *flag_counts(PyObject *self, PyObject *args)
+{
+    PyObject *o[4];
+    Buf b[4];
+    int got = 0;
+    if (!PyArg_ParseTuple(args, "OOOO", &o[0], &o[1], &o[2], &o[3])) return NULL;
+    Py_ssize_t sizes[4] = {1, 8, 8, 8};
+    const char *names[4] = {"flags", "starts", "lengths", "out"};
+    for (; got < 4; got++)
+        if (get_buf(o[got], &b[got], sizes[got], got == 3, names[got]) < 0) goto fail;
+    const uint8_t *flags = b[0].view.buf;
+    const int64_t *starts = b[1].view.buf, *lengths = b[2].view.buf;
+    int64_t *out = b[3].view.buf;
+    Py_ssize_t m = b[1].n;
+    NEED(b[2].n == m && b[3].n == m, "starts, lengths and out must have the same size");
+    NEED(segments_ok(starts, lengths, m, b[0].n, NULL), "a segment lies outside the flags");
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t j = 0; j < m; j++) {
+        int64_t c = 0;
+        const uint8_t *f = flags + starts[j];
+        for (int64_t e = 0; e < lengths[j]; e++) c += f[e] != 0;
+        out[j] = c;
+    }
+    Py_END_ALLOW_THREADS
+    release(b, got);
+    Py_RETURN_NONE;
+fail:
+    release(b, got);
+    return NULL;
+}
+
+/* ---- half_to_float ------------------------------------------------------------------- */
+
+PyDoc_STRVAR(half_to_float_doc,
+"half_to_float(table f32[65536], half u16, out f32) -> (all finite, smallest value)\n\n"
+"out[i] = table[half[i]] (the exact float16 -> float32 conversion, tabulated by numpy),\n"
+"with the two facts sanitising needs, found in the same pass.");
+
+static PyObject *half_to_float(PyObject *self, PyObject *args)
+{
+    PyObject *o[3];
+    Buf b[3];
+    int got = 0;
+    if (!PyArg_ParseTuple(args, "OOO", &o[0], &o[1], &o[2])) return NULL;
+    Py_ssize_t sizes[3] = {4, 2, 4};
+    const char *names[3] = {"table", "half", "out"};
+    for (; got < 3; got++)
+        if (get_buf(o[got], &b[got], sizes[got], got == 2, names[got]) < 0) goto fail;
+    const float *table = b[0].view.buf;
+    const uint16_t *half = b[1].view.buf;
+    float *out = b[2].view.buf;
+    Py_ssize_t n = b[1].n;
+    NEED(b[0].n == 65536, "the table must have 65536 entries");
+    NEED(b[2].n == n, "out must have one item per value");
+    int finite = 1;
+    float lowest = INFINITY;
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t i = 0; i < n; i++) {
+        float v = table[half[i]];
+        out[i] = v;
+        /* float16 exponent bits all set: inf or NaN */
+        finite &= (half[i] & 0x7c00) != 0x7c00;
+        lowest = v < lowest ? v : lowest;
+    }
+    Py_END_ALLOW_THREADS
+    release(b, got);
+    return Py_BuildValue("Nd", PyBool_FromLong(finite), (double)lowest);
+fail:
+    release(b, got);
+    return NULL;
+}
+
+/* ---- viterbi2 ------------------------------------------------------------------------ */
+
+PyDoc_STRVAR(viterbi2_doc,
+"viterbi2(log_frame f64 (B, N, 2), n i64 (B,), log_start, log_stay, log_move, states i8 out (B, N))\n\n"
+"Most likely path of a two-state HMM with a symmetric transition matrix per row, with\n"
+"hmmlearn's tie rules: at the end the first maximum wins, backtracking prefers state 1 on\n"
+"a tie. The same float64 operations as the numpy version, in the same order.");
+
+static PyObject *viterbi2(PyObject *self, PyObject *args)
+{
+    PyObject *o[3];
+    double log_start, log_stay, log_move;
+    Buf b[3];
+    int got = 0;
+    double *lattice = NULL;
+    if (!PyArg_ParseTuple(args, "OOdddO", &o[0], &o[1], &log_start, &log_stay, &log_move, &o[2]))
+        return NULL;
+    Py_ssize_t sizes[3] = {8, 8, 1};
+    const char *names[3] = {"log_frame", "n", "states"};
+    for (; got < 3; got++)
+        if (get_buf(o[got], &b[got], sizes[got], got == 2, names[got]) < 0) goto fail;
+    const double *frame = b[0].view.buf;
+    const int64_t *n = b[1].view.buf;
+    int8_t *states = b[2].view.buf;
+    Py_ssize_t B = b[1].n;
+    NEED(B > 0 && b[2].n % B == 0, "states must be (B, N)");
+    Py_ssize_t N = b[2].n / B;
+    NEED(b[0].n == B * N * 2, "log_frame must be (B, N, 2)");
+    for (Py_ssize_t r = 0; r < B; r++) NEED(n[r] >= 1 && n[r] <= N, "row lengths must lie in 1..N");
+    lattice = malloc(sizeof(double) * 2 * (size_t)N);
+    if (!lattice) { PyErr_NoMemory(); goto fail; }
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t r = 0; r < B; r++) {
+        const double *f = frame + r * N * 2;
+        int8_t *st = states + r * N;
+        Py_ssize_t len = n[r];
+        lattice[0] = log_start + f[0];
+        lattice[1] = log_start + f[1];
+        for (Py_ssize_t t = 1; t < len; t++) {
+            const double *p = lattice + 2 * (t - 1);
+            for (int i = 0; i < 2; i++) {
+                double stay = p[i] + log_stay, move = p[1 - i] + log_move;
+                /* np.maximum: the first unless the second is larger, NaN propagates */
+                double best = (stay >= move || stay != stay) ? stay : move;
+                lattice[2 * t + i] = best + f[2 * t + i];
+            }
+        }
+        int8_t s = lattice[2 * (len - 1) + 1] > lattice[2 * (len - 1)];
+        for (Py_ssize_t t = len; t < N; t++) st[t] = 0;
+        st[len - 1] = s;
+        for (Py_ssize_t t = len - 2; t >= 0; t--) {
+            const double *c = lattice + 2 * t;
+            double from1 = c[1] + (s == 1 ? log_stay : log_move);
+            double from0 = c[0] + (s == 1 ? log_move : log_stay);
+            s = from1 >= from0;
+            st[t] = s;
+        }
+    }
+    Py_END_ALLOW_THREADS
+    free(lattice);
+    release(b, got);
+    Py_RETURN_NONE;
+fail:
+    free(lattice);
+    release(b, got);
+    return NULL;
+}
+
+static PyMethodDef methods[] = {
+    {"first_positions", first_positions, METH_VARARGS, first_positions_doc},
+    {"segment_sums", segment_sums, METH_VARARGS, segment_sums_doc},
+    {"window_sums", window_sums, METH_VARARGS, window_sums_doc},
+    {"credit_add", credit_add, METH_VARARGS, credit_add_doc},
+    {"gmf_sums", gmf_sums, METH_VARARGS, gmf_sums_doc},
+    {"flag_counts", flag_counts, METH_VARARGS, flag_counts_doc},
+    {"half_to_float", half_to_float, METH_VARARGS, half_to_float_doc},
+    {"viterbi2", viterbi2, METH_VARARGS, viterbi2_doc},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "_kernels",
+    "Compiled inner loops of the NEX core (see nexscore.core.kernels).", -1, methods,
+};
+
+PyMODINIT_FUNC PyInit__kernels(void) { return PyModule_Create(&module); }

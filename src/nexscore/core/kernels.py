@@ -1,0 +1,187 @@
+"""The per-entry inner loops of learning and scoring: compiled when built, numpy otherwise.
+
+Each function here has two implementations with the same results to the bit: the compiled
+extension `_kernels` (built with the package where a C compiler is found; one pass over the
+entries, GIL released) and numpy (a few whole-array passes each). The compiled one is used
+when it imports and agrees with the installed numpy's summation order (probed once at import);
+set NEXSCORE_KERNELS=numpy to force the numpy versions (tests run both).
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from .segments import exact_sums, ranges
+
+try:
+    from . import _kernels as _compiled
+except ImportError:   # built without a C compiler: numpy only
+    _compiled = None
+
+
+def _probe_sum_order() -> bool | None:
+    """Whether np.sum starts from its first value (True) or from the identity 0 (False).
+
+    Numpy has done both across versions and the two round differently; the compiled sums
+    follow whichever this numpy does. None when neither matches (then numpy is used).
+    """
+    if _compiled is None:
+        return None
+    values = (np.random.default_rng(7).random(4000) * np.logspace(-4, 4, 4000)).astype(np.float32)
+    lengths = np.arange(1, 301, dtype=np.int64)
+    starts = np.zeros_like(lengths)
+    want = np.array([values[:n].sum() for n in lengths], np.float32)
+    for from_first in (False, True):
+        out = np.empty(lengths.size, np.float32)
+        _compiled.segment_sums(values, starts, lengths, out, from_first, False)
+        if np.array_equal(out.view(np.uint32), want.view(np.uint32)):
+            return from_first
+    return None
+
+
+_FROM_FIRST = _probe_sum_order()
+
+
+def available() -> bool:
+    """True when the compiled kernels are built and agree with the installed numpy."""
+    return _FROM_FIRST is not None
+
+
+def compiled() -> bool:
+    """True when the compiled kernels are in use (available, and not NEXSCORE_KERNELS=numpy)."""
+    return _FROM_FIRST is not None and os.environ.get("NEXSCORE_KERNELS", "").lower() != "numpy"
+
+
+def _c64(a) -> np.ndarray:
+    return np.ascontiguousarray(a, np.int64)
+
+
+def first_positions(keys: np.ndarray, resp_ptr: np.ndarray, table: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per entry: the index of the first entry of its response with the same key, and whether
+    it is that entry (its key is new to the response). `table` is int32 scratch over the key
+    space, reused between calls."""
+    n = keys.size
+    first = np.empty(n, np.int32)
+    if compiled():
+        is_new = np.empty(n, bool)
+        _compiled.first_positions(np.ascontiguousarray(keys, np.uint32), _c64(resp_ptr), table,
+                                  first, is_new.view(np.uint8))
+        return first, is_new
+    keys = np.asarray(keys, np.intp)
+    unseen = np.iinfo(np.int32).max
+    for a, b in zip(resp_ptr[:-1].tolist(), resp_ptr[1:].tolist()):
+        if a == b:
+            continue
+        k = keys[a:b]
+        table[k] = unseen            # the table may hold stale positions of earlier calls
+        np.minimum.at(table, k, np.arange(a, b, dtype=np.int32))
+        first[a:b] = table[k]
+    return first, first == np.arange(n, dtype=np.int32)
+
+
+def segment_sums(values: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """[np.sum(values[s:s+l]) for s, l], float32 or float64, numpy's rounding to the bit."""
+    values = np.asarray(values)
+    if compiled() and values.dtype in (np.float32, np.float64):
+        starts, lengths = _c64(starts), _c64(lengths)
+        out = np.empty(lengths.size, values.dtype)
+        _compiled.segment_sums(np.ascontiguousarray(values), starts, lengths, out, _FROM_FIRST,
+                               values.dtype == np.float64)
+        return out
+    return exact_sums(values, starts, lengths)
+
+
+def window_sums(mass: np.ndarray, first: np.ndarray, starts: np.ndarray, lengths: np.ndarray,
+                lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per row: np.sum of its float32 masses, and np.sum of those of its entries whose first
+    occurrence lies in [lo, hi) of that row (mass a cycle's X row puts on keys its E rows
+    introduced)."""
+    starts, lengths = _c64(starts), _c64(lengths)
+    lo, hi = np.ascontiguousarray(lo, np.int32), np.ascontiguousarray(hi, np.int32)
+    if compiled():
+        total = np.empty(lengths.size, np.float32)
+        inside = np.empty(lengths.size, np.float32)
+        _compiled.window_sums(np.ascontiguousarray(mass, np.float32), np.ascontiguousarray(first, np.int32),
+                              starts, lengths, lo, hi, total, inside, _FROM_FIRST)
+        return total, inside
+    total = exact_sums(mass, starts, lengths)
+    idx = ranges(starts, lengths)
+    f = first[idx]
+    hit = (f >= np.repeat(lo, lengths)) & (f < np.repeat(hi, lengths))
+    row = np.repeat(np.arange(lengths.size), lengths)
+    hits = np.bincount(row[hit], minlength=lengths.size)
+    inside = exact_sums(mass[idx[hit]], np.cumsum(hits) - hits, hits)
+    return total, inside
+
+
+def credit_add(effective_acc: np.ndarray, redundant_acc: np.ndarray, keys: np.ndarray,
+               entries: np.ndarray, values: np.ndarray, effective: np.ndarray) -> None:
+    """Add values[i] to effective_acc or redundant_acc at keys[entries[i]], in order (the
+    float32 additions of np.add.at, so sums are the same whatever the implementation)."""
+    if compiled():
+        _compiled.credit_add(effective_acc, redundant_acc, np.ascontiguousarray(keys, np.uint32),
+                             _c64(entries), np.ascontiguousarray(values, np.float32),
+                             np.ascontiguousarray(effective, bool).view(np.uint8))
+        return
+    k = np.asarray(keys)[entries].astype(np.intp)
+    np.add.at(effective_acc, k[effective], values[effective])
+    np.add.at(redundant_acc, k[~effective], values[~effective])
+
+
+def gmf_sums(keys: np.ndarray, mass: np.ndarray, weights: np.ndarray, starts: np.ndarray,
+             lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per list: np.sum(m * max(w, 0)) and np.sum(m * |w|) over its entries (w = weights[key]),
+    float32 with numpy's rounding."""
+    starts, lengths = _c64(starts), _c64(lengths)
+    if compiled():
+        good = np.empty(lengths.size, np.float32)
+        credible = np.empty(lengths.size, np.float32)
+        _compiled.gmf_sums(np.ascontiguousarray(keys, np.uint32), np.ascontiguousarray(mass, np.float32),
+                           np.ascontiguousarray(weights, np.float32), starts, lengths, good, credible,
+                           _FROM_FIRST)
+        return good, credible
+    w = weights[keys]
+    good = mass * np.maximum(w, np.float32(0))
+    credible = mass * np.abs(w)
+    return exact_sums(good, starts, lengths), exact_sums(credible, starts, lengths)
+
+
+def flag_counts(flags: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """Per segment: how many of its flags are set (int64)."""
+    starts, lengths = _c64(starts), _c64(lengths)
+    if compiled():
+        out = np.empty(lengths.size, np.int64)
+        _compiled.flag_counts(np.ascontiguousarray(flags, bool).view(np.uint8), starts, lengths, out)
+        return out
+    cum = np.concatenate([[0], np.cumsum(flags, dtype=np.int64)])
+    return cum[starts + lengths] - cum[starts]
+
+
+def half_to_float(half: np.ndarray, table: np.ndarray) -> tuple[np.ndarray, bool, float]:
+    """float16 values -> (float32 values through `table`, all finite, smallest value; the
+    smallest is meaningless when not all are finite)."""
+    half = np.ascontiguousarray(half).view(np.uint16)
+    if compiled():
+        out = np.empty(half.size, np.float32)
+        finite, lowest = _compiled.half_to_float(table, half, out)
+        return out, finite, lowest
+    out = table[half]
+    if not out.size:
+        return out, True, float("inf")
+    finite = bool(np.isfinite(out).all())
+    return out, finite, float(out.min()) if finite else float("nan")
+
+
+def viterbi2(log_frame: np.ndarray, n: np.ndarray, log_start: float, log_stay: float,
+             log_move: float) -> np.ndarray | None:
+    """Most likely two-state paths (B, N) int8 with hmmlearn's tie rules, or None when the
+    compiled kernels are not in use (the caller then runs its numpy loop)."""
+    if not compiled():
+        return None
+    B, N, _ = log_frame.shape
+    states = np.empty((B, N), np.int8)
+    _compiled.viterbi2(np.ascontiguousarray(log_frame, np.float64), _c64(n), log_start, log_stay,
+                       log_move, states)
+    return states

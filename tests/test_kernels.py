@@ -1,0 +1,181 @@
+"""The compiled inner loops against their numpy versions, to the bit, on adversarial data.
+
+The numpy versions are the definition (they call numpy's own sums and ufunc.at); the compiled
+ones must give identical bits, including numpy's pairwise rounding of float32 sums, NaN and
+signed zeros. Skipped where the extension was not built (no C compiler at install time).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from nexscore.cache.layout import KEY_SPACE
+from nexscore.core import kernels
+from nexscore.core.sanitize import _HALF_TO_SINGLE
+from nexscore.core.segmentation import _viterbi
+
+pytestmark = pytest.mark.skipif(not kernels.available(),
+                                reason="compiled kernels not built (no C compiler at install)")
+
+
+def both(monkeypatch, fn, *args):
+    """fn(*args) with the compiled kernels, then with numpy (fresh copies of the arguments)."""
+    out = []
+    for mode in ("compiled", "numpy"):
+        monkeypatch.setenv("NEXSCORE_KERNELS", mode)
+        out.append(fn(*[a.copy() if isinstance(a, np.ndarray) else a for a in args]))
+    return out
+
+
+def bits(a):
+    a = np.asarray(a)
+    return a.view(np.uint32 if a.dtype == np.float32 else np.uint64 if a.dtype == np.float64 else a.dtype)
+
+
+def _values(rng, n, dtype):
+    v = (rng.random(n) * 10.0 ** rng.uniform(-4, 4, n)).astype(dtype)
+    v[rng.random(n) < 0.05] *= -1
+    v[rng.random(n) < 0.02] = 0.0
+    return v
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_segment_sums_equal_np_sum(monkeypatch, dtype):
+    rng = np.random.default_rng(0)
+    values = _values(rng, 20000, dtype)
+    lengths = np.r_[np.arange(0, 300), rng.integers(0, 2000, 200), [1024, 1025, 4096]].astype(np.int64)
+    starts = rng.integers(0, values.size - lengths)
+    c, n = both(monkeypatch, kernels.segment_sums, values, starts, lengths)
+    want = np.array([values[s:s + k].sum() for s, k in zip(starts, lengths)], dtype)
+    np.testing.assert_array_equal(bits(c), bits(want))
+    np.testing.assert_array_equal(bits(n), bits(want))
+
+
+def test_sum_of_negative_zeros_keeps_numpy_sign(monkeypatch):
+    values = np.full(40, -0.0, np.float32)
+    lengths = np.arange(1, 40, dtype=np.int64)
+    c, n = both(monkeypatch, kernels.segment_sums, values, np.zeros_like(lengths), lengths)
+    np.testing.assert_array_equal(bits(c), bits(n))
+
+
+def test_first_positions_with_a_stale_table(monkeypatch):
+    rng = np.random.default_rng(1)
+    keys = rng.integers(0, 300, 50000).astype(np.uint32)       # many repeats across responses
+    ptr = np.r_[0, np.sort(rng.integers(0, keys.size, 60)), keys.size].astype(np.int64)
+    for mode in ("compiled", "numpy"):
+        monkeypatch.setenv("NEXSCORE_KERNELS", mode)
+        table = np.full(KEY_SPACE, np.iinfo(np.int32).max, np.int32)
+        kernels.first_positions(keys[::-1].copy(), ptr, table)   # leave stale positions behind
+        first, is_new = kernels.first_positions(keys, ptr, table)
+        for a, b in zip(ptr[:-1], ptr[1:]):
+            k = keys[a:b]
+            _, idx, inv = np.unique(k, return_index=True, return_inverse=True)
+            np.testing.assert_array_equal(first[a:b], a + idx[inv])
+            np.testing.assert_array_equal(is_new[a:b], first[a:b] == np.arange(a, b))
+
+
+def test_window_sums(monkeypatch):
+    rng = np.random.default_rng(2)
+    n = 30000
+    mass = _values(rng, n, np.float32)
+    first = rng.integers(0, n, n).astype(np.int32)
+    lengths = rng.integers(0, 400, 150).astype(np.int64)
+    starts = rng.integers(0, n - lengths)
+    lo = rng.integers(0, n, lengths.size).astype(np.int32)
+    hi = (lo + rng.integers(-10, 8000, lengths.size)).astype(np.int32)
+    (ct, ci), (nt, ni) = both(monkeypatch, kernels.window_sums, mass, first, starts, lengths, lo, hi)
+    np.testing.assert_array_equal(bits(ct), bits(nt))
+    np.testing.assert_array_equal(bits(ci), bits(ni))
+    j = int(np.argmax(lengths))
+    s, k = starts[j], lengths[j]
+    inside = (first[s:s + k] >= lo[j]) & (first[s:s + k] < hi[j])
+    assert ci[j] == mass[s:s + k][inside].sum()
+
+
+def test_credit_add_matches_add_at(monkeypatch):
+    rng = np.random.default_rng(3)
+    keys = rng.integers(0, 5000, 40000).astype(np.uint32)
+    entries = np.sort(rng.choice(keys.size, 20000, replace=False)).astype(np.int64)
+    values = _values(rng, entries.size, np.float32)
+    effective = rng.random(entries.size) < 0.6
+
+    def add(keys, entries, values, effective):
+        eff = np.zeros(KEY_SPACE, np.float32)
+        red = np.ones(KEY_SPACE, np.float32) / 3
+        kernels.credit_add(eff, red, keys, entries, values, effective)
+        return eff, red
+
+    (ce, cr), (ne, nr) = both(monkeypatch, add, keys, entries, values, effective)
+    np.testing.assert_array_equal(bits(ce), bits(ne))
+    np.testing.assert_array_equal(bits(cr), bits(nr))
+
+
+def test_gmf_sums_with_nan_and_signed_zero_weights(monkeypatch):
+    rng = np.random.default_rng(4)
+    n = 20000
+    keys = rng.integers(0, 1000, n).astype(np.uint32)
+    mass = np.abs(_values(rng, n, np.float32))
+    weights = np.zeros(KEY_SPACE, np.float32)
+    weights[:1000] = rng.uniform(-1, 1, 1000).astype(np.float32)
+    weights[:50] = -0.0
+    weights[50:60] = np.nan
+    lengths = rng.integers(0, 300, 120).astype(np.int64)
+    starts = np.cumsum(lengths) - lengths
+    (cg, cc), (ng, nc) = both(monkeypatch, kernels.gmf_sums, keys, mass, weights, starts, lengths)
+    np.testing.assert_array_equal(np.isnan(cg), np.isnan(ng))
+    ok = ~np.isnan(ng)
+    np.testing.assert_array_equal(cg[ok], ng[ok])
+    np.testing.assert_array_equal(bits(cc), bits(nc))
+
+
+def test_flag_counts(monkeypatch):
+    rng = np.random.default_rng(5)
+    flags = rng.random(5000) < 0.3
+    lengths = rng.integers(0, 50, 100).astype(np.int64)
+    starts = rng.integers(0, flags.size - lengths)
+    c, n = both(monkeypatch, kernels.flag_counts, flags, starts, lengths)
+    np.testing.assert_array_equal(c, n)
+    assert c[0] == flags[starts[0]:starts[0] + lengths[0]].sum()
+
+
+def test_half_to_float_every_value(monkeypatch):
+    half = np.arange(1 << 16, dtype=np.uint16).view(np.float16)
+    (c, c_finite, _), (n, n_finite, _) = both(monkeypatch, kernels.half_to_float, half, _HALF_TO_SINGLE)
+    np.testing.assert_array_equal(bits(c), bits(n))
+    assert c_finite is False and n_finite is False
+    finite = half[np.isfinite(half)]
+    for mode in ("compiled", "numpy"):
+        monkeypatch.setenv("NEXSCORE_KERNELS", mode)
+        _, all_finite, lowest = kernels.half_to_float(finite, _HALF_TO_SINGLE)
+        assert all_finite is True and lowest == float(finite.min())
+        assert kernels.half_to_float(finite[:0], _HALF_TO_SINGLE)[1:] == (True, float("inf"))
+
+
+def test_viterbi_equals_numpy_loop(monkeypatch):
+    rng = np.random.default_rng(6)
+    B, N = 64, 90
+    z = np.round(rng.normal(size=(B, N)), 1)             # rounded: ties in the lattice happen
+    n = rng.integers(1, N + 1, B)
+    n[:3] = (1, 2, N)
+    means = np.stack([np.zeros(B), rng.normal(size=B)], 1)
+    variances = np.stack([np.ones(B), rng.uniform(0.5, 2, B)], 1)
+    means[:4, 1], variances[:4, 1] = 0.0, 1.0              # identical states: all ties
+    c, n_ = both(monkeypatch, _viterbi, z, n, means, variances, 0.95)
+    valid = np.arange(N)[None, :] < n[:, None]
+    np.testing.assert_array_equal(c[valid], n_[valid])
+
+
+def test_bad_buffers_give_clear_errors():
+    if not kernels.compiled():
+        pytest.skip("compiled kernels disabled")
+    c = kernels._compiled
+    with pytest.raises(ValueError, match="segment lies outside"):
+        c.segment_sums(np.zeros(4, np.float32), np.array([3], np.int64), np.array([2], np.int64),
+                       np.zeros(1, np.float32), False, False)
+    with pytest.raises(ValueError, match="outside the key space"):
+        c.first_positions(np.array([9], np.uint32), np.array([0, 1], np.int64), np.zeros(4, np.int32),
+                          np.zeros(1, np.int32), np.zeros(1, np.uint8))
+    with pytest.raises(ValueError, match="resp_ptr"):
+        c.first_positions(np.array([1], np.uint32), np.array([0, 2], np.int64), np.zeros(4, np.int32),
+                          np.zeros(1, np.int32), np.zeros(1, np.uint8))
