@@ -8,7 +8,8 @@ and repeated, each as a fresh process:
             GaussianMixture and hmmlearn per response (what the published reference does);
   reference the published reference's `run_nex.py run`, when --reference-dir points at a
             checkout of it (not shipped here);
-  nex run   this package's vectorised core.
+  nex run   this package's core, with its compiled inner loops;
+  numpy     the same `nex run` with NEXSCORE_KERNELS=numpy (its numpy inner loops).
 It reports the median wall time and peak resident memory (ru_maxrss of each child) of each,
 their ratio, the agreement of E/X labels and weights between the literal and vectorised
 paths, and the peak memory of `nex run` on a cache four times larger (it must not grow).
@@ -32,10 +33,11 @@ REPO = Path(__file__).resolve().parents[1]
 SYNTH = REPO.parent / "shared" / "tools" / "synth_cache.py"
 
 
-def timed(cmd: list[str]) -> tuple[float, float]:
+def timed(cmd: list[str], env: dict | None = None) -> tuple[float, float]:
     """Run a command; return (wall seconds, peak RSS in MB) of that child alone."""
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            env={**os.environ, **(env or {})})
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - t0
     proc.returncode = os.waitstatus_to_exitcode(status)
@@ -75,6 +77,12 @@ def agreement(cache: Path) -> dict:
     }
 
 
+def _kernels_built() -> bool:
+    from nexscore.core import kernels
+
+    return kernels.available()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--responses", type=int, default=400)
@@ -91,20 +99,23 @@ def main() -> None:
     runners = {
         "literal": lambda c, o: [sys.executable, "-m", "nexscore.core.oracle", str(c), str(o)],
         "nex run": lambda c, o: [sys.executable, "-m", "nexscore", "run", str(c), "--out", str(o)],
+        "numpy": lambda c, o: [sys.executable, "-m", "nexscore", "run", str(c), "--out", str(o)],
     }
+    envs = {"numpy": {"NEXSCORE_KERNELS": "numpy"}}
     if args.reference_dir:
         runners["reference"] = lambda c, o: [sys.executable, str(args.reference_dir / "run_nex.py"), "run",
                                              "--cache-dir", str(c), "--output-dir", str(o)]
     results = {name: [] for name in runners}
     for _ in range(args.repeats):
         for name, cmd in runners.items():
-            results[name].append(timed(cmd(cache, args.work / f"out_{name.replace(' ', '_')}")))
+            results[name].append(timed(cmd(cache, args.work / f"out_{name.replace(' ', '_')}"),
+                                       envs.get(name)))
     big_runs = [timed(runners["nex run"](big, args.work / "out_big")) for _ in range(args.repeats)]
 
     med = {name: (statistics.median(t for t, _ in runs), max(m for _, m in runs)) for name, runs in results.items()}
     base = med.get("reference", med["literal"])
     print(f"cache: {args.responses} responses, {size_mb:.0f} MB of arrays; {args.repeats} interleaved repeats, "
-          f"medians; {os.cpu_count()} CPUs")
+          f"medians; {os.cpu_count()} CPUs; compiled kernels built: {_kernels_built()}")
     print(f"{'path':<10} {'wall s':>8} {'peak MB':>8} {'speed-up':>9}")
     for name, (t, m) in med.items():
         print(f"{name:<10} {t:8.2f} {m:8.0f} {base[0] / t:8.1f}x")

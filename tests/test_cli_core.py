@@ -120,3 +120,13 @@ def test_a_lone_command_module_keeps_the_group(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "nexscore", "run", str(tmp_path / "none"), "--out",
                            str(tmp_path / "o")], capture_output=True, text=True)
     assert proc.returncode == 2 and "no such directory" in proc.stderr
+
+
+def test_arguments_show_their_help():
+    """Argument help reaches `--help` (typer 0.25 loses it with click 8.5: pinned below)."""
+    from typer.testing import CliRunner
+
+    from nexscore.cli import app
+
+    out = CliRunner().invoke(app, ["run", "--help"], env={"COLUMNS": "120"}).output
+    assert "Cache to calibrate on and score." in out

@@ -15,8 +15,8 @@ from nexscore.core import kernels
 from nexscore.core.sanitize import _HALF_TO_SINGLE
 from nexscore.core.segmentation import _viterbi
 
-pytestmark = pytest.mark.skipif(not kernels.available(),
-                                reason="compiled kernels not built (no C compiler at install)")
+needs_c = pytest.mark.skipif(not kernels.available(),
+                             reason="compiled kernels not built (no C compiler at install)")
 
 
 def both(monkeypatch, fn, *args):
@@ -40,6 +40,7 @@ def _values(rng, n, dtype):
     return v
 
 
+@needs_c
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_segment_sums_equal_np_sum(monkeypatch, dtype):
     rng = np.random.default_rng(0)
@@ -52,6 +53,7 @@ def test_segment_sums_equal_np_sum(monkeypatch, dtype):
     np.testing.assert_array_equal(bits(n), bits(want))
 
 
+@needs_c
 def test_sum_of_negative_zeros_keeps_numpy_sign(monkeypatch):
     values = np.full(40, -0.0, np.float32)
     lengths = np.arange(1, 40, dtype=np.int64)
@@ -59,6 +61,7 @@ def test_sum_of_negative_zeros_keeps_numpy_sign(monkeypatch):
     np.testing.assert_array_equal(bits(c), bits(n))
 
 
+@needs_c
 def test_first_positions_with_a_stale_table(monkeypatch):
     rng = np.random.default_rng(1)
     keys = rng.integers(0, 300, 50000).astype(np.uint32)       # many repeats across responses
@@ -75,6 +78,7 @@ def test_first_positions_with_a_stale_table(monkeypatch):
             np.testing.assert_array_equal(is_new[a:b], first[a:b] == np.arange(a, b))
 
 
+@needs_c
 def test_window_sums(monkeypatch):
     rng = np.random.default_rng(2)
     n = 30000
@@ -93,6 +97,7 @@ def test_window_sums(monkeypatch):
     assert ci[j] == mass[s:s + k][inside].sum()
 
 
+@needs_c
 def test_credit_add_matches_add_at(monkeypatch):
     rng = np.random.default_rng(3)
     keys = rng.integers(0, 5000, 40000).astype(np.uint32)
@@ -111,6 +116,7 @@ def test_credit_add_matches_add_at(monkeypatch):
     np.testing.assert_array_equal(bits(cr), bits(nr))
 
 
+@needs_c
 def test_gmf_sums_with_nan_and_signed_zero_weights(monkeypatch):
     rng = np.random.default_rng(4)
     n = 20000
@@ -129,6 +135,7 @@ def test_gmf_sums_with_nan_and_signed_zero_weights(monkeypatch):
     np.testing.assert_array_equal(bits(cc), bits(nc))
 
 
+@needs_c
 def test_flag_counts(monkeypatch):
     rng = np.random.default_rng(5)
     flags = rng.random(5000) < 0.3
@@ -139,6 +146,7 @@ def test_flag_counts(monkeypatch):
     assert c[0] == flags[starts[0]:starts[0] + lengths[0]].sum()
 
 
+@needs_c
 def test_half_to_float_every_value(monkeypatch):
     half = np.arange(1 << 16, dtype=np.uint16).view(np.float16)
     (c, c_finite, _), (n, n_finite, _) = both(monkeypatch, kernels.half_to_float, half, _HALF_TO_SINGLE)
@@ -152,6 +160,7 @@ def test_half_to_float_every_value(monkeypatch):
         assert kernels.half_to_float(finite[:0], _HALF_TO_SINGLE)[1:] == (True, float("inf"))
 
 
+@needs_c
 def test_viterbi_equals_numpy_loop(monkeypatch):
     rng = np.random.default_rng(6)
     B, N = 64, 90
@@ -166,6 +175,7 @@ def test_viterbi_equals_numpy_loop(monkeypatch):
     np.testing.assert_array_equal(c[valid], n_[valid])
 
 
+@needs_c
 def test_bad_buffers_give_clear_errors():
     if not kernels.compiled():
         pytest.skip("compiled kernels disabled")
@@ -179,3 +189,14 @@ def test_bad_buffers_give_clear_errors():
     with pytest.raises(ValueError, match="resp_ptr"):
         c.first_positions(np.array([1], np.uint32), np.array([0, 2], np.int64), np.zeros(4, np.int32),
                           np.zeros(1, np.int32), np.zeros(1, np.uint8))
+
+
+def test_built_wherever_a_compiler_exists():
+    """A broken build must not pass silently as the (slower) numpy fallback."""
+    import shutil
+    import sysconfig
+
+    cc = (sysconfig.get_config_var("CC") or "cc").split()[0]
+    if shutil.which(cc) is None:
+        pytest.skip(f"no C compiler ({cc}) here: the numpy fallback is expected")
+    assert kernels.available()
