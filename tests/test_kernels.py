@@ -66,16 +66,28 @@ def test_first_positions_with_a_stale_table(monkeypatch):
     rng = np.random.default_rng(1)
     keys = rng.integers(0, 300, 50000).astype(np.uint32)       # many repeats across responses
     ptr = np.r_[0, np.sort(rng.integers(0, keys.size, 60)), keys.size].astype(np.int64)
-    for mode in ("compiled", "numpy"):
+    seen = kernels.FirstSeen()
+    # modes alternate on one table, as the threads' tables do when tests switch modes
+    for mode in ("compiled", "numpy", "compiled", "compiled", "numpy", "compiled"):
         monkeypatch.setenv("NEXSCORE_KERNELS", mode)
-        table = np.full(KEY_SPACE, np.iinfo(np.int32).max, np.int32)
-        kernels.first_positions(keys[::-1].copy(), ptr, table)   # leave stale positions behind
-        first, is_new = kernels.first_positions(keys, ptr, table)
+        seen.first_positions(keys[::-1].copy(), ptr)           # leave stale positions behind
+        first, is_new = seen.first_positions(keys, ptr)
         for a, b in zip(ptr[:-1], ptr[1:]):
             k = keys[a:b]
             _, idx, inv = np.unique(k, return_index=True, return_inverse=True)
             np.testing.assert_array_equal(first[a:b], a + idx[inv])
             np.testing.assert_array_equal(is_new[a:b], first[a:b] == np.arange(a, b))
+
+
+def test_first_positions_restart_before_int32_overflow(monkeypatch):
+    monkeypatch.setenv("NEXSCORE_KERNELS", "compiled")
+    seen = kernels.FirstSeen()
+    keys = np.array([5, 6, 5, 5, 7, 6], np.uint32)
+    ptr = np.array([0, 3, 6], np.int64)
+    seen._base = seen.UNSEEN - 4
+    first, is_new = seen.first_positions(keys, ptr)
+    assert first.tolist() == [0, 1, 0, 3, 4, 5] and is_new.tolist() == [1, 1, 0, 1, 1, 1]
+    assert seen._base == 6
 
 
 @needs_c
@@ -185,10 +197,10 @@ def test_bad_buffers_give_clear_errors():
                        np.zeros(1, np.float32), False, False)
     with pytest.raises(ValueError, match="outside the key space"):
         c.first_positions(np.array([9], np.uint32), np.array([0, 1], np.int64), np.zeros(4, np.int32),
-                          np.zeros(1, np.int32), np.zeros(1, np.uint8))
+                          np.zeros(1, np.int32), np.zeros(1, np.uint8), 0)
     with pytest.raises(ValueError, match="resp_ptr"):
         c.first_positions(np.array([1], np.uint32), np.array([0, 2], np.int64), np.zeros(4, np.int32),
-                          np.zeros(1, np.int32), np.zeros(1, np.uint8))
+                          np.zeros(1, np.int32), np.zeros(1, np.uint8), 0)
 
 
 def test_built_wherever_a_compiler_exists():

@@ -115,18 +115,20 @@ static int segments_ok(const int64_t *starts, const int64_t *lengths, Py_ssize_t
 /* ---- first_positions ----------------------------------------------------------------- */
 
 PyDoc_STRVAR(first_positions_doc,
-"first_positions(keys u32, resp_ptr i64, table i32[key space], first i32 out, is_new u8 out)\n\n"
+"first_positions(keys u32, resp_ptr i64, table i32[key space], first i32 out, is_new u8 out, base)\n\n"
 "For every entry: the index of the first entry of its response with the same key, and\n"
-"whether it is that first one. `table` is scratch of any content (no reset is needed:\n"
-"a stale slot is recognised because the entry it names lies outside the response or\n"
-"holds another key).");
+"whether it is that first one. `table` maps a key to base + the position of its latest\n"
+"first occurrence; no reset is needed between responses or calls as long as every call\n"
+"gets a base at or above the previous call's base + its number of keys (a slot below the\n"
+"current response's start, or at/after the current entry, is stale).");
 
 static PyObject *first_positions(PyObject *self, PyObject *args)
 {
     PyObject *o[5];
+    long long base;
     Buf b[5];
     int got = 0;
-    if (!PyArg_ParseTuple(args, "OOOOO", &o[0], &o[1], &o[2], &o[3], &o[4])) return NULL;
+    if (!PyArg_ParseTuple(args, "OOOOOL", &o[0], &o[1], &o[2], &o[3], &o[4], &base)) return NULL;
     Py_ssize_t sizes[5] = {4, 8, 4, 4, 1};
     const char *names[5] = {"keys", "resp_ptr", "table", "first", "is_new"};
     for (; got < 5; got++)
@@ -137,30 +139,27 @@ static PyObject *first_positions(PyObject *self, PyObject *args)
     uint8_t *is_new = b[4].view.buf;
     Py_ssize_t n = b[0].n, n_resp = b[1].n - 1, key_space = b[2].n;
     NEED(b[3].n == n && b[4].n == n, "first/is_new must have one item per key");
-    NEED(n < INT32_MAX, "too many entries for int32 positions");
+    NEED(base >= 0 && base + (long long)n < INT32_MAX, "base + entries must fit in int32");
     NEED(n_resp >= 0 && (n_resp == 0 || (ptr[0] == 0 && ptr[n_resp] == n)),
          "resp_ptr must run from 0 to the number of keys");
     for (Py_ssize_t r = 0; r < n_resp; r++) NEED(ptr[r] <= ptr[r + 1], "resp_ptr must not decrease");
-    int bad_key = 0;
+    for (Py_ssize_t i = 0; i < n; i++)
+        NEED(keys[i] < (uint64_t)key_space, "a key lies outside the key space of the table");
     Py_BEGIN_ALLOW_THREADS
-    for (Py_ssize_t r = 0; r < n_resp && !bad_key; r++) {
-        int32_t lo = (int32_t)ptr[r];
-        for (int32_t i = lo; i < (int32_t)ptr[r + 1]; i++) {
-            uint32_t k = keys[i];
-            if (k >= (uint64_t)key_space) { bad_key = 1; break; }
-            int32_t t = table[k];
-            if (t >= lo && t < i && keys[t] == k) {
-                first[i] = t;
-                is_new[i] = 0;
-            } else {
-                table[k] = i;
-                first[i] = i;
-                is_new[i] = 1;
-            }
+    const int32_t b32 = (int32_t)base;
+    for (Py_ssize_t r = 0; r < n_resp; r++) {
+        const int32_t lo = b32 + (int32_t)ptr[r], hi = b32 + (int32_t)ptr[r + 1];
+        for (int32_t g = lo; g < hi; g++) {
+            const uint32_t k = keys[g - b32];
+            const int32_t t = table[k];
+            const int seen = (t >= lo) & (t < g);
+            const int32_t f = seen ? t : g;
+            table[k] = f;
+            first[g - b32] = f - b32;
+            is_new[g - b32] = (uint8_t)!seen;
         }
     }
     Py_END_ALLOW_THREADS
-    NEED(!bad_key, "a key lies outside the key space of the table");
     release(b, got);
     Py_RETURN_NONE;
 fail:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import kernels
-from .segments import segment_medians
+from .segments import ranges, segment_medians
 
 EPS = 1e-6
 
@@ -88,9 +88,7 @@ def reuse_credit(rows: Rows) -> Credit:
     with np.errstate(divide="ignore", invalid="ignore"):
         consolidation = np.where(slope_e > 0, np.clip(1.0 - slope_x / (slope_e + EPS), 0.0, 1.0), 0.0)
 
-    new_idx = np.flatnonzero(rows.is_new)
-    new_cycle = np.repeat(e_cycle, rows.new_count)     # new_idx runs in row order
-    introduced = np.bincount(new_cycle[new_cycle >= 0], minlength=n_cycles)
+    introduced = np.bincount(e_cycle[in_e], weights=rows.new_count[in_e], minlength=n_cycles)
     candidate = (strength > 0) & (introduced > 0)
 
     reuse = _reuse_shares(rows, x_cycle, e_cycle, candidate, n_cycles)
@@ -104,9 +102,11 @@ def reuse_credit(rows: Rows) -> Credit:
         use = finite & (strength > 0) & np.isfinite(progress) & (progress != 0) \
             & np.isfinite(scale) & (scale > 0)
 
-    credited = (new_cycle >= 0) & use[np.maximum(new_cycle, 0)]
-    entries = new_idx[credited]
-    cyc = new_cycle[credited]
+    # the new keys of the E rows of credited cycles, in entry order
+    credited = np.flatnonzero(in_e & use[np.maximum(e_cycle, 0)])
+    idx = ranges(rows.start[credited], rows.length[credited])
+    entries = idx[rows.is_new[idx]]
+    cyc = np.repeat(e_cycle[credited], rows.new_count[credited])
     value = rows.mass[entries] * scale.astype(np.float32)[cyc]
     return Credit(entries=entries, value=value, effective=effective[cyc])
 

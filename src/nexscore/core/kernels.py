@@ -13,6 +13,7 @@ import os
 
 import numpy as np
 
+from ..cache.layout import KEY_SPACE
 from .segments import exact_sums, ranges
 
 try:
@@ -58,27 +59,47 @@ def _c64(a) -> np.ndarray:
     return np.ascontiguousarray(a, np.int64)
 
 
-def first_positions(keys: np.ndarray, resp_ptr: np.ndarray, table: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per entry: the index of the first entry of its response with the same key, and whether
-    it is that entry (its key is new to the response). `table` is int32 scratch over the key
-    space, reused between calls."""
-    n = keys.size
-    first = np.empty(n, np.int32)
-    if compiled():
-        is_new = np.empty(n, bool)
-        _compiled.first_positions(np.ascontiguousarray(keys, np.uint32), _c64(resp_ptr), table,
-                                  first, is_new.view(np.uint8))
-        return first, is_new
-    keys = np.asarray(keys, np.intp)
-    unseen = np.iinfo(np.int32).max
-    for a, b in zip(resp_ptr[:-1].tolist(), resp_ptr[1:].tolist()):
-        if a == b:
-            continue
-        k = keys[a:b]
-        table[k] = unseen            # the table may hold stale positions of earlier calls
-        np.minimum.at(table, k, np.arange(a, b, dtype=np.int32))
-        first[a:b] = table[k]
-    return first, first == np.arange(n, dtype=np.int32)
+class FirstSeen:
+    """Finds, for every entry, the first entry of its response with the same key (spec §3).
+
+    Holds a dense int32 table over the key space (16 MB, one per thread, reused by every
+    call) that maps a key to the position of its first occurrence. The compiled version
+    numbers positions on from call to call (`_base`), so a slot left by an earlier response
+    is recognised as stale without resetting the table; the numpy version resets the slots it
+    used. Either leaves the table valid for the other.
+    """
+
+    UNSEEN = np.iinfo(np.int32).max
+
+    def __init__(self):
+        self._table = np.full(KEY_SPACE, self.UNSEEN, np.int32)
+        self._base = 0
+
+    def first_positions(self, keys: np.ndarray, resp_ptr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """keys of responses laid end to end (split by resp_ptr) -> (position of the first
+        occurrence of each entry's key in its response, whether the entry is that one)."""
+        n = keys.size
+        first = np.empty(n, np.int32)
+        if compiled():
+            if self._base + n >= self.UNSEEN:          # positions would overflow int32: restart
+                self._table.fill(self.UNSEEN)
+                self._base = 0
+            is_new = np.empty(n, bool)
+            _compiled.first_positions(np.ascontiguousarray(keys, np.uint32), _c64(resp_ptr), self._table,
+                                      first, is_new.view(np.uint8), self._base)
+            self._base += n
+            return first, is_new
+        keys = np.asarray(keys, np.intp)
+        table = self._table
+        for a, b in zip(resp_ptr[:-1].tolist(), resp_ptr[1:].tolist()):
+            if a == b:
+                continue
+            k = keys[a:b]
+            table[k] = self.UNSEEN              # slots the compiled version left behind
+            np.minimum.at(table, k, np.arange(a, b, dtype=np.int32))
+            first[a:b] = table[k]
+            table[k] = self.UNSEEN
+        return first, first == np.arange(n, dtype=np.int32)
 
 
 def segment_sums(values: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:

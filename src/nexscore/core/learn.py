@@ -21,7 +21,8 @@ from ..cache.layout import KEY_SPACE
 from ..cache.reader import Cache, RowArrays, open_cache, read_range
 from . import kernels
 from .credit import Rows, reuse_credit
-from .novelty import FirstSeen, slopes_from_new
+from .kernels import FirstSeen
+from .novelty import slopes_from_new
 from .sanitize import sanitise
 from .segmentation import segment_batch
 from .segments import ranges
