@@ -212,3 +212,4 @@ def test_built_wherever_a_compiler_exists():
     if shutil.which(cc) is None:
         pytest.skip(f"no C compiler ({cc}) here: the numpy fallback is expected")
     assert kernels.available()
+

@@ -151,3 +151,11 @@ def test_log_gap():
     assert log_gap(1.0) == pytest.approx(12.0)
     assert log_gap(-3.0) == pytest.approx(0.0)
     assert np.isnan(log_gap(float("nan")))
+
+
+def test_kmeans_seed_constants_are_randomstate_0():
+    from nexscore.core import gmm
+
+    first, trials = gmm.seed_uniforms()
+    assert first == gmm._U_FIRST
+    np.testing.assert_array_equal(trials, gmm._U_TRIALS)

@@ -27,14 +27,16 @@ _EPS10 = 10 * np.finfo(np.float64).eps
 _LOG_2PI = np.log(2 * np.pi)
 
 
-def _seed_uniforms() -> tuple[float, np.ndarray]:
+def seed_uniforms() -> tuple[float, np.ndarray]:
+    """The uniforms a fresh RandomState(0) gives k-means++ (tests check the constants below)."""
     rs = np.random.RandomState(0)
     first = rs.random_sample()          # RandomState.choice(n, p=...) draws one double
     trials = rs.uniform(size=2)         # 2 + int(log(2)) local trials for the second centre
     return float(first), trials
 
 
-_U_FIRST, _U_TRIALS = _seed_uniforms()
+# seed_uniforms(), written out: importing numpy.random costs more than the whole core's import
+_U_FIRST, _U_TRIALS = 0.5488135039273248, np.array([0.7151893663724195, 0.6027633760716439])
 _FIRST_INDEX_CACHE: dict[int, int] = {}
 
 

@@ -30,7 +30,7 @@ def _probe_sum_order() -> bool | None:
     """
     if _compiled is None:
         return None
-    values = (np.random.default_rng(7).random(4000) * np.logspace(-4, 4, 4000)).astype(np.float32)
+    values = ((np.sin(np.arange(4000) * 2.399) + 1.5) * np.logspace(-4, 4, 4000)).astype(np.float32)
     lengths = np.arange(1, 301, dtype=np.int64)
     starts = np.zeros_like(lengths)
     want = np.array([values[:n].sum() for n in lengths], np.float32)
