@@ -130,3 +130,13 @@ def test_arguments_show_their_help():
 
     out = CliRunner().invoke(app, ["run", "--help"], env={"COLUMNS": "120"}).output
     assert "Cache to calibrate on and score." in out
+
+
+@pytest.mark.parametrize("text", ["[bold]NEX[/bold] 0.5", r"needs nexscore\[merge]", "list [1, 2]",
+                                  "[dim]a[/dim] [red]b[/red] [link=file:///x]c[/link]", "x [bold cyan]y[/]"])
+def test_plain_output_reads_as_rich_renders_it(text):
+    from rich.text import Text
+
+    from nexscore.cli.common import strip_markup
+
+    assert strip_markup(text) == Text.from_markup(text).plain
