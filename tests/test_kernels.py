@@ -87,7 +87,7 @@ def test_first_positions_restart_before_int32_overflow(monkeypatch):
     seen._base = seen.UNSEEN - 4
     first, is_new = seen.first_positions(keys, ptr)
     assert first.tolist() == [0, 1, 0, 3, 4, 5] and is_new.tolist() == [1, 1, 0, 1, 1, 1]
-    assert seen._base == 6
+    assert seen._base == 7
 
 
 @needs_c

@@ -115,11 +115,16 @@ def run(cache: Path = typer.Argument(..., help="Cache to calibrate on and score.
     from ..core.weights import model_record, save_weights
     from ..io import write_json, write_npy
 
+    from concurrent.futures import ThreadPoolExecutor
+
     t0 = time.perf_counter()
     weights = _learn(cache, rho, min_run)
-    scores = score_responses(cache, weights)
     out.mkdir(parents=True, exist_ok=True)
-    save_weights(out / "weights.npz", weights, model=model_record(open_cache(cache).manifest))
+    with ThreadPoolExecutor(1) as pool:    # writing 16 MB of weights overlaps the scoring
+        saved = pool.submit(save_weights, out / "weights.npz", weights,
+                            model=model_record(open_cache(cache).manifest))
+        scores = score_responses(cache, weights)
+        saved.result()
     write_npy(out / "response_scores.npy", scores)
     summary = _summary(scores, rho, min_run, log_gap)
     write_json(out / "summary.json", summary)

@@ -64,16 +64,18 @@ class FirstSeen:
 
     Holds a dense int32 table over the key space (16 MB, one per thread, reused by every
     call) that maps a key to the position of its first occurrence. The compiled version
-    numbers positions on from call to call (`_base`), so a slot left by an earlier response
-    is recognised as stale without resetting the table; the numpy version resets the slots it
-    used. Either leaves the table valid for the other.
+    numbers positions on from call to call (`_base`, from 1), so a slot left by an earlier
+    response (or never written: 0) is recognised as stale without resetting the table; the
+    numpy version resets the slots it used to UNSEEN, which is stale for the compiled one too.
     """
 
     UNSEEN = np.iinfo(np.int32).max
 
     def __init__(self):
-        self._table = np.full(KEY_SPACE, self.UNSEEN, np.int32)
-        self._base = 0
+        # zeros, not UNSEEN: calloc'd pages cost nothing until a key touches them, and 0 lies
+        # below every response start once positions are numbered from 1
+        self._table = np.zeros(KEY_SPACE, np.int32)
+        self._base = 1
 
     def first_positions(self, keys: np.ndarray, resp_ptr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """keys of responses laid end to end (split by resp_ptr) -> (position of the first
@@ -82,8 +84,8 @@ class FirstSeen:
         first = np.empty(n, np.int32)
         if compiled():
             if self._base + n >= self.UNSEEN:          # positions would overflow int32: restart
-                self._table.fill(self.UNSEEN)
-                self._base = 0
+                self._table.fill(0)
+                self._base = 1
             is_new = np.empty(n, bool)
             _compiled.first_positions(np.ascontiguousarray(keys, np.uint32), _c64(resp_ptr), self._table,
                                       first, is_new.view(np.uint8), self._base)
