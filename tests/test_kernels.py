@@ -188,6 +188,23 @@ def test_viterbi_equals_numpy_loop(monkeypatch):
 
 
 @needs_c
+def test_new_entry_credit(monkeypatch):
+    rng = np.random.default_rng(7)
+    n = 20000
+    is_new = rng.random(n) < 0.3
+    mass = _values(rng, n, np.float32)
+    lengths = rng.integers(0, 60, 200).astype(np.int64)
+    starts = np.cumsum(lengths) - lengths                   # rows laid end to end, in order
+    new_count = np.array([is_new[s:s + k].sum() for s, k in zip(starts, lengths)])
+    scale = rng.uniform(0, 3, lengths.size).astype(np.float32)
+    (ce, cv), (ne, nv) = both(monkeypatch, kernels.new_entry_credit, starts, lengths, new_count, is_new,
+                              mass, scale)
+    np.testing.assert_array_equal(ce, ne)
+    np.testing.assert_array_equal(bits(cv), bits(nv))
+    assert np.all(is_new[ce])
+
+
+@needs_c
 def test_bad_buffers_give_clear_errors():
     if not kernels.compiled():
         pytest.skip("compiled kernels disabled")

@@ -509,6 +509,59 @@ fail:
     return NULL;
 }
 
+
+/* ---- new_entry_credit ---------------------------------------------------------------- */
+
+PyDoc_STRVAR(new_entry_credit_doc,
+"new_entry_credit(starts i64, lengths i64, scale f32, is_new u8, mass f32, entries i64 out,\n"
+"                 values f32 out)\n\n"
+"The entries of the given rows whose key is new to their response, in order, with their\n"
+"credit mass[e] * scale[row] (a float32 product). The outputs must have room for exactly\n"
+"the new entries of these rows.");
+
+static PyObject *new_entry_credit(PyObject *self, PyObject *args)
+{
+    PyObject *o[7];
+    Buf b[7];
+    int got = 0;
+    if (!PyArg_ParseTuple(args, "OOOOOOO", &o[0], &o[1], &o[2], &o[3], &o[4], &o[5], &o[6])) return NULL;
+    Py_ssize_t sizes[7] = {8, 8, 4, 1, 4, 8, 4};
+    const char *names[7] = {"starts", "lengths", "scale", "is_new", "mass", "entries", "values"};
+    for (; got < 7; got++)
+        if (get_buf(o[got], &b[got], sizes[got], got >= 5, names[got]) < 0) goto fail;
+    const int64_t *starts = b[0].view.buf, *lengths = b[1].view.buf;
+    const float *scale = b[2].view.buf, *mass = b[4].view.buf;
+    const uint8_t *is_new = b[3].view.buf;
+    int64_t *entries = b[5].view.buf;
+    float *values = b[6].view.buf;
+    Py_ssize_t m = b[0].n, room = b[5].n, count = 0;
+    NEED(b[1].n == m && b[2].n == m, "starts, lengths and scale must have one item per row");
+    NEED(b[4].n == b[3].n, "is_new and mass must have one item per entry");
+    NEED(b[6].n == room, "entries and values must have the same size");
+    NEED(segments_ok(starts, lengths, m, b[3].n, NULL), "a row lies outside the entries");
+    for (Py_ssize_t j = 0; j < m; j++)
+        for (int64_t e = starts[j]; e < starts[j] + lengths[j]; e++) count += is_new[e] != 0;
+    NEED(count == room, "the outputs have room for %zd entries, the rows hold %zd new ones", room, count);
+    Py_BEGIN_ALLOW_THREADS
+    Py_ssize_t o_ = 0;
+    for (Py_ssize_t j = 0; j < m; j++) {
+        const float sj = scale[j];
+        for (int64_t e = starts[j]; e < starts[j] + lengths[j]; e++) {
+            if (is_new[e]) {
+                entries[o_] = e;
+                values[o_] = mass[e] * sj;
+                o_++;
+            }
+        }
+    }
+    Py_END_ALLOW_THREADS
+    release(b, got);
+    Py_RETURN_NONE;
+fail:
+    release(b, got);
+    return NULL;
+}
+
 static PyMethodDef methods[] = {
     {"first_positions", first_positions, METH_VARARGS, first_positions_doc},
     {"segment_sums", segment_sums, METH_VARARGS, segment_sums_doc},
@@ -518,6 +571,7 @@ static PyMethodDef methods[] = {
     {"flag_counts", flag_counts, METH_VARARGS, flag_counts_doc},
     {"half_to_float", half_to_float, METH_VARARGS, half_to_float_doc},
     {"viterbi2", viterbi2, METH_VARARGS, viterbi2_doc},
+    {"new_entry_credit", new_entry_credit, METH_VARARGS, new_entry_credit_doc},
     {NULL, NULL, 0, NULL},
 };
 

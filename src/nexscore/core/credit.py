@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import kernels
-from .segments import ranges, segment_medians
+from .segments import segment_medians
 
 EPS = 1e-6
 
@@ -104,11 +104,11 @@ def reuse_credit(rows: Rows) -> Credit:
 
     # the new keys of the E rows of credited cycles, in entry order
     credited = np.flatnonzero(in_e & use[np.maximum(e_cycle, 0)])
-    idx = ranges(rows.start[credited], rows.length[credited])
-    entries = idx[rows.is_new[idx]]
-    cyc = np.repeat(e_cycle[credited], rows.new_count[credited])
-    value = rows.mass[entries] * scale.astype(np.float32)[cyc]
-    return Credit(entries=entries, value=value, effective=effective[cyc])
+    cyc = e_cycle[credited]
+    new_count = rows.new_count[credited]
+    entries, value = kernels.new_entry_credit(rows.start[credited], rows.length[credited], new_count,
+                                              rows.is_new, rows.mass, scale.astype(np.float32)[cyc])
+    return Credit(entries=entries, value=value, effective=np.repeat(effective[cyc], new_count))
 
 
 def _reuse_shares(rows: Rows, x_cycle, e_cycle, candidate, n_cycles) -> np.ndarray:

@@ -208,3 +208,21 @@ def viterbi2(log_frame: np.ndarray, n: np.ndarray, log_start: float, log_stay: f
     _compiled.viterbi2(np.ascontiguousarray(log_frame, np.float64), _c64(n), log_start, log_stay,
                        log_move, states)
     return states
+
+
+def new_entry_credit(starts: np.ndarray, lengths: np.ndarray, new_count: np.ndarray,
+                     is_new: np.ndarray, mass: np.ndarray, scale: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The entries of the given rows whose key is new to the response (int64, in order) and
+    their credit mass * scale of their row (float32 product); new_count: new entries per row."""
+    starts, lengths = _c64(starts), _c64(lengths)
+    scale = np.ascontiguousarray(scale, np.float32)
+    total = int(np.asarray(new_count).sum())
+    if compiled():
+        entries = np.empty(total, np.int64)
+        values = np.empty(total, np.float32)
+        _compiled.new_entry_credit(starts, lengths, scale, np.ascontiguousarray(is_new, bool).view(np.uint8),
+                                   np.ascontiguousarray(mass, np.float32), entries, values)
+        return entries, values
+    idx = ranges(starts, lengths)
+    entries = idx[is_new[idx]]
+    return entries, mass[entries] * np.repeat(scale, new_count)
