@@ -21,7 +21,9 @@ def weights_from_masses(effective: np.ndarray, redundant: np.ndarray) -> np.ndar
     effective = np.asarray(effective, np.float32)
     redundant = np.asarray(redundant, np.float32)
     out = np.zeros(effective.shape, np.float32)
-    credited = np.flatnonzero((effective != 0) | (redundant != 0))   # elsewhere tanh(log 1) = 0
+    # keys with any bit set in either mass (a -0.0 too: it gives tanh(log 1) = 0 all the same);
+    # elsewhere tanh(log 1) = 0. One pass over the bits instead of two comparisons.
+    credited = np.flatnonzero(effective.view(np.uint32) | redundant.view(np.uint32))
     e, r = effective[credited], redundant[credited]
     out[credited] = np.tanh(np.log((e + EPS) / (r + EPS)))
     return out
