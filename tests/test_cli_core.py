@@ -140,3 +140,19 @@ def test_plain_output_reads_as_rich_renders_it(text):
     from nexscore.cli.common import strip_markup
 
     assert strip_markup(text) == Text.from_markup(text).plain
+
+
+def test_weights_file_holds_what_np_savez_writes(tmp_path):
+    """The copy-free npz writer gives the same entries as np.savez, byte for byte."""
+    import zipfile
+
+    from nexscore.core.weights import save_weights
+
+    w = np.random.default_rng(0).standard_normal(1 << 22).astype(np.float32)
+    extra = {"grid": np.arange(6).reshape(2, 3)[:, ::2]}
+    save_weights(tmp_path / "w.npz", w, model={"id": "m"}, **extra)
+    np.savez(tmp_path / "ref.npz", weights=w, model_json=np.array('{"id": "m"}'), **extra)
+    ours, ref = zipfile.ZipFile(tmp_path / "w.npz"), zipfile.ZipFile(tmp_path / "ref.npz")
+    assert sorted(ours.namelist()) == sorted(ref.namelist())
+    for name in ref.namelist():
+        assert ours.read(name) == ref.read(name), name

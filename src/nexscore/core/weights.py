@@ -45,8 +45,27 @@ def save_weights(path, weights: np.ndarray, *, compress: bool = False, model: di
     if model is not None:
         extra[MODEL_KEY] = np.array(json.dumps(model, sort_keys=True, default=str))
     with atomic_path(path, ".npz") as tmp:
-        (np.savez_compressed if compress else np.savez)(tmp, weights=weights, **extra)
+        if compress:
+            np.savez_compressed(tmp, weights=weights, **extra)
+        else:
+            _savez_stored(tmp, {"weights": weights, **extra})
     return path
+
+
+def _savez_stored(path: Path, arrays: dict) -> None:
+    """np.savez without its copies: each array goes to the zip from its own memory.
+
+    np.savez turns a 16 MB array into a bytes object before writing it (a third of the time
+    `nex run` spends saving); the zip entries and .npy headers written here are the same.
+    """
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as zf:
+        for name, array in arrays.items():
+            array = np.asarray(array)
+            if not array.flags.c_contiguous:
+                array = np.array(array, order="C")
+            with zf.open(f"{name}.npy", "w", force_zip64=True) as f:
+                np.lib.format.write_array_header_1_0(f, np.lib.format.header_data_from_array_1_0(array))
+                f.write(memoryview(array.reshape(-1)).cast("B") if array.size else b"")
 
 
 def load_weights(path) -> np.ndarray:
