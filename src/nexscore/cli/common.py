@@ -53,9 +53,20 @@ class PlainConsole:
             stream = sys.stderr if self.stderr else sys.stdout
             print(" ".join(strip_markup(o) for o in objects), end=end, file=stream, flush=True)
             return
+        self._full().print(*objects, end=end, **rich_options)
+
+    def rule(self, title: str = "") -> None:
+        """A section heading: the title between two short lines."""
+        self.print(f"── {title} ──" if title else "─" * 40)
+
+    def __getattr__(self, name):
+        # anything else (status, log, ...): a rich console on the same stream
+        return getattr(self._full(), name)
+
+    def _full(self):
         if self._rich is None:
             self._rich = _rich_console(self.stderr)
-        self._rich.print(*objects, end=end, **rich_options)
+        return self._rich
 
 
 @contextmanager

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import typer
 
+from . import load_commands
 from .root import app
 from .common import console
 
@@ -49,7 +50,7 @@ def demo(out: Path = typer.Option(Path("runs/demo"), "--out", "-o", help="Run di
     from typer.main import get_command
 
     problems = problems if problems is not None else (12 if _in_ci() else 24)
-    cli = get_command(app)
+    cli = get_command(load_commands())      # the demo runs the other commands: load them all
     say = console(stderr=True)
     stages = [
         ("generate", ["generate", out, "--model", model, "--task", TASK,

@@ -76,17 +76,26 @@ class FirstSeen:
         # below every response start once positions are numbered from 1
         self._table = np.zeros(KEY_SPACE, np.int32)
         self._base = 1
+        self._first = np.empty(0, np.int32)
+        self._is_new = np.empty(0, bool)
 
     def first_positions(self, keys: np.ndarray, resp_ptr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """keys of responses laid end to end (split by resp_ptr) -> (position of the first
-        occurrence of each entry's key in its response, whether the entry is that one)."""
+        occurrence of each entry's key in its response, whether the entry is that one).
+
+        The results are views of buffers this object reuses (fresh arrays cost page faults
+        chunk after chunk): they hold until its next call.
+        """
         n = keys.size
-        first = np.empty(n, np.int32)
+        if self._first.size < n:
+            self._first = np.empty(n, np.int32)
+            self._is_new = np.empty(n, bool)
+        first = self._first[:n]
         if compiled():
             if self._base + n >= self.UNSEEN:          # positions would overflow int32: restart
                 self._table.fill(0)
                 self._base = 1
-            is_new = np.empty(n, bool)
+            is_new = self._is_new[:n]
             _compiled.first_positions(np.ascontiguousarray(keys, np.uint32), _c64(resp_ptr), self._table,
                                       first, is_new.view(np.uint8), self._base)
             self._base += n
