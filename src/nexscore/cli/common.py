@@ -61,6 +61,8 @@ class PlainConsole:
 
     def __getattr__(self, name):
         # anything else (status, log, ...): a rich console on the same stream
+        if name.startswith("_"):
+            raise AttributeError(name)
         return getattr(self._full(), name)
 
     def _full(self):
