@@ -91,6 +91,25 @@ static void release(Buf *bufs, int count)
     for (int i = 0; i < count; i++) PyBuffer_Release(&bufs[i].view);
 }
 
+/* What a function takes: per argument its name, item size and whether it is written. */
+typedef struct {
+    const char *name;
+    Py_ssize_t itemsize;
+    int writable;
+} Spec;
+
+/* The buffers of objs[0..n) as spec says; on failure the ones taken are released. */
+static int take(PyObject **objs, Buf *b, const Spec *spec, int n)
+{
+    for (int i = 0; i < n; i++) {
+        if (get_buf(objs[i], &b[i], spec[i].itemsize, spec[i].writable, spec[i].name) < 0) {
+            release(b, i);
+            return -1;
+        }
+    }
+    return 0;
+}
+
 #define NEED(cond, ...)                                          \
     do {                                                         \
         if (!(cond)) {                                           \
@@ -127,12 +146,15 @@ static PyObject *first_positions(PyObject *self, PyObject *args)
     PyObject *o[5];
     long long base;
     Buf b[5];
-    int got = 0;
     if (!PyArg_ParseTuple(args, "OOOOOL", &o[0], &o[1], &o[2], &o[3], &o[4], &base)) return NULL;
-    Py_ssize_t sizes[5] = {4, 8, 4, 4, 1};
-    const char *names[5] = {"keys", "resp_ptr", "table", "first", "is_new"};
-    for (; got < 5; got++)
-        if (get_buf(o[got], &b[got], sizes[got], got >= 2, names[got]) < 0) goto fail;
+    static const Spec spec[5] = {
+        {"keys", 4, 0},
+        {"resp_ptr", 8, 0},
+        {"table", 4, 1},
+        {"first", 4, 1},
+        {"is_new", 1, 1},
+    };
+    if (take(o, b, spec, 5) < 0) return NULL;
     const uint32_t *keys = b[0].view.buf;
     const int64_t *ptr = b[1].view.buf;
     int32_t *table = b[2].view.buf, *first = b[3].view.buf;
@@ -160,10 +182,10 @@ static PyObject *first_positions(PyObject *self, PyObject *args)
         }
     }
     Py_END_ALLOW_THREADS
-    release(b, got);
+    release(b, 5);
     Py_RETURN_NONE;
 fail:
-    release(b, got);
+    release(b, 5);
     return NULL;
 }
 
@@ -178,14 +200,16 @@ static PyObject *segment_sums(PyObject *self, PyObject *args)
     PyObject *o[4];
     int from_first, is_double;
     Buf b[4];
-    int got = 0;
     if (!PyArg_ParseTuple(args, "OOOOpp", &o[0], &o[1], &o[2], &o[3], &from_first, &is_double))
         return NULL;
     Py_ssize_t item = is_double ? 8 : 4;
-    Py_ssize_t sizes[4] = {item, 8, 8, item};
-    const char *names[4] = {"values", "starts", "lengths", "out"};
-    for (; got < 4; got++)
-        if (get_buf(o[got], &b[got], sizes[got], got == 3, names[got]) < 0) goto fail;
+    Spec spec[4] = {
+        {"values", item, 0},
+        {"starts", 8, 0},
+        {"lengths", 8, 0},
+        {"out", item, 1},
+    };
+    if (take(o, b, spec, 4) < 0) return NULL;
     const int64_t *starts = b[1].view.buf, *lengths = b[2].view.buf;
     Py_ssize_t m = b[1].n;
     NEED(b[2].n == m && b[3].n == m, "starts, lengths and out must have the same size");
@@ -201,10 +225,10 @@ static PyObject *segment_sums(PyObject *self, PyObject *args)
         for (Py_ssize_t j = 0; j < m; j++) out[j] = sum_f32(v + starts[j], lengths[j], from_first);
     }
     Py_END_ALLOW_THREADS
-    release(b, got);
+    release(b, 4);
     Py_RETURN_NONE;
 fail:
-    release(b, got);
+    release(b, 4);
     return NULL;
 }
 
@@ -221,22 +245,28 @@ static PyObject *window_sums(PyObject *self, PyObject *args)
     PyObject *o[8];
     int from_first;
     Buf b[8];
-    int got = 0;
     float *scratch = NULL;
     if (!PyArg_ParseTuple(args, "OOOOOOOOp", &o[0], &o[1], &o[2], &o[3], &o[4], &o[5], &o[6],
                           &o[7], &from_first))
         return NULL;
-    Py_ssize_t sizes[8] = {4, 4, 8, 8, 4, 4, 4, 4};
-    const char *names[8] = {"mass", "first", "starts", "lengths", "lo", "hi", "total", "inside"};
-    for (; got < 8; got++)
-        if (get_buf(o[got], &b[got], sizes[got], got >= 6, names[got]) < 0) goto fail;
+    static const Spec spec[8] = {
+        {"mass", 4, 0},
+        {"first", 4, 0},
+        {"starts", 8, 0},
+        {"lengths", 8, 0},
+        {"lo", 4, 0},
+        {"hi", 4, 0},
+        {"total", 4, 1},
+        {"inside", 4, 1},
+    };
+    if (take(o, b, spec, 8) < 0) return NULL;
     const float *mass = b[0].view.buf;
     const int32_t *first = b[1].view.buf, *lo = b[4].view.buf, *hi = b[5].view.buf;
     const int64_t *starts = b[2].view.buf, *lengths = b[3].view.buf;
     float *total = b[6].view.buf, *inside = b[7].view.buf;
     Py_ssize_t m = b[2].n, longest = 0;
     NEED(b[1].n == b[0].n, "mass and first must have the same size");
-    for (int i = 3; i < 8; i++) NEED(b[i].n == m, "%s must have one item per row", names[i]);
+    for (int i = 3; i < 8; i++) NEED(b[i].n == m, "%s must have one item per row", spec[i].name);
     NEED(segments_ok(starts, lengths, m, b[0].n, &longest), "a row lies outside the entries");
     scratch = malloc(sizeof(float) * (size_t)(longest > 0 ? longest : 1));
     if (!scratch) { PyErr_NoMemory(); goto fail; }
@@ -252,11 +282,11 @@ static PyObject *window_sums(PyObject *self, PyObject *args)
     }
     Py_END_ALLOW_THREADS
     free(scratch);
-    release(b, got);
+    release(b, 8);
     Py_RETURN_NONE;
 fail:
     free(scratch);
-    release(b, got);
+    release(b, 8);
     return NULL;
 }
 
@@ -272,12 +302,16 @@ static PyObject *credit_add(PyObject *self, PyObject *args)
 {
     PyObject *o[6];
     Buf b[6];
-    int got = 0;
     if (!PyArg_ParseTuple(args, "OOOOOO", &o[0], &o[1], &o[2], &o[3], &o[4], &o[5])) return NULL;
-    Py_ssize_t sizes[6] = {4, 4, 4, 8, 4, 1};
-    const char *names[6] = {"effective", "redundant", "keys", "entries", "values", "is_effective"};
-    for (; got < 6; got++)
-        if (get_buf(o[got], &b[got], sizes[got], got < 2, names[got]) < 0) goto fail;
+    static const Spec spec[6] = {
+        {"effective", 4, 1},
+        {"redundant", 4, 1},
+        {"keys", 4, 0},
+        {"entries", 8, 0},
+        {"values", 4, 0},
+        {"is_effective", 1, 0},
+    };
+    if (take(o, b, spec, 6) < 0) return NULL;
     float *eff = b[0].view.buf, *red = b[1].view.buf;
     const uint32_t *keys = b[2].view.buf;
     const int64_t *entries = b[3].view.buf;
@@ -297,10 +331,10 @@ static PyObject *credit_add(PyObject *self, PyObject *args)
         else red[k] += values[i];
     }
     Py_END_ALLOW_THREADS
-    release(b, got);
+    release(b, 6);
     Py_RETURN_NONE;
 fail:
-    release(b, got);
+    release(b, 6);
     return NULL;
 }
 
@@ -317,15 +351,20 @@ static PyObject *gmf_sums(PyObject *self, PyObject *args)
     PyObject *o[7];
     int from_first;
     Buf b[7];
-    int got = 0;
     float *scratch = NULL;
     if (!PyArg_ParseTuple(args, "OOOOOOOp", &o[0], &o[1], &o[2], &o[3], &o[4], &o[5], &o[6],
                           &from_first))
         return NULL;
-    Py_ssize_t sizes[7] = {4, 4, 4, 8, 8, 4, 4};
-    const char *names[7] = {"keys", "mass", "weights", "starts", "lengths", "good", "credible"};
-    for (; got < 7; got++)
-        if (get_buf(o[got], &b[got], sizes[got], got >= 5, names[got]) < 0) goto fail;
+    static const Spec spec[7] = {
+        {"keys", 4, 0},
+        {"mass", 4, 0},
+        {"weights", 4, 0},
+        {"starts", 8, 0},
+        {"lengths", 8, 0},
+        {"good", 4, 1},
+        {"credible", 4, 1},
+    };
+    if (take(o, b, spec, 7) < 0) return NULL;
     const uint32_t *keys = b[0].view.buf;
     const float *mass = b[1].view.buf, *w = b[2].view.buf;
     const int64_t *starts = b[3].view.buf, *lengths = b[4].view.buf;
@@ -354,11 +393,11 @@ static PyObject *gmf_sums(PyObject *self, PyObject *args)
     }
     Py_END_ALLOW_THREADS
     free(scratch);
-    release(b, got);
+    release(b, 7);
     Py_RETURN_NONE;
 fail:
     free(scratch);
-    release(b, got);
+    release(b, 7);
     return NULL;
 }
 
@@ -373,12 +412,14 @@ static PyObject *flag_counts(PyObject *self, PyObject *args)
 {
     PyObject *o[4];
     Buf b[4];
-    int got = 0;
     if (!PyArg_ParseTuple(args, "OOOO", &o[0], &o[1], &o[2], &o[3])) return NULL;
-    Py_ssize_t sizes[4] = {1, 8, 8, 8};
-    const char *names[4] = {"flags", "starts", "lengths", "out"};
-    for (; got < 4; got++)
-        if (get_buf(o[got], &b[got], sizes[got], got == 3, names[got]) < 0) goto fail;
+    static const Spec spec[4] = {
+        {"flags", 1, 0},
+        {"starts", 8, 0},
+        {"lengths", 8, 0},
+        {"out", 8, 1},
+    };
+    if (take(o, b, spec, 4) < 0) return NULL;
     const uint8_t *flags = b[0].view.buf;
     const int64_t *starts = b[1].view.buf, *lengths = b[2].view.buf;
     int64_t *out = b[3].view.buf;
@@ -393,10 +434,10 @@ static PyObject *flag_counts(PyObject *self, PyObject *args)
         out[j] = c;
     }
     Py_END_ALLOW_THREADS
-    release(b, got);
+    release(b, 4);
     Py_RETURN_NONE;
 fail:
-    release(b, got);
+    release(b, 4);
     return NULL;
 }
 
@@ -411,12 +452,13 @@ static PyObject *half_to_float(PyObject *self, PyObject *args)
 {
     PyObject *o[3];
     Buf b[3];
-    int got = 0;
     if (!PyArg_ParseTuple(args, "OOO", &o[0], &o[1], &o[2])) return NULL;
-    Py_ssize_t sizes[3] = {4, 2, 4};
-    const char *names[3] = {"table", "half", "out"};
-    for (; got < 3; got++)
-        if (get_buf(o[got], &b[got], sizes[got], got == 2, names[got]) < 0) goto fail;
+    static const Spec spec[3] = {
+        {"table", 4, 0},
+        {"half", 2, 0},
+        {"out", 4, 1},
+    };
+    if (take(o, b, spec, 3) < 0) return NULL;
     const float *table = b[0].view.buf;
     const uint16_t *half = b[1].view.buf;
     float *out = b[2].view.buf;
@@ -434,10 +476,10 @@ static PyObject *half_to_float(PyObject *self, PyObject *args)
         lowest = v < lowest ? v : lowest;
     }
     Py_END_ALLOW_THREADS
-    release(b, got);
+    release(b, 3);
     return Py_BuildValue("Nd", PyBool_FromLong(finite), (double)lowest);
 fail:
-    release(b, got);
+    release(b, 3);
     return NULL;
 }
 
@@ -454,14 +496,15 @@ static PyObject *viterbi2(PyObject *self, PyObject *args)
     PyObject *o[3];
     double log_start, log_stay, log_move;
     Buf b[3];
-    int got = 0;
     double *lattice = NULL;
     if (!PyArg_ParseTuple(args, "OOdddO", &o[0], &o[1], &log_start, &log_stay, &log_move, &o[2]))
         return NULL;
-    Py_ssize_t sizes[3] = {8, 8, 1};
-    const char *names[3] = {"log_frame", "n", "states"};
-    for (; got < 3; got++)
-        if (get_buf(o[got], &b[got], sizes[got], got == 2, names[got]) < 0) goto fail;
+    static const Spec spec[3] = {
+        {"log_frame", 8, 0},
+        {"n", 8, 0},
+        {"states", 1, 1},
+    };
+    if (take(o, b, spec, 3) < 0) return NULL;
     const double *frame = b[0].view.buf;
     const int64_t *n = b[1].view.buf;
     int8_t *states = b[2].view.buf;
@@ -501,11 +544,11 @@ static PyObject *viterbi2(PyObject *self, PyObject *args)
     }
     Py_END_ALLOW_THREADS
     free(lattice);
-    release(b, got);
+    release(b, 3);
     Py_RETURN_NONE;
 fail:
     free(lattice);
-    release(b, got);
+    release(b, 3);
     return NULL;
 }
 
@@ -523,12 +566,17 @@ static PyObject *new_entry_credit(PyObject *self, PyObject *args)
 {
     PyObject *o[7];
     Buf b[7];
-    int got = 0;
     if (!PyArg_ParseTuple(args, "OOOOOOO", &o[0], &o[1], &o[2], &o[3], &o[4], &o[5], &o[6])) return NULL;
-    Py_ssize_t sizes[7] = {8, 8, 4, 1, 4, 8, 4};
-    const char *names[7] = {"starts", "lengths", "scale", "is_new", "mass", "entries", "values"};
-    for (; got < 7; got++)
-        if (get_buf(o[got], &b[got], sizes[got], got >= 5, names[got]) < 0) goto fail;
+    static const Spec spec[7] = {
+        {"starts", 8, 0},
+        {"lengths", 8, 0},
+        {"scale", 4, 0},
+        {"is_new", 1, 0},
+        {"mass", 4, 0},
+        {"entries", 8, 1},
+        {"values", 4, 1},
+    };
+    if (take(o, b, spec, 7) < 0) return NULL;
     const int64_t *starts = b[0].view.buf, *lengths = b[1].view.buf;
     const float *scale = b[2].view.buf, *mass = b[4].view.buf;
     const uint8_t *is_new = b[3].view.buf;
@@ -555,10 +603,10 @@ static PyObject *new_entry_credit(PyObject *self, PyObject *args)
         }
     }
     Py_END_ALLOW_THREADS
-    release(b, got);
+    release(b, 7);
     Py_RETURN_NONE;
 fail:
-    release(b, got);
+    release(b, 7);
     return NULL;
 }
 
