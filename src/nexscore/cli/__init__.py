@@ -26,7 +26,6 @@ COMMANDS = {
     "ablate": "neuron_cmds", "transfer": "neuron_cmds",
     "merge": "rank_cmds", "rank": "rank_cmds",
 }
-_loaded: set[str] = set()
 
 
 def load_commands(modules=None):
@@ -34,9 +33,7 @@ def load_commands(modules=None):
     from . import root
 
     for name in dict.fromkeys(COMMANDS.values()) if modules is None else modules:
-        if name not in _loaded:
-            importlib.import_module(f"{__name__}.{name}")
-            _loaded.add(name)
+        importlib.import_module(f"{__name__}.{name}")     # registers its commands once
     root.reflow_helps(root.app)
     return root.app
 

@@ -14,7 +14,7 @@ import os
 import numpy as np
 
 from ..cache.layout import KEY_SPACE
-from .segments import exact_sums, ranges
+from .segments import exact_sums, ranges, segment_ids
 
 try:
     from . import _kernels as _compiled
@@ -142,8 +142,7 @@ def window_sums(mass: np.ndarray, first: np.ndarray, starts: np.ndarray, lengths
     idx = ranges(starts, lengths)
     f = first[idx]
     hit = (f >= np.repeat(lo, lengths)) & (f < np.repeat(hi, lengths))
-    row = np.repeat(np.arange(lengths.size), lengths)
-    hits = np.bincount(row[hit], minlength=lengths.size)
+    hits = np.bincount(segment_ids(lengths)[hit], minlength=lengths.size)
     inside = exact_sums(mass[idx[hit]], np.cumsum(hits) - hits, hits)
     return total, inside
 
@@ -200,10 +199,16 @@ def half_to_float(half: np.ndarray, table: np.ndarray) -> tuple[np.ndarray, bool
         finite, lowest = _compiled.half_to_float(table, half, out)
         return out, finite, lowest
     out = table[half]
-    if not out.size:
-        return out, True, float("inf")
-    finite = bool(np.isfinite(out).all())
-    return out, finite, float(out.min()) if finite else float("nan")
+    return (out, *finite_and_lowest(out))
+
+
+def finite_and_lowest(values: np.ndarray) -> tuple[bool, float]:
+    """Whether all values are finite, and the smallest (inf when there are none; meaningless
+    when not all are finite): what sanitising needs to know before it changes anything."""
+    if not values.size:
+        return True, float("inf")
+    finite = bool(np.isfinite(values).all())
+    return finite, float(values.min()) if finite else float("nan")
 
 
 def viterbi2(log_frame: np.ndarray, n: np.ndarray, log_start: float, log_stay: float,

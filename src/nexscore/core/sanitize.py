@@ -65,10 +65,7 @@ def _masses(mass16: np.ndarray) -> tuple[np.ndarray, bool, float]:
     if mass16.dtype == np.float16:
         return kernels.half_to_float(mass16, _HALF_TO_SINGLE)
     mass = mass16.astype(np.float32)
-    if not mass.size:
-        return mass, True, float("inf")
-    finite = bool(np.isfinite(mass).all())
-    return mass, finite, float(mass.min()) if finite else float("nan")
+    return (mass, *kernels.finite_and_lowest(mass))
 
 
 def _any_per_list(flags: np.ndarray, lengths: np.ndarray) -> np.ndarray:
