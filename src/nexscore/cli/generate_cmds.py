@@ -35,6 +35,8 @@ def generate(
                                        "jsonl:<path> (see `nex tasks`)."),
     task_opt: Optional[List[str]] = typer.Option(None, "--task-opt", help="Task option KEY=VALUE "
                                                  "(repeatable), e.g. min_terms=2."),
+    shots: Optional[int] = typer.Option(None, "--shots", help="Solved examples before each question "
+                                        "(the task option shots; see `nex tasks NAME`). [default: 0]"),
     problems: Optional[int] = typer.Option(None, "--problems", "-k", help="Number of problems K. [default: 10]"),
     n: Optional[int] = typer.Option(None, "--n", "-n", help="Samples per problem N. [default: 4]"),
     temperature: Optional[float] = typer.Option(None, "--temperature", help="Sampling temperature; 0 = "
@@ -73,7 +75,7 @@ def generate(
     --task-opt max_terms=3 --task-opt max_digits=2 --problems 8 --n 4 --max-new-tokens 256
     """
     from ..generate import Settings, generate_run, precheck, read_run_json, settings_from_run
-    from ..tasks import load_task, parse_task_options
+    from ..tasks import load_task, parse_task_options, with_shots
 
     recorded = {}
     old = read_run_json(run_dir) if run_dir.is_dir() else None
@@ -90,6 +92,7 @@ def generate(
             reused.append("task options")
     else:
         options = parse_task_options(task_opt)
+    options = with_shots(options, shots)
     eng = _resolve("engine", engine, recorded, reused)
     settings = Settings(
         n_problems=int(_resolve("problems", problems, recorded, reused)),

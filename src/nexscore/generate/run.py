@@ -30,7 +30,7 @@ DERIVED = ("cache", "cache.partial", "weights.npz", "scores.parquet", "scores.cs
            "report.html")
 # What must agree between run.json and a new invocation for the traces to be reused.
 MODEL_KEYS = ("id", "source", "revision", "file_sha256")
-TASK_KEYS = ("name", "options", "instruction", "file_sha256")
+TASK_KEYS = ("name", "options", "instruction", "file_sha256", "template")
 SAMPLING_KEYS = ("temperature", "top_p", "max_new_tokens", "seed", "engine")
 
 

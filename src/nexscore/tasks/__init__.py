@@ -11,6 +11,11 @@ Sources:
 - ``jsonl:<path>`` (or a path ending in .jsonl) — one JSON object per line with a question and a
   gold answer (GSM8K ``#### 42``, MATH ``\\boxed{}``, AIME integers); math-verify checks.
 
+Few-shot templates (tasks/templates.py): the options ``shots=K`` (``nex generate --shots K``),
+``template``, ``example_seed`` and ``shot_style`` put K solved examples before each question —
+worked step-by-step solutions for ``rg:chain_sum`` and ``rg:basic_arithmetic``, question/answer
+pairs otherwise — drawn from a pool that never holds the problems being solved.
+
 Importing this package imports neither reasoning-gym nor math-verify; loading a task does.
 """
 
@@ -23,9 +28,11 @@ from typing import Any
 from ..errors import TaskError
 from .base import DEFAULT_INSTRUCTION, Graded, Problem, Prompt, Task, render_prompt
 from .extract import extract_final_answer
+from .templates import Example, Template
 
-__all__ = ["load_task", "parse_task_options", "sources", "Task", "Problem", "Prompt", "Graded",
-           "render_prompt", "extract_final_answer", "DEFAULT_INSTRUCTION", "TaskError"]
+__all__ = ["load_task", "parse_task_options", "with_shots", "sources", "Task", "Problem", "Prompt", "Graded",
+           "render_prompt", "extract_final_answer", "DEFAULT_INSTRUCTION", "TaskError", "Example",
+           "Template"]
 
 
 def sources() -> list[dict[str, str]]:
@@ -84,6 +91,21 @@ def parse_task_options(items) -> dict[str, Any]:
             raise TaskError(f"--task-opt {key} is given twice")
         out[key] = _coerce(value)
     return out
+
+
+def with_shots(options: dict[str, Any], shots: int | None) -> dict[str, Any]:
+    """Task options with ``shots`` set from a command's --shots (None: unchanged).
+
+    Refuses a --shots that disagrees with a shots option already there (from --task-opt or a
+    run.json being resumed), so one number of shots is never silently dropped for another.
+    """
+    if shots is None:
+        return options
+    if "shots" in options and options["shots"] != shots:
+        raise TaskError(f"--shots {shots} disagrees with task option shots={options['shots']} (from "
+                        "--task-opt or the run.json being resumed); give the number of shots once, "
+                        "or use --overwrite or another run directory to change a run's shots")
+    return {**options, "shots": shots}
 
 
 def _is_jsonl_path(name: str) -> bool:

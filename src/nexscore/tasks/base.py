@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Iterable, Sequence
 
 from ..errors import TaskError
 from .extract import extract_final_answer
+from .templates import TEMPLATE_OPTIONS, Example, Template, build_template, example_blocks, template_spec
 
 # Measured on SmolLM2-135M-Instruct (chain_sum, 2-3 terms of 1-2 digits, T=0.7): it ends with an
 # extractable answer almost always, writes a few steps, and is right about a quarter of the time.
@@ -16,6 +17,7 @@ PROMPT_OPTIONS = {
     "instruction": "text placed after the question (default: work it out step by step, end "
                    "with 'Final answer: <answer>')",
     "system": "system message for chat templates (default: none, the template's own default)",
+    **TEMPLATE_OPTIONS,
 }
 
 
@@ -49,18 +51,31 @@ def has_chat_template(tokenizer) -> bool:
 
 
 def render_prompt(tokenizer, question: str, instruction: str = DEFAULT_INSTRUCTION,
-                  system: str | None = None) -> Prompt:
-    """Build the prompt for a tokenizer.
+                  system: str | None = None, examples: Sequence[Example] = (),
+                  style: str = "turns") -> Prompt:
+    """Build the prompt for a tokenizer, with solved examples before the question if given.
 
     With a chat template: one user message (question, blank line, instruction) and the assistant
     generation prompt; the template's text already holds its special tokens, so it is tokenized
-    without adding any. Without a chat template: ``Question: ...`` / instruction / ``Answer:`` and
-    the tokenizer's usual special tokens (e.g. BOS).
+    without adding any. Examples come first, as earlier user/assistant turns (style "turns": each
+    user turn is an example question with the same instruction) or as ``Question:/Answer:``
+    blocks at the start of the one user message (style "message"). Without a chat template:
+    the example blocks, then ``Question: ...`` / instruction / ``Answer:``, with the tokenizer's
+    usual special tokens (e.g. BOS). Without examples the text is what it was before templates.
     """
-    content = f"{question.strip()}\n\n{instruction.strip()}" if instruction else question.strip()
+    def content(q: str) -> str:
+        return f"{q.strip()}\n\n{instruction.strip()}" if instruction else q.strip()
+
+    examples = list(examples)
     if has_chat_template(tokenizer):
-        messages = ([{"role": "system", "content": system}] if system else []) + \
-                   [{"role": "user", "content": content}]
+        messages = [{"role": "system", "content": system}] if system else []
+        if examples and style == "message":
+            messages.append({"role": "user", "content": example_blocks(examples) + "Question: " + content(question)})
+        else:
+            for e in examples:
+                messages += [{"role": "user", "content": content(e.question)},
+                             {"role": "assistant", "content": e.solution}]
+            messages.append({"role": "user", "content": content(question)})
         try:
             text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         except Exception as exc:  # noqa: BLE001 - e.g. a template that rejects system messages
@@ -68,7 +83,8 @@ def render_prompt(tokenizer, question: str, instruction: str = DEFAULT_INSTRUCTI
                             "drop --task-opt system=... or use a model with a working template") from exc
         ids = tokenizer(text, add_special_tokens=False)["input_ids"]
     else:
-        text = (f"{system.strip()}\n\n" if system else "") + f"Question: {content}\nAnswer:"
+        text = (f"{system.strip()}\n\n" if system else "") + example_blocks(examples) + \
+            f"Question: {content(question)}\nAnswer:"
         ids = tokenizer(text, add_special_tokens=True)["input_ids"]
     ids = [int(i) for i in ids]
     if not ids:
@@ -90,9 +106,14 @@ class Task:
 
     def __init__(self, options: dict[str, Any] | None = None):
         self.options = dict(options or {})
+        if self.options.get("shots") == 0 and not isinstance(self.options["shots"], bool):
+            # 0 is the default: not recorded, so runs made before templates resume with --shots 0
+            del self.options["shots"]
         self.instruction = str(self.options.get("instruction", DEFAULT_INSTRUCTION))
         system = self.options.get("system")
         self.system = str(system) if system else None
+        self.template_spec = template_spec(self.options)
+        self._template: Template | None = None
 
     # -- problems -----------------------------------------------------------------------
     def problems(self, n: int) -> list[Problem]:  # pragma: no cover - abstract
@@ -100,7 +121,45 @@ class Task:
 
     # -- prompts ------------------------------------------------------------------------
     def build_prompt(self, tokenizer, problem: Problem) -> Prompt:
-        return render_prompt(tokenizer, problem.question, self.instruction, self.system)
+        template = self.template()
+        if template is None:
+            return render_prompt(tokenizer, problem.question, self.instruction, self.system)
+        return render_prompt(tokenizer, problem.question, self.instruction, self.system,
+                             examples=template.examples_for(problem.question), style=template.style)
+
+    # -- few-shot examples (see tasks/templates.py) --------------------------------------
+    def example_pool_size(self) -> int:
+        """How many examples the pool can hold (0: this task gives none)."""
+        return 0
+
+    def example_candidates(self) -> Iterable[Problem]:
+        """Problems to make examples from, in pool order, disjoint from the problems to solve."""
+        return ()
+
+    def solution_writer(self):
+        """A function Problem -> worked solution text (or None to skip it); None: answers only."""
+        return None
+
+    def check_shots(self) -> None:
+        """Refuse shots larger than the example pool; subclasses call it at the end of __init__."""
+        shots, pool = self.template_spec.shots, self.example_pool_size()
+        if shots > pool:
+            raise TaskError(f"{self.name}: shots={shots} is larger than the example pool "
+                            f"({pool} example(s){self.pool_note()}); use at most {pool} shots")
+
+    def pool_note(self) -> str:
+        """Where the pool comes from, for the error message of too many shots."""
+        return ""
+
+    def template(self) -> Template | None:
+        """The few-shot template (None with 0 shots); built once, on first use."""
+        spec = self.template_spec
+        if not spec.shots:
+            return None
+        if self._template is None:
+            self._template = build_template(spec, self.example_candidates(), self.example_pool_size(),
+                                            self.solution_writer(), self.name)
+        return self._template
 
     # -- answers ------------------------------------------------------------------------
     def extract_answer(self, response: str) -> str | None:
@@ -124,9 +183,13 @@ class Task:
         return Graded(answer, None if ok is None else bool(ok))
 
     def config(self, n_problems: int) -> dict[str, Any]:
-        """The task section of run.json."""
-        return {"name": self.name, "options": dict(self.options), "n_problems": int(n_problems),
-                "instruction": self.instruction}
+        """The task section of run.json; with shots, its template too (see Template.record)."""
+        cfg = {"name": self.name, "options": dict(self.options), "n_problems": int(n_problems),
+               "instruction": self.instruction}
+        template = self.template()
+        if template is not None:
+            cfg["template"] = template.record(self.instruction)
+        return cfg
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name!r}, {self.options!r})"

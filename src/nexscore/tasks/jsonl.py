@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import random
 import re
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,7 @@ OPTIONS = {
 class JsonlTask(Task):
     """``jsonl:PATH`` (or just a path ending in .jsonl): the first K records of the file, in order.
 
+    With shots, the examples are question/answer pairs from the records before `offset`.
     Each line is a JSON object. The gold answer may be a GSM8K solution ending in ``#### 42``,
     a MATH solution with ``\\boxed{...}``, an AIME integer or any plain answer; a response's
     final answer is extracted (``Final answer:``, ``\\boxed{}``, ...) and compared by value with
@@ -57,6 +59,7 @@ class JsonlTask(Task):
         self.offset = offset
         self.numeric = False
         require_math_verify()
+        self.check_shots()
 
     def file_sha256(self) -> str:
         h = hashlib.sha256()
@@ -98,12 +101,40 @@ class JsonlTask(Task):
     def problems(self, n: int) -> list[Problem]:
         if n < 1:
             raise TaskError(f"the number of problems must be at least 1 (got {n})")
+        out = self._read(self.offset, n)
+        if not out:
+            raise TaskError(f"{self.path}: no problems (the file is empty"
+                            + (f" after skipping {self.offset}" if self.offset else "") + ")")
+        if len(out) < n:
+            raise TaskError(f"{self.path}: asked for {n} problems but the file holds only "
+                            f"{len(out)}" + (f" after offset {self.offset}" if self.offset else "")
+                            + f"; use --problems {len(out)}")
+        golds = [p.answer for p in out if p.answer is not None]
+        self.numeric = bool(golds) and all(looks_numeric(g) for g in golds)
+        return out
+
+    # -- few-shot examples ----------------------------------------------------------------
+    def example_pool_size(self) -> int:
+        return self.offset
+
+    def pool_note(self) -> str:
+        return (": JSONL examples are the records before the problems, which start at task option "
+                f"offset={self.offset}; raise offset to at least the number of shots")
+
+    def example_candidates(self):
+        """The records before `offset` (never problems), shuffled with example_seed."""
+        pool = self._read(0, self.offset) if self.offset else []
+        random.Random(self.template_spec.example_seed).shuffle(pool)
+        return pool
+
+    def _read(self, start: int, n: int) -> list[Problem]:
+        """Problems from the records start .. start + n - 1 (fewer when the file ends first)."""
         out: list[Problem] = []
         seen: set[str] = set()
         skipped = 0
         qf = af = idf = None
         for lineno, rec in self._records():
-            if skipped < self.offset:
+            if skipped < start:
                 skipped += 1
                 continue
             where = f"{self.path}:{lineno}"
@@ -127,15 +158,6 @@ class JsonlTask(Task):
             out.append(Problem(problem_id=pid, question=question, answer=gold, metadata=meta, raw=rec))
             if len(out) == n:
                 break
-        if not out:
-            raise TaskError(f"{self.path}: no problems (the file is empty"
-                            + (f" after skipping {self.offset}" if self.offset else "") + ")")
-        if len(out) < n:
-            raise TaskError(f"{self.path}: asked for {n} problems but the file holds only "
-                            f"{len(out)}" + (f" after offset {self.offset}" if self.offset else "")
-                            + f"; use --problems {len(out)}")
-        golds = [p.answer for p in out if p.answer is not None]
-        self.numeric = bool(golds) and all(looks_numeric(g) for g in golds)
         return out
 
     def extract_answer(self, response: str) -> str | None:

@@ -9,6 +9,7 @@ from typing import Any
 from ..errors import TaskError
 from .base import PROMPT_OPTIONS, Problem, Task
 from .extract import looks_numeric, normalize_number
+from .templates import EXAMPLE_CANDIDATES, RG_POOL_SIZE, expression_in, worked_solution
 
 PREFIX = "rg:"
 INSTALL_HINT = "pip install 'nexscore[tasks]' (or: pip install reasoning-gym)"
@@ -71,10 +72,11 @@ def unknown_dataset(name: str) -> TaskError:
 class ReasoningGymTask(Task):
     """``rg:<dataset>``: problem i is reasoning-gym's item i for the given options and seed.
 
-    Options other than `instruction`, `system` and `numeric` go to the dataset's config (e.g.
-    chain_sum: min_terms, max_terms, min_digits, max_digits). `seed` defaults to 0 so that the
-    same options always give the same problems. Checking uses the dataset's `score_answer`; an
-    answer is correct when it scores 1.
+    Options other than nexscore's own (`instruction`, `system`, `numeric` and the few-shot
+    template's, see tasks/templates.py) go to the dataset's config (e.g. chain_sum: min_terms,
+    max_terms, min_digits, max_digits). `seed` defaults to 0 so that the same options always give
+    the same problems. Few-shot examples are the same dataset's items under `example_seed`.
+    Checking uses the dataset's `score_answer`; an answer is correct when it scores 1.
     """
 
     def __init__(self, dataset: str, options: dict[str, Any] | None = None):
@@ -103,18 +105,76 @@ class ReasoningGymTask(Task):
                             f"{', '.join(sorted(OWN_OPTIONS))}); see `nex tasks {self.name}`")
         self._ds = None
         self.numeric = numeric is True
+        self.check_shots()
 
-    def _dataset(self, size: int):
+    def _dataset(self, size: int, seed: int | None = None):
         rg = _rg()
+        options = self.rg_options if seed is None else {**self.rg_options, "seed": seed}
         try:
-            return rg.create_dataset(self.dataset, size=size, **self.rg_options)
+            return rg.create_dataset(self.dataset, size=size, **options)
         except (AssertionError, TypeError, ValueError) as exc:
             raise TaskError(f"{self.name}: reasoning-gym rejected the options "
                             f"{self.rg_options}: {exc or type(exc).__name__}; see `nex tasks {self.name}`") from None
 
+    # -- few-shot examples ----------------------------------------------------------------
+    def example_pool_size(self) -> int:
+        return RG_POOL_SIZE
+
+    def pool_note(self) -> str:
+        return f" of {self.name}, from example_seed {self.template_spec.example_seed}"
+
+    def _check_disjoint(self, n: int) -> None:
+        """reasoning-gym seeds item i with seed + i: the problems' and examples' ranges must not meet."""
+        if not self.template_spec.shots:
+            return
+        seed, ex = self.options["seed"], self.template_spec.example_seed
+        if seed < ex + EXAMPLE_CANDIDATES and ex < seed + n:
+            raise TaskError(f"{self.name}: example_seed {ex} is too close to seed {seed}: the examples "
+                            f"(generator seeds {ex}..{ex + EXAMPLE_CANDIDATES - 1}) could be problems "
+                            f"(seeds {seed}..{seed + n - 1}); leave example_seed at its default or "
+                            "move it outside that range")
+
+    def example_candidates(self):
+        """Items 0, 1, ... of the same dataset and options with example_seed for seed."""
+        ds = self._dataset(EXAMPLE_CANDIDATES, seed=self.template_spec.example_seed)
+        for j in range(EXAMPLE_CANDIDATES):
+            try:
+                entry = ds[j]
+            except Exception as exc:  # noqa: BLE001 - a generator failure is the dataset's
+                raise TaskError(f"{self.name}: reasoning-gym could not generate example {j} "
+                                f"({type(exc).__name__}: {exc})") from None
+            answer = entry.get("answer")
+            yield Problem(problem_id=f"example-{j}", question=str(entry["question"]),
+                          answer=None if answer is None else str(answer),
+                          metadata=dict(entry.get("metadata") or {}), raw=entry)
+
+    def solution_writer(self):
+        """Worked steps for chain_sum and basic_arithmetic, computed from the item's expression.
+
+        The expression is the item's metadata["expression"], else the one in the question.
+        basic_arithmetic without parentheses is evaluated left to right, as its generator does.
+        """
+        if self.dataset not in ("chain_sum", "basic_arithmetic"):
+            return None
+        precedence = self.dataset == "chain_sum" or bool(self.rg_options.get("allow_parentheses", True))
+
+        def write(problem: Problem) -> str | None:
+            expression = problem.metadata.get("expression")
+            if not isinstance(expression, str):
+                expression = expression_in(problem.question)
+            return worked_solution(expression, problem.answer, precedence) if expression else None
+
+        return write
+
+    def config(self, n_problems: int) -> dict[str, Any]:
+        self._check_disjoint(n_problems)
+        return super().config(n_problems)
+
+    # -- problems -------------------------------------------------------------------------
     def problems(self, n: int) -> list[Problem]:
         if n < 1:
             raise TaskError(f"the number of problems must be at least 1 (got {n})")
+        self._check_disjoint(n)
         ds = self._dataset(n)
         self._ds = ds
         out = []
