@@ -45,7 +45,7 @@ def test_missing_and_not_a_cache(tmp_path):
 
 def test_missing_file(cache):
     (cache / "rows/w_sum.float16").unlink()
-    with pytest.raises(CacheError, match="missing rows/w_sum.float16"):
+    with pytest.raises(CacheError, match="rows/w_sum.float16: is missing"):
         learn_weights(cache)
 
 
@@ -92,7 +92,7 @@ def test_verify_finds_problems(cache):
 
 def test_verify_decreasing_pointer(cache):
     np.array([0, 5, 4], np.int64).tofile(cache / "rows/sample_row_ptr.int64")
-    assert any("rows/sample_row_ptr decreases" in p for p in verify_cache(cache))
+    assert any("rows/sample_row_ptr.int64[2]: is 4 after 5; pointers must not decrease" in p for p in verify_cache(cache))
 
 
 def test_writer_is_atomic_and_resumes_byte_identical(tmp_path):

@@ -1,9 +1,11 @@
-"""Memory-mapped reader of v1 caches.
+"""Memory-mapped reader of v1 caches, checked on open.
 
 Nothing here reads a whole cache into RAM: every array is a read-only memmap and callers
-slice the ranges they need. Opening checks only what is O(1) to check (file lengths against
-pointer ends), so a truncated or mismatched cache fails at once with a message naming the
-file; `nexscore.cache.verify` does the full O(entries) audit.
+slice the ranges they need. Opening a part (`Cache.rows` for learning, `Cache.base` for
+scoring) applies the structural rules of `rules` to that part only, in time linear in its
+size: a damaged cache fails at once with one line naming the file, the index and the rule,
+before any work and before any allocation sized from a damaged value. `nexscore.cache.verify`
+applies the same rules to the whole cache and adds the audit of what the spec tolerates.
 """
 
 from __future__ import annotations
@@ -15,58 +17,13 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import CacheError
-from .layout import BASE_FILES, MANIFEST, ROW_FILES
+from . import rules
+from .layout import BASE_DIR, BASE_FILES, MANIFEST, ROW_FILES, ROWS_DIR
+from .mapped import drop_pages, map_array, read_range
+from .rules import Finding
 
-
-def _map(root: Path, rel: str, dtype: np.dtype) -> np.ndarray:
-    """Map one raw array read-only; an empty file gives an empty array."""
-    path = root / rel
-    if not path.is_file():
-        raise CacheError(f"{root}: missing {rel} (is this a NEX cache directory?)")
-    size = path.stat().st_size
-    if size % dtype.itemsize:
-        raise CacheError(
-            f"{root}: {rel} is truncated ({size} bytes is not a multiple of {dtype.itemsize})"
-        )
-    if size == 0:
-        return np.empty(0, dtype)
-    return np.memmap(path, dtype=dtype, mode="r")
-
-
-def _check_ptr(root: Path, rel: str, ptr: np.ndarray, n: int | None, end: int, what: str):
-    """A pointer array must have n+1 entries, start at 0 and end at the data length."""
-    if ptr.size == 0:
-        raise CacheError(f"{root}: {rel} is empty (a pointer array holds at least one 0)")
-    if n is not None and ptr.size != n + 1:
-        raise CacheError(f"{root}: {rel} has {ptr.size} entries, expected {n + 1} ({what})")
-    if int(ptr[0]) != 0:
-        raise CacheError(f"{root}: {rel} starts at {int(ptr[0])}, expected 0")
-    if int(ptr[-1]) != end:
-        raise CacheError(
-            f"{root}: {rel} ends at {int(ptr[-1])} but the data holds {end} ({what}); "
-            "the cache is truncated or was written incompletely"
-        )
-
-
-def read_range(array: np.ndarray, a: int, b: int) -> np.ndarray:
-    """Copy array[a:b] out of a memmap and let the kernel drop those pages from this process.
-
-    Streaming code reads each range once; without the drop, every page it touched would stay
-    mapped and the resident size would grow with the cache instead of with the chunk.
-    """
-    out = np.array(array[a:b])
-    mm = getattr(array, "_mmap", None)
-    if mm is not None and b > a:
-        import mmap
-
-        page = mmap.PAGESIZE
-        lo = (a * array.itemsize + array.offset) // page * page
-        hi = b * array.itemsize + array.offset
-        try:
-            mm.madvise(mmap.MADV_DONTNEED, lo, hi - lo)
-        except (AttributeError, OSError, ValueError):
-            pass
-    return out
+__all__ = ["Cache", "RowArrays", "BaseArrays", "open_cache", "read_range", "map_part", "check_rows",
+           "check_base"]
 
 
 @dataclass(frozen=True)
@@ -101,8 +58,55 @@ class BaseArrays:
         return self.ptr.size - 1
 
 
+def map_part(root: Path, files: dict) -> tuple[dict, list[Finding]]:
+    """Map every file of a part ({name: (rel, dtype)}): ({name: array}, findings of the rest)."""
+    arrays, problems = {}, []
+    for name, (rel, dtype) in files.items():
+        array, problem = map_array(root, rel, dtype)
+        if problem is None:
+            arrays[name] = array
+        else:
+            problems.append(problem)
+    return arrays, problems
+
+
+def check_rows(a: dict) -> Finding | None:
+    """The structural rules of rows/ (all five arrays mapped), first violation or None."""
+    keys_rel, mass_rel = ROW_FILES["keys"][0], ROW_FILES["mass"][0]
+    rp_rel, sp_rel, tp_rel = ROW_FILES["row_ptr"][0], ROW_FILES["sample_row_ptr"][0], ROW_FILES["token_row_ptr"][0]
+    keys = a["keys"]
+    return (rules.same_count(keys_rel, keys, mass_rel, a["mass"])
+            or rules.pointer(rp_rel, a["row_ptr"], end=keys.size, data=f"{keys_rel} (entries)")
+            or rules.pointer(sp_rel, a["sample_row_ptr"], end=a["row_ptr"].size - 1, data=f"{rp_rel} (rows)")
+            or rules.token_pointer(tp_rel, a["token_row_ptr"], rel_rows=rp_rel, n_rows=a["row_ptr"].size - 1)
+            or rules.ascending(keys_rel, keys, a["row_ptr"], release=lambda i, j: drop_pages(keys, i, j)))
+
+
+def check_base(a: dict, n_responses: int | None) -> Finding | None:
+    """The structural rules of base/ (all three arrays mapped); n_responses when rows/ tells it."""
+    keys_rel, mass_rel, ptr_rel = BASE_FILES["keys"][0], BASE_FILES["mass"][0], BASE_FILES["ptr"][0]
+    keys = a["keys"]
+    return (rules.same_count(keys_rel, keys, mass_rel, a["mass"])
+            or rules.pointer(ptr_rel, a["ptr"], end=keys.size, data=f"{keys_rel} (base entries)",
+                             n_lists=n_responses, n_from=ROW_FILES["sample_row_ptr"][0])
+            or rules.ascending(keys_rel, keys, a["ptr"], release=lambda i, j: drop_pages(keys, i, j)))
+
+
+def responses_in_rows(root: Path) -> int | None:
+    """The response count rows/ declares (from the size of rows/sample_row_ptr.int64 alone), or
+    None when rows/ does not say: scoring reads base/ only and checks its length against this."""
+    path = root / ROW_FILES["sample_row_ptr"][0]
+    try:
+        size = path.stat().st_size if path.is_file() else None
+    except OSError:
+        return None
+    if not size or size % 8:
+        return None
+    return size // 8 - 1
+
+
 class Cache:
-    """A v1 cache directory; `rows` and `base` are mapped on first use."""
+    """A v1 cache directory; `rows` and `base` are mapped and checked on first use."""
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
@@ -110,7 +114,7 @@ class Cache:
             raise CacheError(f"{self.path}: no such directory")
         if not self.path.is_dir():
             raise CacheError(f"{self.path}: not a directory (expected a NEX cache with rows/ and base/)")
-        if not (self.path / "rows").is_dir() and not (self.path / "base").is_dir():
+        if not self.has_rows and not self.has_base:
             raise CacheError(
                 f"{self.path}: not a NEX cache (no rows/ or base/ inside); "
                 "point at the cache directory, e.g. RUN_DIR/cache"
@@ -132,11 +136,11 @@ class Cache:
 
     @property
     def has_rows(self) -> bool:
-        return (self.path / "rows").is_dir()
+        return (self.path / ROWS_DIR).is_dir()
 
     @property
     def has_base(self) -> bool:
-        return (self.path / "base").is_dir()
+        return (self.path / BASE_DIR).is_dir()
 
     @property
     def n_responses(self) -> int:
@@ -149,42 +153,33 @@ class Cache:
         if not path.is_file():
             return None
         try:
-            return json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
+            manifest = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise CacheError(f"{path}: unreadable manifest ({exc})") from None
+        if not isinstance(manifest, dict):
+            raise CacheError(f"{path}: the manifest is not a JSON object; remove it or capture again")
+        return manifest
+
+    def _refuse(self, problem: Finding):
+        raise CacheError(f"{self.path}: {problem.line()}")
 
     def _open_rows(self) -> RowArrays:
-        a = {name: _map(self.path, rel, dt) for name, (rel, dt) in ROW_FILES.items()}
-        root = self.path
-        if a["keys"].size != a["mass"].size:
-            raise CacheError(
-                f"{root}: rows/keys.uint32 holds {a['keys'].size} entries but rows/w_sum.float16 "
-                f"holds {a['mass'].size}; one of them is truncated"
-            )
-        sp = a["sample_row_ptr"]
-        _check_ptr(root, ROW_FILES["sample_row_ptr"][0], sp, None, a["row_ptr"].size - 1, "rows")
-        _check_ptr(root, ROW_FILES["row_ptr"][0], a["row_ptr"], None, a["keys"].size, "entries")
-        tp = a["token_row_ptr"]
-        if tp.size != a["row_ptr"].size:
-            raise CacheError(
-                f"{root}: rows/token_row_ptr.int64 has {tp.size} entries but rows/row_ptr.int64 "
-                f"has {a['row_ptr'].size}; one of them is truncated"
-            )
-        if tp.size and int(tp[0]) != 0:
-            raise CacheError(f"{root}: rows/token_row_ptr.int64 starts at {int(tp[0])}, expected 0")
-        return RowArrays(**a)
+        if not self.has_rows:
+            self._refuse(Finding(rules.ERROR, ROWS_DIR + "/", "is missing: the cache cannot be learned from"))
+        arrays, problems = map_part(self.path, ROW_FILES)
+        problem = problems[0] if problems else check_rows(arrays)
+        if problem is not None:
+            self._refuse(problem)
+        return RowArrays(**arrays)
 
     def _open_base(self) -> BaseArrays:
-        a = {name: _map(self.path, rel, dt) for name, (rel, dt) in BASE_FILES.items()}
-        root = self.path
-        if a["keys"].size != a["mass"].size:
-            raise CacheError(
-                f"{root}: base/keys.uint32 holds {a['keys'].size} entries but base/w_sum.float16 "
-                f"holds {a['mass'].size}; one of them is truncated"
-            )
-        n = self.rows.n_responses if self.has_rows else None
-        _check_ptr(root, BASE_FILES["ptr"][0], a["ptr"], n, a["keys"].size, "base entries")
-        return BaseArrays(**a)
+        if not self.has_base:
+            self._refuse(Finding(rules.ERROR, BASE_DIR + "/", "is missing: the cache cannot be scored"))
+        arrays, problems = map_part(self.path, BASE_FILES)
+        problem = problems[0] if problems else check_base(arrays, responses_in_rows(self.path))
+        if problem is not None:
+            self._refuse(problem)
+        return BaseArrays(**arrays)
 
 
 def open_cache(path: str | Path) -> Cache:

@@ -1,26 +1,72 @@
 """Audit and describe a cache: every check streams the arrays a chunk at a time.
 
-`verify_cache` returns one line per problem (an empty list means the cache is sound);
-`describe_cache` returns the counts `nex cache info` prints.
+`audit_cache` never raises: it applies the reader's structural rules (`rules`) to the whole
+cache, each check guarded, and adds what only an audit can afford: damage the spec tolerates
+(NEX_SPEC.md §2: reserved layer, keys beyond 2^22, non-finite or negative masses, rows that
+span no tokens) as warnings, and base/ against the sums of rows/ as errors. `describe_cache`
+returns the counts `nex cache info` prints.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from pathlib import Path
+
 import numpy as np
 
 from ..errors import CacheError
-from .layout import KEY_SPACE, RESERVED_LAYER, UNIT_BITS
-from .reader import Cache, open_cache, read_range
+from . import rules
+from .layout import BASE_DIR, BASE_FILES, KEY_SPACE, RESERVED_LAYER, ROW_FILES, ROWS_DIR, UNIT_BITS
+from .reader import BaseArrays, Cache, RowArrays, map_part, open_cache, read_range, responses_in_rows
+from .rules import ERROR, WARNING, Finding
 
 CHUNK = 4_000_000
 # A float16 row mass is within 2^-11 of the float32 sum it rounds; the base mass is the
 # float16 of the sum of those float32 masses. So |base - sum(float16 rows)| <= ~2^-10 * sum.
 BASE_RTOL = 2.0 ** -9
 BASE_ATOL = 2.0 ** -14
+FLOAT16_INF_FROM = 65520.0     # float32 values from here on round to inf in float16
+
+
+@dataclass
+class Audit:
+    """Everything `audit_cache` found: errors (the cache is refused by the commands that read
+    the damaged part) and warnings (damage the spec tolerates; its rule applies)."""
+
+    path: str
+    findings: list[Finding] = field(default_factory=list)
+
+    @property
+    def errors(self) -> list[Finding]:
+        return [f for f in self.findings if f.level == ERROR]
+
+    @property
+    def warnings(self) -> list[Finding]:
+        return [f for f in self.findings if f.level == WARNING]
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+    def lines(self) -> list[str]:
+        """One line per finding, errors first: "error: FILE[INDEX]: RULE"."""
+        return [f"{f.level}: {f.line()}" for f in self.errors + self.warnings]
+
+    def summary(self) -> str:
+        e, w = len(self.errors), len(self.warnings)
+        if e:
+            return f"{e} error(s), {w} warning(s): the cache is damaged"
+        if w:
+            return f"ok, with {w} warning(s) about damage the spec tolerates (its rule applies)"
+        return "ok"
+
+    def as_dict(self) -> dict:
+        return {"path": self.path, "ok": self.ok, "n_errors": len(self.errors),
+                "n_warnings": len(self.warnings), "findings": [f.as_dict() for f in self.findings]}
 
 
 def _chunks(ptr: np.ndarray, max_entries: int = CHUNK):
-    """Consecutive list ranges [i, j) of a pointer array holding about max_entries entries."""
+    """Consecutive list ranges [i, j) of a checked pointer array holding about max_entries entries."""
     n = ptr.size - 1
     i = 0
     while i < n:
@@ -30,129 +76,219 @@ def _chunks(ptr: np.ndarray, max_entries: int = CHUNK):
         i = j
 
 
-def _monotone(name: str, ptr: np.ndarray, problems: list) -> bool:
-    bad = np.flatnonzero(np.diff(ptr) < 0)
-    if bad.size:
-        problems.append(f"{name} decreases at {bad.size} place(s), first at index {int(bad[0]) + 1}")
-        return False
-    return True
+def _first(mask: np.ndarray, offset: int) -> int | None:
+    hits = np.flatnonzero(mask)
+    return offset + int(hits[0]) if hits.size else None
 
 
-def _check_lists(label: str, ptr: np.ndarray, keys_mm, mass_mm, problems: list) -> dict:
-    """Keys sorted and unique within each list, key range, float16 masses."""
-    counts = dict(unsorted=0, out_of_range=0, reserved=0, nan=0, negative=0, first_unsorted=None)
+def _tolerated(part: str, files: dict, ptr: np.ndarray, keys_mm, mass_mm) -> list[Finding]:
+    """Warnings for damage the spec tolerates in one part's entry lists (spec §2)."""
+    keys_rel, mass_rel = files["keys"][0], files["mass"][0]
+    n = dict(reserved=0, beyond=0, nan=0, negative=0)
+    first = dict(reserved=None, beyond=None, nan=None, negative=None)
+    lists_beyond = 0
     for i, j in _chunks(ptr):
         a, b = int(ptr[i]), int(ptr[j])
         keys = read_range(keys_mm, a, b)
         mass = read_range(mass_mm, a, b).astype(np.float32)
-        if keys.size > 1:
-            step_ok = keys[1:] > keys[:-1]
-            boundary = np.zeros(keys.size - 1, bool)
-            inner = ptr[i + 1:j] - a
-            inner = inner[(inner > 0) & (inner < keys.size)]
-            boundary[inner - 1] = True
-            bad = np.flatnonzero(~step_ok & ~boundary)
-            if bad.size and counts["first_unsorted"] is None:
-                entry = a + int(bad[0]) + 1
-                counts["first_unsorted"] = int(np.searchsorted(ptr, entry, side="right")) - 1
-            counts["unsorted"] += int(bad.size)
-        layer = keys >> UNIT_BITS
-        reserved = layer == RESERVED_LAYER
-        counts["reserved"] += int(reserved.sum())
-        counts["out_of_range"] += int((~reserved & (keys >= KEY_SPACE)).sum())
-        counts["nan"] += int((~np.isfinite(mass)).sum())
-        counts["negative"] += int((mass < 0).sum())
-    if counts["unsorted"]:
-        problems.append(f"{label}: {counts['unsorted']} key(s) not ascending/unique within their list "
-                        f"(first in list {counts['first_unsorted']})")
-    if counts["out_of_range"]:
-        problems.append(f"{label}: {counts['out_of_range']} key(s) beyond the 2^22 key space "
-                        "(their lists are ignored when scoring)")
-    if counts["nan"]:
-        problems.append(f"{label}: {counts['nan']} non-finite mass(es) (read as 0)")
-    if counts["negative"]:
-        problems.append(f"{label}: {counts['negative']} negative mass(es) (read as 0)")
-    return counts
+        reserved = (keys >> UNIT_BITS) == RESERVED_LAYER
+        flags = {"reserved": reserved, "beyond": ~reserved & (keys >= KEY_SPACE),
+                 "nan": ~np.isfinite(mass), "negative": mass < 0}
+        for name, mask in flags.items():
+            count = int(np.count_nonzero(mask))
+            if count:
+                n[name] += count
+                first[name] = first[name] if first[name] is not None else _first(mask, a)
+        if n["beyond"] and flags["beyond"].any():
+            owners = np.searchsorted(ptr[i:j + 1], a + np.flatnonzero(flags["beyond"]), side="right")
+            lists_beyond += int(np.unique(owners).size)
+    out = []
+    if n["reserved"]:
+        out.append(Finding(WARNING, keys_rel, f"{n['reserved']:,} key(s) of the reserved layer "
+                           f"{RESERVED_LAYER}: ignored (spec §1)", first["reserved"], n["reserved"]))
+    if n["beyond"]:
+        lists = int(np.count_nonzero(np.diff(ptr) > 0))
+        every = (f"; that is every non-empty {'row' if part == ROWS_DIR else 'response'}: "
+                 f"nothing is left to {'learn from' if part == ROWS_DIR else 'score'}") \
+            if lists_beyond == lists else ""
+        out.append(Finding(WARNING, keys_rel, f"{n['beyond']:,} key(s) beyond the 2^22 key space in "
+                           f"{lists_beyond:,} list(s): each such list is treated as empty (spec §2){every}",
+                           first["beyond"], n["beyond"]))
+    if n["nan"]:
+        out.append(Finding(WARNING, mass_rel, f"{n['nan']:,} non-finite mass(es): read as 0 (spec §2)",
+                           first["nan"], n["nan"]))
+    if n["negative"]:
+        out.append(Finding(WARNING, mass_rel, f"{n['negative']:,} negative mass(es): read as 0 (spec §2)",
+                           first["negative"], n["negative"]))
+    return out
 
 
-def _check_base_sums(cache: Cache, problems: list) -> None:
-    """base must hold, per response, each row key once with the sum of its row masses."""
-    rows, base = cache.rows, cache.base
+def _token_spans(tp: np.ndarray) -> list[Finding]:
+    """Rows spanning zero or fewer tokens: skipped by learning (spec §2); a warning."""
+    if tp.size < 2:
+        return []
+    empty = tp[1:] == tp[:-1]
+    negative = tp[1:] < tp[:-1]         # comparisons: no int64 wrap-around for wild values
+    n_empty, n_negative = int(np.count_nonzero(empty)), int(np.count_nonzero(negative))
+    if not (n_empty or n_negative):
+        return []
+    every = "; that is every row: nothing can be learned from this cache" \
+        if n_empty + n_negative == tp.size - 1 else ""
+    what = " and ".join(part for part in (f"{n_empty:,} row(s) span 0 tokens" if n_empty else "",
+                                          f"{n_negative:,} row(s) span a negative number of tokens" if n_negative
+                                          else "") if part)
+    return [Finding(WARNING, ROW_FILES["token_row_ptr"][0], f"{what}: skipped when learning (spec §2){every}",
+                    _first(empty | negative, 0), n_empty + n_negative)]
+
+
+def _check_base_sums(rows, base) -> list[Finding]:
+    """base must hold, per response, each key of its rows once with the sum of its row masses."""
     sp = np.asarray(rows.sample_row_ptr)
     rp = np.asarray(rows.row_ptr)
     bp = np.asarray(base.ptr)
-    mismatched_keys, mismatched_mass, first_bad = 0, 0, None
+    differing: list[int] = []
+    mass_bad, first_mass_bad = 0, None
     for r0, r1 in _chunks(rp[sp]):
         a, b = int(rp[sp[r0]]), int(rp[sp[r1]])
         keys = read_range(rows.keys, a, b).astype(np.int64)
         mass = read_range(rows.mass, a, b).astype(np.float64)
-        row_resp = np.repeat(np.arange(r1 - r0), np.diff(sp[r0:r1 + 1]))
+        row_resp = np.repeat(np.arange(r1 - r0, dtype=np.int64), np.diff(sp[r0:r1 + 1]))
         resp = np.repeat(row_resp, np.diff(rp[sp[r0]:sp[r1] + 1]))
-        comp = resp * (1 << 32) + keys
-        uniq, inv = np.unique(comp, return_inverse=True)
-        sums = np.bincount(inv, weights=np.nan_to_num(mass, nan=0.0, posinf=0.0, neginf=0.0))
+        uniq, inv = np.unique(resp * (1 << 32) + keys, return_inverse=True)
+        sums = np.bincount(inv.reshape(-1), weights=mass, minlength=uniq.size)   # NaN / inf propagate
         ba, bb = int(bp[r0]), int(bp[r1])
         bkeys = read_range(base.keys, ba, bb).astype(np.int64)
         bmass = read_range(base.mass, ba, bb).astype(np.float64)
-        bresp = np.repeat(np.arange(r1 - r0), np.diff(bp[r0:r1 + 1]))
-        bcomp = bresp * (1 << 32) + bkeys
-        if bcomp.size != uniq.size or not np.array_equal(np.sort(bcomp), uniq):
-            diff_resp = _responses_differing(uniq, np.sort(bcomp))
-            mismatched_keys += diff_resp.size
-            first_bad = first_bad if first_bad is not None else r0 + int(diff_resp[0])
-            continue
-        order = np.argsort(bcomp)
-        bm = np.nan_to_num(bmass[order], nan=0.0, posinf=0.0, neginf=0.0)
-        bad = np.abs(bm - sums) > BASE_RTOL * np.abs(sums) + BASE_ATOL
-        if bad.any():
-            mismatched_mass += int(bad.sum())
-            first_bad = first_bad if first_bad is not None else r0 + int(uniq[bad][0] >> 32)
-    if mismatched_keys:
-        problems.append(f"base: key sets differ from the rows' keys in {mismatched_keys} response(s) "
-                        f"(first: response {first_bad})")
-    if mismatched_mass:
-        problems.append(f"base: {mismatched_mass} mass(es) differ from the sum of their row masses "
-                        f"beyond float16 rounding (first in response {first_bad})")
+        bcomp = np.repeat(np.arange(r1 - r0, dtype=np.int64), np.diff(bp[r0:r1 + 1])) * (1 << 32) + bkeys
+        order = np.argsort(bcomp, kind="stable")       # key order is its own rule, reported apart
+        bcomp, bmass = bcomp[order], bmass[order]
+        repeated = bcomp[1:][bcomp[1:] == bcomp[:-1]]
+        odd = np.setxor1d(uniq, np.unique(bcomp), assume_unique=True)
+        bad_resp = np.unique(np.concatenate([odd >> 32, repeated >> 32]))
+        differing.extend(int(r0 + r) for r in bad_resp)
+        keep_u = ~np.isin(uniq >> 32, bad_resp)
+        keep_b = ~np.isin(bcomp >> 32, bad_resp)
+        want, got = sums[keep_u], bmass[keep_b]
+        finite = np.isfinite(want)
+        with np.errstate(invalid="ignore"):
+            near = np.abs(got - want) <= BASE_RTOL * np.abs(want) + BASE_ATOL
+            overflow = finite & (np.abs(want) >= FLOAT16_INF_FROM) & np.isinf(got) & \
+                (np.sign(got) == np.sign(want))
+        agree = np.where(finite, near | overflow, ~np.isfinite(got))
+        if not agree.all():
+            mass_bad += int(np.count_nonzero(~agree))
+            if first_mass_bad is None:
+                first_mass_bad = ba + int(order[np.flatnonzero(keep_b)[np.flatnonzero(~agree)[0]]])
+    out = []
+    keys_rel, mass_rel = BASE_FILES["keys"][0], BASE_FILES["mass"][0]
+    if differing:
+        r = differing[0]
+        out.append(Finding(ERROR, keys_rel, f"the keys of response {r} (and of {len(differing) - 1:,} more) "
+                           "differ from the keys of its rows; base must hold each row key of a response once",
+                           int(bp[r]), len(differing)))
+    if mass_bad:
+        out.append(Finding(ERROR, mass_rel, f"{mass_bad:,} mass(es) differ from the sum of their row masses "
+                           "beyond float16 rounding", first_mass_bad, mass_bad))
+    return out
 
 
-def _responses_differing(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    ra, rb = a >> 32, b >> 32
-    n = int(max(ra.max(initial=-1), rb.max(initial=-1))) + 1
-    return np.flatnonzero(np.bincount(ra, minlength=n) != np.bincount(rb, minlength=n)) if n else \
-        np.array([0])
+def audit_cache(path) -> Audit:
+    """Every problem of a cache, as findings; never raises (a check that fails is a finding too)."""
+    root = Path(path)
+    audit = Audit(str(root))
+    found = audit.findings
+
+    def guarded(name: str, check, *args):
+        """Run one check; its findings (a Finding, a list or None) are added. False if it broke."""
+        try:
+            result = check(*args)
+        except Exception as exc:      # noqa: BLE001 - the audit reports, it never raises
+            found.append(Finding(ERROR, name, f"could not be checked ({type(exc).__name__}: {exc})"))
+            return False
+        if isinstance(result, Finding):
+            found.append(result)
+        elif result:
+            found.extend(result)
+        return not (isinstance(result, Finding) and result.level == ERROR)
+
+    try:
+        Cache(root)
+    except CacheError as exc:
+        found.append(Finding(ERROR, "", str(exc).removeprefix(f"{root}: ")))
+        return audit
+    except OSError as exc:
+        found.append(Finding(ERROR, "", f"cannot be read ({exc})"))
+        return audit
+
+    rows = _audit_rows(root, guarded, found)
+    n_responses = rows.n_responses if rows is not None else responses_in_rows(root)
+    base = _audit_base(root, n_responses, guarded, found)
+    if rows is not None and base is not None:
+        guarded(BASE_DIR + "/", _check_base_sums, rows, base)
+    guarded("manifest.json", _check_manifest, root)
+    return audit
+
+
+def _audit_rows(root: Path, guarded, found):
+    """rows/: structure (errors) and tolerated damage (warnings); the arrays if they are sound."""
+    if not (root / ROWS_DIR).is_dir():
+        found.append(Finding(ERROR, ROWS_DIR + "/", "is missing: the cache cannot be learned from"))
+        return None
+    arrays, problems = map_part(root, ROW_FILES)
+    found.extend(problems)
+    if problems:
+        return None
+    rel = {name: r for name, (r, _) in ROW_FILES.items()}
+    keys, rp, sp, tp = arrays["keys"], arrays["row_ptr"], arrays["sample_row_ptr"], arrays["token_row_ptr"]
+    sound = guarded(rel["mass"], rules.same_count, rel["keys"], keys, rel["mass"], arrays["mass"])
+    rp_ok = guarded(rel["row_ptr"], lambda: rules.pointer(rel["row_ptr"], rp, end=keys.size,
+                                                          data=f"{rel['keys']} (entries)"))
+    sp_ok = guarded(rel["sample_row_ptr"], lambda: rules.pointer(rel["sample_row_ptr"], sp, end=rp.size - 1,
+                                                                 data=f"{rel['row_ptr']} (rows)"))
+    tp_ok = guarded(rel["token_row_ptr"], lambda: rules.token_pointer(rel["token_row_ptr"], tp,
+                                                                      rel_rows=rel["row_ptr"], n_rows=rp.size - 1))
+    if tp_ok:
+        guarded(rel["token_row_ptr"], _token_spans, tp)
+    if rp_ok and sound:
+        guarded(rel["keys"], lambda: rules.ascending(rel["keys"], keys, rp))
+        guarded(ROWS_DIR + "/", _tolerated, ROWS_DIR, ROW_FILES, rp, keys, arrays["mass"])
+    # base/ can be compared with rows/ whenever the lists are sound, whatever the key order
+    return RowArrays(**arrays) if sound and rp_ok and sp_ok and tp_ok else None
+
+
+def _audit_base(root: Path, n_responses: int | None, guarded, found):
+    """base/: structure (errors) and tolerated damage (warnings); the arrays if they are sound."""
+    if not (root / BASE_DIR).is_dir():
+        found.append(Finding(ERROR, BASE_DIR + "/", "is missing: the cache cannot be scored"))
+        return None
+    arrays, problems = map_part(root, BASE_FILES)
+    found.extend(problems)
+    if problems:
+        return None
+    rel = {name: r for name, (r, _) in BASE_FILES.items()}
+    keys, ptr = arrays["keys"], arrays["ptr"]
+    sound = guarded(rel["mass"], rules.same_count, rel["keys"], keys, rel["mass"], arrays["mass"])
+    ptr_ok = guarded(rel["ptr"], lambda: rules.pointer(rel["ptr"], ptr, end=keys.size,
+                                                       data=f"{rel['keys']} (base entries)", n_lists=n_responses,
+                                                       n_from=ROW_FILES["sample_row_ptr"][0]))
+    if ptr_ok and sound:
+        guarded(rel["keys"], lambda: rules.ascending(rel["keys"], keys, ptr))
+        guarded(BASE_DIR + "/", _tolerated, BASE_DIR, BASE_FILES, ptr, keys, arrays["mass"])
+    return BaseArrays(**arrays) if sound and ptr_ok and n_responses is not None else None
+
+
+def _check_manifest(root: Path):
+    """The manifest (when there is one) must be a readable JSON object: learning reads it."""
+    try:
+        Cache(root).manifest
+    except CacheError as exc:
+        return Finding(ERROR, "manifest.json", str(exc).split(": ", 1)[-1])
+    return None
 
 
 def verify_cache(path) -> list[str]:
-    """Every problem found in a cache, one line each (empty: the cache is sound)."""
-    try:
-        cache = open_cache(path)
-        problems: list[str] = []
-        ok = True
-        if cache.has_rows:
-            rows = cache.rows
-            for name, arr in [("rows/sample_row_ptr", rows.sample_row_ptr), ("rows/row_ptr", rows.row_ptr)]:
-                ok &= _monotone(name, np.asarray(arr), problems)
-            tokens = np.diff(np.asarray(rows.token_row_ptr))
-            if (tokens < 0).any():
-                bad = np.flatnonzero(tokens < 0)
-                problems.append(f"rows/token_row_ptr decreases: {bad.size} row(s) span a negative number "
-                                f"of tokens (first: row {int(bad[0])}); such rows are skipped")
-            if ok:
-                _check_lists("rows", np.asarray(rows.row_ptr), rows.keys, rows.mass, problems)
-        else:
-            problems.append("rows/ is missing: the cache cannot be learned from")
-        if cache.has_base:
-            base = cache.base
-            ok_base = _monotone("base/row_ptr", np.asarray(base.ptr), problems)
-            if ok_base:
-                _check_lists("base", np.asarray(base.ptr), base.keys, base.mass, problems)
-            if ok and ok_base and cache.has_rows:
-                _check_base_sums(cache, problems)
-        else:
-            problems.append("base/ is missing: the cache cannot be scored")
-        return problems
-    except CacheError as exc:
-        return [str(exc)]
+    """Every finding of `audit_cache`, one line each, errors first (empty: the cache is sound)."""
+    return audit_cache(path).lines()
 
 
 def describe_cache(path) -> dict:

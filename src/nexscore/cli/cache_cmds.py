@@ -42,9 +42,14 @@ def info(cache: Path = typer.Argument(..., help="Cache directory (holds rows/ an
         out.print(f"  base       {d['base_entries']:,} entries over {d['base_responses']:,} responses")
     m = d.get("manifest")
     if m:
-        model = m.get("model", {})
-        out.print(f"  model      {model.get('id', '?')}  ({m.get('selection', {}).get('rule', '?')}, "
-                  f"k={m.get('selection', {}).get('k', '?')}, block={m.get('block_size', '?')})")
+        model, selection = _mapping(m.get("model")), _mapping(m.get("selection"))
+        out.print(f"  model      {model.get('id', '?')}  ({selection.get('rule', '?')}, "
+                  f"k={selection.get('k', '?')}, block={m.get('block_size', '?')})")
+
+
+def _mapping(value) -> dict:
+    """A manifest field that should be an object: itself, or {} when it is anything else."""
+    return value if isinstance(value, dict) else {}
 
 
 def _layer_ranges(layers: list[int]) -> str:
@@ -62,18 +67,27 @@ def _layer_ranges(layers: list[int]) -> str:
 
 
 @cache_app.command("verify")
-def verify(cache: Path = typer.Argument(..., help="Cache directory to audit.")):
-    """Audit a cache; print one line per problem and exit 1 if any.
+def verify(cache: Path = typer.Argument(..., help="Cache directory to audit."),
+           as_json: bool = typer.Option(False, "--json", help="Print the findings as one JSON object."),
+           strict: bool = typer.Option(False, "--strict",
+                                       help="Exit 1 on warnings too (damage the spec tolerates).")):
+    """Audit a cache: one line per finding, a summary, exit 1 if any error.
 
-    Checks pointer arrays (monotone, consistent with file lengths), keys ascending and unique
-    within each row, keys inside the 2^22 key space, NaN or negative masses, and base masses
-    equal to the per-key sums of the rows within float16 rounding.
+    Errors are damage that the commands reading that part refuse: pointer arrays that are not
+    monotone, do not start at 0 or do not end at their data's length; keys not ascending and
+    unique within a row or response; files missing, unreadable or cut short; base/ that is not
+    the per-key sum of rows/ (within float16 rounding). Warnings are damage the spec tolerates
+    and scores by its rule: reserved-layer keys, keys beyond the 2^22 key space, NaN or
+    negative masses, rows spanning no tokens.
     """
-    from ..cache.verify import verify_cache
+    from ..cache.verify import audit_cache
 
-    problems = verify_cache(cache)
-    if problems:
-        for p in problems:
-            print(f"{cache}: {p}")
+    audit = audit_cache(cache)
+    if as_json:
+        print(json.dumps(audit.as_dict(), indent=2))
+    else:
+        for line in audit.lines():
+            print(f"{cache}: {line}")
+        print(f"{cache}: {audit.summary()}")
+    if not audit.ok or (strict and audit.warnings):
         raise typer.Exit(1)
-    console().print(f"{cache}: ok")
