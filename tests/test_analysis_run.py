@@ -95,8 +95,9 @@ def _hmm_labels(run, index):
 
 
 def test_annotation_export_is_blind_and_seeded(tmp_path):
-    from nexscore.analysis.annotation import eligible, export_annotation
+    from nexscore.analysis.annotation import eligible
     from nexscore.analysis.rundir import open_run
+    from nexscore.report.annotate import export_annotation
 
     run = build_run(tmp_path, select=False)
     proc = run_nex("annotate", "export", run, "--n", 4, "--out", tmp_path / "ann", "--no-tokenizer")

@@ -188,7 +188,7 @@ def test_file_sha256_is_remembered(tmp_path, monkeypatch):
     def boom(path):
         raise AssertionError("hashed again")
 
-    monkeypatch.setattr(files, "_hash_file", boom)
+    monkeypatch.setattr(files.rundir, "file_sha256", boom)   # the hashing files.file_sha256 remembers
     assert files.file_sha256(f) == expected             # from the remembered table
     f.write_bytes(b"abcd" * 1000)                         # another size: hashed again
     monkeypatch.undo()
@@ -203,3 +203,36 @@ def test_importing_models_and_capture_does_not_import_torch():
     code = "import sys, nexscore.models, nexscore.capture; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+# ---------------------------------------------------------------------------- device and dtype
+def test_auto_device_and_dtype_resolve_once_for_every_command(monkeypatch):
+    from nexscore.models import DEFAULT_DEVICE, DEFAULT_DTYPE, resolve_device_dtype
+    from nexscore.models.loading import dtype_name
+
+    assert (DEFAULT_DEVICE, DEFAULT_DTYPE) == ("auto", "auto")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    assert resolve_device_dtype() == ("cpu", "float32")              # a CPU machine: results unchanged
+    assert resolve_device_dtype("cpu", "bf16") == ("cpu", "bfloat16")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert resolve_device_dtype() == ("cuda", "bfloat16")
+    assert resolve_device_dtype("cuda:1", "fp16") == ("cuda:1", "float16")
+    assert dtype_name("auto", "mps") == "bfloat16" and dtype_name(None, "cuda") == "float32"
+    with pytest.raises(ModelError, match="unknown dtype 'int3'"):
+        dtype_name("int3", "cpu")
+
+
+def test_every_command_that_loads_a_model_shares_the_model_options():
+    from typer.main import get_command
+
+    from nexscore.cli import app
+    from nexscore.cli.model_options import DEVICE, DTYPE, MLP_SPEC
+
+    commands = get_command(app).commands
+    for name in ("generate", "capture", "rank", "ablate", "transfer"):
+        params = {p.name: p for p in commands[name].params}
+        for key, option in (("device", DEVICE), ("dtype", DTYPE), ("mlp_spec", MLP_SPEC)):
+            assert params[key].default == option.default and params[key].help == option.help, (name, key)
+        assert params["device"].default == "auto" and params["dtype"].default == "auto"
+    assert {p.name for p in commands["ablate"].params} >= {"model"}

@@ -243,6 +243,47 @@ def test_transfer_between_different_architectures_is_refused():
         check_same_mlps(mlp_layers(tiny("phi3")), mlp_layers(a))
 
 
+def test_editing_reads_the_architecture_entry_names_and_fused_layout():
+    from nexscore.neurons.edit import check_same_mlps, mlp_layers
+
+    phi = mlp_layers(tiny("phi3"))
+    assert phi[0].spec.name == "phi3" and phi[0].input_projections()[0][0] == "gate_up_proj"
+    with pytest.raises(InputError) as err:
+        check_same_mlps(phi, mlp_layers(tiny()))
+    assert "gate_up_proj.weight" in str(err.value) and "gate_proj.weight" in str(err.value)
+    assert mlp_layers(tiny())[0].spec.name == "llama"
+
+
+def test_a_user_spec_lets_neurons_of_an_unknown_architecture_be_edited(tmp_path):
+    from test_architectures import TOY_SPEC, ToyForCausalLM
+
+    from nexscore.errors import ModelError
+    from nexscore.neurons.edit import ablate, mlp_layers, transfer
+
+    spec = tmp_path / "toy.json"
+    spec.write_text(json.dumps(TOY_SPEC))
+    donor, recipient = ToyForCausalLM(seed=1), ToyForCausalLM(seed=2)
+    with pytest.raises(ModelError, match="no gated MLP"):
+        mlp_layers(recipient)                    # the structure cannot read it
+    rl, dl = mlp_layers(recipient, spec), mlp_layers(donor, spec)
+    before, dstate = state(recipient), state(donor)
+    keys = make_key(np.array([0, 1, 1]), np.array([2, 0, 23])).astype(np.uint32)
+    assert transfer(rl, dl, keys) == 3
+    after, inter = recipient.state_dict(), 24
+    assert changed(before, recipient) == {f"trunk.blocks.{i}.ff.{p}" for i in (0, 1)
+                                          for p in ("w_in.weight", "w_in.bias", "w_out.weight")}
+    for layer, units in ((0, [2]), (1, [0, 23])):
+        rows = [inter + u for u in units] + units        # up_gate: the gate's rows are the second half
+        p = f"trunk.blocks.{layer}.ff."
+        assert torch.equal(after[p + "w_in.weight"][rows], dstate[p + "w_in.weight"][rows])
+        assert torch.equal(after[p + "w_in.bias"][rows], dstate[p + "w_in.bias"][rows])
+        keep = [r for r in range(2 * inter) if r not in rows]
+        assert torch.equal(after[p + "w_in.weight"][keep], before[p + "w_in.weight"][keep])
+        assert torch.equal(after[p + "w_out.weight"][:, units], dstate[p + "w_out.weight"][:, units])
+    ablate(rl, keys, 0.0)
+    assert torch.all(recipient.state_dict()["trunk.blocks.1.ff.w_out.weight"][:, [0, 23]] == 0)
+
+
 # ---------------------------------------------------------------------------- provenance
 def info(**kw):
     base = {"id": "tiny-a", "source": "local", "revision": None, "file_sha256": None, "n_layers": N_LAYERS,

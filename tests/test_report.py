@@ -188,7 +188,7 @@ def _exploration(run):
 
 
 def _export(run):
-    from nexscore.analysis.annotation import export_annotation
+    from nexscore.report.annotate import export_annotation
     return export_annotation(run, run / "ann", n=2, use_tokenizer=False)
 
 

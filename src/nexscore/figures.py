@@ -1,10 +1,15 @@
-"""Figures of the report as inline SVG strings (matplotlib, no pyplot, no display needed).
+"""Figures as inline SVG strings (matplotlib, no pyplot, no display needed): the report's, and
+the ones stages write beside their results (exploration.svg of `nex analyze exploration`).
+
+A leaf module (numpy and, when a figure is drawn, matplotlib), so that the analyses that write
+a figure and the report that embeds it both use it without depending on each other.
 
 Every function returns an `<svg>` element ready to be placed in HTML, or None when matplotlib
 is not installed (pip install 'nexscore[report]'); the report then shows a note instead.
 Figures are drawn on matplotlib's SVG canvas with text kept as text (svg.fonttype none), no
 date in the metadata (so the same run gives the same file) and a per-figure id salt (so the
-ids of several figures in one page do not collide).
+ids of several figures in one page do not collide). `new_figure`, `style_axes` and `to_svg` are
+the steps for a new figure.
 """
 
 from __future__ import annotations
@@ -20,19 +25,23 @@ COLORS = {"nex": "#1f6feb", "nex_vote": "#8250df", "majority_vote": "#2e7d32", "
 OTHER = ["#bf8700", "#cf222e", "#0a7ea4", "#a475f9", "#e16f24", "#57606a", "#1b7c83", "#953800"]
 E_COLOR, X_COLOR = "#f57c00", "#1976d2"
 CORRECT, WRONG = "#2e7d32", "#c62828"
+MISSING = "matplotlib is not installed, so this figure is left out: pip install 'nexscore[report]'"
 PROXY_AXIS = {"mean_entropy": "mean token entropy (nats)", "high_entropy_fraction": "share of high-entropy tokens",
               "explore_fraction": "share of rows labelled E"}
 
 
 def available() -> bool:
+    """Whether matplotlib can be imported (figures are drawn) or not (None is returned)."""
     try:
-        import matplotlib  # noqa: F401
+        import matplotlib  # noqa: F401 - deferred: optional, and heavy to import
     except ImportError:
         return False
     return True
 
 
-def _figure(w: float, h: float):
+def new_figure(w: float, h: float):
+    """A matplotlib Figure of w x h inches on the SVG canvas (no pyplot state)."""
+    # deferred: matplotlib is optional and heavy
     from matplotlib.backends.backend_svg import FigureCanvasSVG
     from matplotlib.figure import Figure
 
@@ -41,8 +50,9 @@ def _figure(w: float, h: float):
     return fig
 
 
-def _svg(fig, name: str) -> str:
-    import matplotlib
+def to_svg(fig, name: str) -> str:
+    """The figure as a responsive inline `<svg>` element; `name` salts its ids and labels it."""
+    import matplotlib  # deferred: matplotlib is optional and heavy
 
     buf = io.StringIO()
     with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": f"nex-{name}"}):
@@ -59,7 +69,8 @@ def _svg(fig, name: str) -> str:
     return head + text[head_end:]
 
 
-def _style(ax, grid_axis="y"):
+def style_axes(ax, grid_axis="y"):
+    """The house style: no top/right spines, a light grid on grid_axis ("x", "y" or "both")."""
     for side in ("top", "right"):
         ax.spines[side].set_visible(False)
     ax.grid(True, axis=grid_axis, color="#e5e8ec", linewidth=0.8)
@@ -71,7 +82,7 @@ def accuracy_curves(methods: dict, labels: dict) -> str | None:
     """Accuracy of best-of-n against n, one line per selection method (select.json methods)."""
     if not available():
         return None
-    fig = _figure(7.6, 3.9)
+    fig = new_figure(7.6, 3.9)
     ax = fig.add_subplot()
     k = 0
     drawn = 0
@@ -102,9 +113,9 @@ def accuracy_curves(methods: dict, labels: dict) -> str | None:
     ax.set_xlabel("n: candidates per problem the selector chooses from", fontsize=10)
     ax.set_ylabel("accuracy of the chosen trace", fontsize=10)
     ax.xaxis.get_major_locator().set_params(integer=True)
-    _style(ax, "both")
+    style_axes(ax, "both")
     ax.legend(fontsize=8, frameon=False, loc="center left", bbox_to_anchor=(1.01, 0.5))
-    return _svg(fig, "accuracy-versus-n")
+    return to_svg(fig, "accuracy-versus-n")
 
 
 def gmf_figure(gmf: np.ndarray, correct: np.ndarray, auroc: float | None) -> str | None:
@@ -117,7 +128,7 @@ def gmf_figure(gmf: np.ndarray, correct: np.ndarray, auroc: float | None) -> str
     good, bad = gmf[ok & (correct == 1)], gmf[ok & (correct == 0)]
     if good.size + bad.size == 0:
         return None
-    fig = _figure(7.6, 3.0)
+    fig = new_figure(7.6, 3.0)
     ax, ax2 = fig.subplots(1, 2, width_ratios=[1.5, 1])
     lo, hi = float(np.min(gmf[ok])), float(np.max(gmf[ok]))
     if hi - lo < 1e-9:
@@ -131,7 +142,7 @@ def gmf_figure(gmf: np.ndarray, correct: np.ndarray, auroc: float | None) -> str
     ax.set_xlabel("GMF (Good-Mass Fraction) of a trace", fontsize=10)
     ax.set_ylabel("density", fontsize=10)
     ax.legend(fontsize=8, frameon=False)
-    _style(ax)
+    style_axes(ax)
     rng = np.random.default_rng(0)
     for pos, (vals, color) in enumerate(((good, CORRECT), (bad, WRONG))):
         if vals.size:
@@ -142,17 +153,17 @@ def gmf_figure(gmf: np.ndarray, correct: np.ndarray, auroc: float | None) -> str
     ax2.set_yticks([0, 1], ["correct", "incorrect"])
     ax2.set_ylim(-0.6, 1.6)
     ax2.set_xlabel("GMF (bar: median)", fontsize=10)
-    _style(ax2, "x")
+    style_axes(ax2, "x")
     if auroc is not None and math.isfinite(auroc):
         ax2.set_title(f"AUROC {auroc:.3f} (0.5 = chance)", fontsize=9, loc="left")
-    return _svg(fig, "gmf-correct-incorrect")
+    return to_svg(fig, "gmf-correct-incorrect")
 
 
 def weight_histogram(values: np.ndarray, n_zero: int) -> str | None:
     """Histogram of the non-zero neuron weights."""
     if not available() or values.size == 0:
         return None
-    fig = _figure(5.2, 2.9)
+    fig = new_figure(5.2, 2.9)
     ax = fig.add_subplot()
     edges = np.linspace(-1, 1, 41)
     counts, _ = np.histogram(values, edges)
@@ -164,8 +175,8 @@ def weight_histogram(values: np.ndarray, n_zero: int) -> str | None:
     ax.set_ylabel("neurons (log scale)", fontsize=10)
     ax.set_title(f"{values.size:,} credited neurons; {n_zero:,} seen but never credited (w = 0)",
                  fontsize=9, loc="left")
-    _style(ax)
-    return _svg(fig, "weight-histogram")
+    style_axes(ax)
+    return to_svg(fig, "weight-histogram")
 
 
 def layer_figure(layers: list[int], n_pos: np.ndarray, n_neg: np.ndarray,
@@ -173,7 +184,7 @@ def layer_figure(layers: list[int], n_pos: np.ndarray, n_neg: np.ndarray,
     """Per layer: effective (up) and redundant (down) neuron counts, and the layer's share of mass."""
     if not available() or not layers:
         return None
-    fig = _figure(7.6, 3.0)
+    fig = new_figure(7.6, 3.0)
     ax = fig.add_subplot()
     x = np.asarray(layers)
     ax.bar(x, n_pos, color=CORRECT, alpha=0.8, label="effective (w > 0)", width=0.8)
@@ -182,7 +193,7 @@ def layer_figure(layers: list[int], n_pos: np.ndarray, n_neg: np.ndarray,
     ax.set_xlabel("layer", fontsize=10)
     ax.set_ylabel("neurons (redundant below 0)", fontsize=10)
     ax.xaxis.get_major_locator().set_params(integer=True)
-    _style(ax)
+    style_axes(ax)
     handles, names = ax.get_legend_handles_labels()
     if mass_share is not None:
         ax2 = ax.twinx()
@@ -195,7 +206,7 @@ def layer_figure(layers: list[int], n_pos: np.ndarray, n_neg: np.ndarray,
         h2, n2 = ax2.get_legend_handles_labels()
         handles, names = handles + h2, names + n2
     ax.legend(handles, names, fontsize=8, frameon=False, loc="lower left", bbox_to_anchor=(0, 1.0), ncol=3)
-    return _svg(fig, "neurons-by-layer")
+    return to_svg(fig, "neurons-by-layer")
 
 
 def exploration_figure(result: dict) -> str | None:
@@ -205,7 +216,7 @@ def exploration_figure(result: dict) -> str | None:
     proxies = {k: v for k, v in (result.get("proxies") or {}).items() if v.get("available") and v.get("bins")}
     if not proxies:
         return None
-    fig = _figure(3.0 * len(proxies) + 0.6, 3.1)
+    fig = new_figure(3.0 * len(proxies) + 0.6, 3.1)
     axes = fig.subplots(1, len(proxies), sharey=True, squeeze=False)[0]
     for ax, (name, p) in zip(axes, proxies.items()):
         bins = p["bins"]
@@ -226,7 +237,7 @@ def exploration_figure(result: dict) -> str | None:
         c = fit.get("c")
         ax.set_title(f"{shape}" + (f"\nc = {c:.3g}" if c is not None else ""), fontsize=8.5, loc="left")
         ax.set_xlabel(PROXY_AXIS.get(name, name), fontsize=9)
-        _style(ax, "both")
+        style_axes(ax, "both")
     axes[0].set_ylabel("accuracy", fontsize=10)
     axes[0].legend(fontsize=7.5, frameon=False, loc="lower left")
-    return _svg(fig, "inverted-u")
+    return to_svg(fig, "inverted-u")
