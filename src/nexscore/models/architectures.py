@@ -1,7 +1,8 @@
 """Architectures as data: where each architecture keeps its gated MLPs (the table and --mlp-spec).
 
 The table is package data (architectures.json): one entry per architecture, matched to a loaded
-model by its class name or config.model_type. A user declares an architecture the table lacks
+model by its class name or config.model_type; the fields most architectures share are written
+once, as the table's defaults. A user declares an architecture the table lacks
 in a file of the same fields (JSON or YAML), passed as `--mlp-spec FILE`. Fields of an entry:
 
 - name: a short name (e.g. llama); in a spec file it defaults to the file's stem.
@@ -180,11 +181,18 @@ def architecture_table() -> tuple[MLPSpec, ...]:
     if doc.get("format") != TABLE_FORMAT:
         raise InputError(f"{TABLE_FILE}: format {doc.get('format')!r}, expected {TABLE_FORMAT!r}; "
                          "reinstall nexscore")
-    entries = tuple(parse_spec(e, where=f"{TABLE_FILE} entry {i}") for i, e in enumerate(doc["architectures"]))
+    defaults = doc.get("defaults", {})
+    entries = tuple(parse_spec(_with_defaults(e, defaults), where=f"{TABLE_FILE} entry {i}")
+                    for i, e in enumerate(doc["architectures"]))
     for e in entries:
         if not (e.model_types or e.classes):
             raise InputError(f"{TABLE_FILE} entry '{e.name}': needs model_types or classes to match models")
     return entries
+
+
+def _with_defaults(entry: dict, defaults: dict) -> dict:
+    """A table entry in full: the table's defaults under its own fields; null removes a field."""
+    return {k: v for k, v in {**defaults, **entry}.items() if v is not None}
 
 
 def table_entry(class_names, model_types) -> MLPSpec | None:
