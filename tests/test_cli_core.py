@@ -161,3 +161,77 @@ def test_weights_file_holds_what_np_savez_writes(tmp_path):
     assert sorted(ours.namelist()) == sorted(ref.namelist())
     for name in ref.namelist():
         assert ours.read(name) == ref.read(name), name
+
+
+# ---------------------------------------------------------------------------- the library stages
+def _zip_entries(path) -> dict:
+    import zipfile
+
+    with zipfile.ZipFile(path) as z:
+        return {name: z.read(name) for name in z.namelist()}
+
+
+def test_core_run_is_the_cli_run_as_a_library_call(reference, tmp_path):
+    """core.run writes what `nex run` writes, byte for byte (the npz's entries: its zip headers hold times)."""
+    from nexscore import core
+
+    calls = []
+
+    def progress(description, total):
+        calls.append([description, total, 0])
+        return lambda n=1: calls[-1].__setitem__(2, calls[-1][2] + n)
+
+    r = core.run(reference / "example/cache", tmp_path / "lib", progress=progress)
+    assert r.nex_score == pytest.approx(0.9868389964103699, abs=1e-9)
+    assert r.summary == {"n_responses": 1, "n_scored_responses": 1, "nex_score": r.nex_score, "rho": 0.95,
+                         "min_run": 2}
+    assert calls == [["learning weights", 1, 1]]
+    assert r.scores.dtype == np.float32 and r.scores.shape == (1,)
+    assert int(np.count_nonzero(r.weights)) == 2480 and r.seconds > 0
+    assert set(r.paths) == {"weights", "scores", "summary"} and all(p.parent == r.out for p in r.paths.values())
+    assert run_nex("run", reference / "example/cache", "--out", tmp_path / "cli").returncode == 0
+    for name in ("summary.json", "response_scores.npy"):
+        assert (tmp_path / "lib" / name).read_bytes() == (tmp_path / "cli" / name).read_bytes(), name
+    assert _zip_entries(tmp_path / "lib/weights.npz") == _zip_entries(tmp_path / "cli/weights.npz")
+
+
+def test_core_learn_and_score_stages(reference, tmp_path):
+    from nexscore import core
+    from nexscore.core.weights import weights_model
+
+    learned = core.run_learn(reference / "example/cache", tmp_path / "w.npz")
+    assert (learned.n_nonzero, learned.n_effective, learned.n_redundant) == (2480, 2103, 377)
+    assert learned.path == tmp_path / "w.npz" and weights_model(learned.path) is None   # no model in its manifest
+    scored = core.run_score(reference / "example/cache", reference / "example/example_weights.npz",
+                            tmp_path / "s.csv", log_gap=True)
+    assert scored.scores[0] == pytest.approx(0.9983111619949341, abs=1e-7)
+    assert scored.summary["scale"] == "log_gap" and scored.summary["nex_score_raw"] == pytest.approx(0.99831116)
+    assert scored.path == tmp_path / "s.csv" and scored.path.read_text().startswith("response,gmf\n0,0.99831")
+    same = core.run_score(reference / "example/cache", core.load_weights(reference / "example/example_weights.npz"))
+    assert same.path is None and same.summary["nex_score"] == pytest.approx(0.9983111619949341, abs=1e-7)
+
+
+def test_core_stages_check_their_settings_before_reading(tmp_path):
+    from nexscore import core
+    from nexscore.errors import CacheError, InputError
+
+    with pytest.raises(InputError, match="--rho must lie strictly between 0 and 1"):
+        core.run(tmp_path / "nowhere", tmp_path / "o", rho=1.0)
+    with pytest.raises(InputError, match="--min-run must be at least 1"):
+        core.run_learn(tmp_path / "nowhere", tmp_path / "w.npz", min_run=0)
+    with pytest.raises(CacheError):
+        core.run(tmp_path / "nowhere", tmp_path / "o")
+    assert not (tmp_path / "o").exists()
+
+
+def test_stage_functions_are_reachable_from_the_package():
+    import nexscore
+    from nexscore import analysis, core, rank, report, select
+    from nexscore.analysis import exploration
+    from nexscore.neurons import ablate_experiment, transfer_experiment
+
+    assert nexscore.core.run is core.run and nexscore.select.run is select.run
+    assert nexscore.report.build is report.build and nexscore.rank.run is rank.run
+    assert callable(exploration.run) and analysis is nexscore.analysis
+    assert callable(ablate_experiment) and callable(transfer_experiment)
+    assert select.run.__module__ == "nexscore.select.run" and report.build.__module__ == "nexscore.report.build"

@@ -299,3 +299,44 @@ def test_cache_without_some_signals(tmp_path, signals):
     assert not m["self_certainty"]["available"] and not m["deepconf_tail"]["available"]
     assert m["low_entropy"]["available"] == bool(signals)
     assert ("no per-token signals" if not signals else "lacks the signal(s) self_certainty") in proc.stdout
+
+
+def test_select_run_is_the_cli_as_a_library_call(tmp_path):
+    from nexscore import select
+
+    run = make_run(tmp_path)
+    calls = []
+
+    def progress(description, total):
+        calls.append((description, total))
+        return lambda n=1: None
+
+    r = select.run(run, subsets=10, progress=progress)
+    assert calls == [("learning weights", 13)]                    # learned on the run's 13 traces
+    assert r.paths == {"select": run / "select.json", "scores": run / "scores.parquet"} or \
+        r.paths["scores"] == run / "scores.csv"
+    assert r.weights["source"].startswith("learned") and r.weights["n_nonzero"] > 0 and r.seconds > 0
+    written = json.loads((run / "select.json").read_text())
+    assert written["pool"] == {**r.summary["pool"]} and written["pool"]["n_traces"] == 13
+    assert written["pool"]["n_problems"] == 4 and written["settings"]["subsets"] == 10
+    nex = written["methods"]["nex"]
+    assert nex["available"] and 0.0 <= nex["accuracy_at_N"] <= 1.0
+    lib_bytes = (run / "select.json").read_bytes()
+    again = select.run(run, subsets=10, progress=progress)        # reuses weights.npz: nothing to learn
+    assert len(calls) == 1 and again.weights["source"] == "run"
+    select.run(run, subsets=10, relearn=True)
+    assert (run / "select.json").read_bytes() == lib_bytes
+    proc = run_nex("select", run, "--subsets", 10, "--relearn")
+    assert proc.returncode == 0, proc.stderr
+    assert (run / "select.json").read_bytes() == lib_bytes      # the command writes what the call writes
+    assert f"results in {run / 'select.json'}" in proc.stdout
+
+
+def test_select_run_refuses_a_missing_run_directory(tmp_path):
+    from nexscore import select
+
+    with pytest.raises(InputError, match="no such run directory; create it with `nex generate`"):
+        select.run(tmp_path / "nowhere")
+    (tmp_path / "afile").write_text("")
+    with pytest.raises(InputError, match="is a file, expected a run directory$"):
+        select.run(tmp_path / "afile")

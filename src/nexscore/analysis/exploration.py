@@ -24,12 +24,16 @@ fit gives a confidence interval of c and the share of resamples with c < 0.
 Traces are pooled over problems, so problem difficulty can confound the proxies (a hard
 problem makes every trace both uncertain and wrong); the per-bin counts are reported so
 thin bins can be recognised.
+
+The stage (`nex analyze exploration`) is `run(run_dir, ...) -> ExplorationResult`: analyse,
+then write exploration.json and exploration.svg into the run directory.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -286,8 +290,6 @@ def analyse_exploration(run_dir, *, bins: int = DEFAULT_BINS, threshold: float |
 
 def write_exploration(run_dir, result: dict) -> dict:
     """exploration.json and, with matplotlib, exploration.svg in the run directory."""
-    from pathlib import Path
-
     from ..io import atomic_path, write_json
     from .rundir import EXPLORATION_JSON
 
@@ -299,3 +301,25 @@ def write_exploration(run_dir, result: dict) -> dict:
             tmp.write_text(svg)
         paths["figure"] = run_dir / "exploration.svg"
     return paths
+
+
+@dataclass
+class ExplorationResult:
+    """What `run` wrote: exploration.json's content (`doc`) and the files, by kind (json; figure
+    when matplotlib is installed)."""
+
+    doc: dict
+    paths: dict[str, Path] = field(default_factory=dict)
+
+    @property
+    def figure(self) -> Path | None:
+        return self.paths.get("figure")
+
+
+def run(run_dir, *, bins: int = DEFAULT_BINS, threshold: float | None = None, quantile: float = DEFAULT_QUANTILE,
+        n_boot: int = DEFAULT_BOOT, seed: int = 0, level: float = DEFAULT_CI) -> ExplorationResult:
+    """`nex analyze exploration`: the inverted U of a run (`analyse_exploration`), written to
+    RUN_DIR/exploration.json and exploration.svg (`write_exploration`), which `nex report` shows."""
+    doc = analyse_exploration(run_dir, bins=bins, threshold=threshold, quantile=quantile, n_boot=n_boot, seed=seed,
+                              level=level)
+    return ExplorationResult(doc, write_exploration(run_dir, doc))

@@ -111,16 +111,50 @@ def _log_progress(total: int, description: str):
     return advance
 
 
+class StageBars:
+    """Progress of a library stage on stderr, one bar at a time.
+
+    Library stages report progress as `progress(description, total) -> advance(n)`, once per
+    long step; each call here closes the previous bar and opens the next (rich shows one live
+    display at a time). `log(message)` closes the bar first, so a message is never torn by it.
+    """
+
+    def __init__(self):
+        self._open: list = []
+        self._err = console(stderr=True)
+
+    def __call__(self, description: str, total: int):
+        self.close()
+        bar = progress(total, description)
+        advance = bar.__enter__()
+        self._open.append(bar)
+        return advance
+
+    def log(self, message: str) -> None:
+        self.close()
+        self._err.print(message, soft_wrap=True)
+
+    def close(self) -> None:
+        while self._open:
+            try:
+                self._open.pop().__exit__(None, None, None)
+            except Exception:  # noqa: BLE001 - a display that fails to close must not hide the result
+                pass
+
+
+@contextmanager
+def stage_bars():
+    """StageBars for the duration of a stage call, closed however it ends."""
+    bars = StageBars()
+    try:
+        yield bars
+    finally:
+        bars.close()
+
+
 def existing_dir(path: Path, what: str, hint: str = "") -> Path:
     if not path.exists():
         raise InputError(f"{path}: no such {what}" + (f"; {hint}" if hint else ""))
     if not path.is_dir():
         raise InputError(f"{path}: is a file, expected a {what} directory")
     return path
-
-
-def check_rho(rho: float, min_run: int) -> None:
-    if not 0.0 < rho < 1.0:
-        raise InputError(f"--rho must lie strictly between 0 and 1 (got {rho})")
-    if min_run < 1:
-        raise InputError(f"--min-run must be at least 1 (got {min_run})")

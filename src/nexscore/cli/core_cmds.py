@@ -1,48 +1,18 @@
-"""`nex learn`, `nex score` and `nex run`: the NEX core on a cache."""
+"""`nex learn`, `nex score` and `nex run`: the NEX core on a cache (`nexscore.core.run`)."""
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import typer
 
 from .root import app
-from .common import check_rho, console, progress
+from .common import console, stage_bars
 
 RHO = typer.Option(0.95, "--rho", help="Stickiness of the HMM: probability of staying in a phase.")
 MIN_RUN = typer.Option(2, "--min-run", help="Shortest E or X run; shorter runs are merged.")
 LOG_GAP = typer.Option(False, "--log-gap",
                        help="Report -log10(1 - NEX) as nex_score (spreads scores that crowd near 1).")
-
-
-def _learn(cache_dir: Path, rho: float, min_run: int):
-    from ..cache import open_cache
-    from ..core.learn import accumulate
-
-    check_rho(rho, min_run)
-    cache = open_cache(cache_dir)
-    with progress(cache.rows.n_responses, "learning weights") as advance:
-        acc = accumulate(cache, rho=rho, min_run=min_run, on_chunk=advance)
-    return acc.weights()
-
-
-def _summary(scores, rho=None, min_run=None, log_gap=False) -> dict:
-    import numpy as np
-
-    from ..core.gmf import log_gap as to_log_gap
-    from ..core.gmf import mean_score
-
-    nex = mean_score(scores)
-    summary = {"n_responses": int(scores.size), "n_scored_responses": int(np.isfinite(scores).sum()),
-               "nex_score": to_log_gap(nex) if log_gap else nex}
-    if log_gap:
-        summary["nex_score_raw"] = nex
-        summary["scale"] = "log_gap"
-    if rho is not None:
-        summary["rho"] = float(rho)
-        summary["min_run"] = int(min_run)
-    return summary
 
 
 def _print_summary(summary: dict, where: Path | None = None, seconds: float | None = None) -> None:
@@ -65,17 +35,12 @@ def learn(cache: Path = typer.Argument(..., help="Cache to learn from (unlabeled
     The weights file holds one float32 per key (layer << 16 | unit), 2^22 in all, in the
     reference's format, so weights learned here score caches elsewhere and vice versa.
     """
-    import numpy as np
+    from ..core.run import run_learn   # deferred: numpy and the core load when a command runs, not for --help
 
-    from ..cache import open_cache
-    from ..core.weights import model_record, save_weights
-
-    t0 = time.perf_counter()
-    weights = _learn(cache, rho, min_run)
-    save_weights(out, weights, model=model_record(open_cache(cache).manifest))
-    pos, neg = int((weights > 0).sum()), int((weights < 0).sum())
-    console().print(f"learned {int(np.count_nonzero(weights)):,} neuron weights ({pos:,} effective, "
-                    f"{neg:,} redundant) in {time.perf_counter() - t0:.2f} s -> {out}")
+    with stage_bars() as bars:
+        r = run_learn(cache, out, rho=rho, min_run=min_run, progress=bars)
+    console().print(f"learned {r.n_nonzero:,} neuron weights ({r.n_effective:,} effective, "
+                    f"{r.n_redundant:,} redundant) in {r.seconds:.2f} s -> {r.path}")
 
 
 @app.command(rich_help_panel="NEX core on a cache")
@@ -88,17 +53,10 @@ def score(cache: Path = typer.Argument(..., help="Cache to score."),
     GMF = sum of mass on positive-weight neurons / sum of mass times |weight|. The table has
     one row per response in cache order; unscored responses (nothing retained) have no value.
     """
-    import numpy as np
+    from ..core.run import run_score   # deferred: numpy and the core load when a command runs, not for --help
 
-    from ..core.gmf import score_responses
-    from ..core.weights import load_weights
-    from ..io import write_table
-
-    t0 = time.perf_counter()
-    scores = score_responses(cache, load_weights(weights))
-    if out is not None:
-        write_table(out, {"response": np.arange(scores.size), "gmf": scores})
-    _print_summary(_summary(scores, log_gap=log_gap), out, time.perf_counter() - t0)
+    r = run_score(cache, weights, out, log_gap=log_gap)
+    _print_summary(r.summary, r.path, r.seconds)
 
 
 @app.command(rich_help_panel="NEX core on a cache")
@@ -110,22 +68,8 @@ def run(cache: Path = typer.Argument(..., help="Cache to calibrate on and score.
     Writes weights.npz (key 'weights'), response_scores.npy (float32 GMF per response, NaN
     where unscored) and summary.json (n_responses, n_scored_responses, nex_score, rho, min_run).
     """
-    from ..core.gmf import score_responses
-    from ..cache import open_cache
-    from ..core.weights import model_record, save_weights
-    from ..io import write_json, write_npy
+    from ..core.run import run as core_run   # deferred: numpy and the core load when a command runs, not for --help
 
-    from concurrent.futures import ThreadPoolExecutor
-
-    t0 = time.perf_counter()
-    weights = _learn(cache, rho, min_run)
-    out.mkdir(parents=True, exist_ok=True)
-    with ThreadPoolExecutor(1) as pool:    # writing 16 MB of weights overlaps the scoring
-        saved = pool.submit(save_weights, out / "weights.npz", weights,
-                            model=model_record(open_cache(cache).manifest))
-        scores = score_responses(cache, weights)
-        saved.result()
-    write_npy(out / "response_scores.npy", scores)
-    summary = _summary(scores, rho, min_run, log_gap)
-    write_json(out / "summary.json", summary)
-    _print_summary(summary, out, time.perf_counter() - t0)
+    with stage_bars() as bars:
+        r = core_run(cache, out, rho=rho, min_run=min_run, log_gap=log_gap, progress=bars)
+    _print_summary(r.summary, r.out, r.seconds)

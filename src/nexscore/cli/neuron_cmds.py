@@ -1,19 +1,21 @@
-"""`nex ablate` and `nex transfer`: do the neurons NEX weights mark change what a model can do?"""
+"""`nex ablate` and `nex transfer`: do the neurons NEX weights mark change what a model can do?
+
+Thin over `nexscore.neurons.experiment` (`ablate_experiment`, `transfer_experiment`).
+"""
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import List, Optional
 
 import typer
 
+from ..errors import InputError
+from ..tasks import parse_task_options
 from .root import app
-from .common import console, progress
+from .common import console, stage_bars
 
 PANEL = "Check and compare models"
-CHAIN_SUM_DEFAULTS = {"min_terms": 2, "max_terms": 3, "min_digits": 1, "max_digits": 2}
-RUN_DIR_MARKERS = ("run.json", "candidates.jsonl", "cache")
 
 WEIGHTS = typer.Option(..., "--weights", "-w", help="Weights file (.npz, key 'weights'), e.g. RUN_DIR/weights.npz "
                        "from `nex select` or `nex learn`.")
@@ -40,8 +42,6 @@ DTYPE = typer.Option("float32", "--dtype", help="float32, bfloat16 or float16.")
 
 
 def _ints(text: str, what: str) -> list[int]:
-    from ..errors import InputError
-
     try:
         values = [int(x) for x in str(text).replace(" ", "").split(",") if x]
     except ValueError:
@@ -55,8 +55,7 @@ def _ints(text: str, what: str) -> list[int]:
 
 
 def _sets(text: str) -> tuple[str, ...]:
-    from ..errors import InputError
-    from ..neurons.choose import SETS as ALL
+    from ..neurons.choose import SETS as ALL   # deferred: numpy loads when the command runs
 
     names = tuple(dict.fromkeys(x.strip().lower() for x in str(text).split(",") if x.strip()))
     bad = [n for n in names if n not in ALL]
@@ -65,51 +64,8 @@ def _sets(text: str) -> tuple[str, ...]:
     return tuple(n for n in ALL if n in names)
 
 
-def _task(task: str, task_opt, task_seed: int, n: int):
-    from ..errors import InputError
-    from ..tasks import load_task, parse_task_options
-
-    options = parse_task_options(task_opt)
-    if task.strip() in ("rg:chain_sum", "chain_sum"):
-        options = {**CHAIN_SUM_DEFAULTS, **options}
-    if task.strip().startswith(("rg:", "reasoning_gym:")) or task.strip() == "chain_sum":
-        options.setdefault("seed", task_seed)
-    if n < 1:
-        raise InputError(f"--problems must be at least 1 (got {n})")
-    t = load_task(task, **options)
-    return t, t.problems(n)
-
-
-def _out_dir(out: Optional[Path], weights: Path, kind: str) -> Path:
-    if out is not None:
-        return out
-    parent = weights.resolve().parent
-    if any((parent / m).exists() for m in RUN_DIR_MARKERS):
-        return parent
-    return Path(kind)
-
-
-def _load_weights(weights: Path, ms, sets):
-    from ..core.weights import load_weights
-    from ..neurons.choose import check_grid, signed_counts
-
-    w = load_weights(weights)
-    check_grid(w, ms, sets)            # before any model is loaded: a bad m fails in a second
-    return w, signed_counts(w)
-
-
-def _load(spec: str, device: str, dtype: str, say):
-    from ..models import load_model
-
-    t0 = time.perf_counter()
-    lm = load_model(spec, device=device, dtype=dtype)
-    say.print(f"model {lm.info.get('id')} ({lm.info.get('n_layers')} layers x {lm.info.get('intermediate_size')} "
-              f"MLP units) loaded in {time.perf_counter() - t0:.1f} s")
-    return lm
-
-
-def _print(result, kind: str, seconds: float) -> None:
-    from rich.table import Table
+def _print(result, kind: str) -> None:
+    from rich.table import Table   # deferred: rich and numpy load to print a result, not for --help
 
     from ..neurons.experiment import summarise
 
@@ -142,37 +98,16 @@ def _print(result, kind: str, seconds: float) -> None:
     w = doc["weights"]
     out.print(f"weights: {w['n_positive']:,} positive, {w['n_negative']:,} negative; provenance {w['provenance']}"
               + (f" (learned on the {w['matches']})" if w.get("matches") else ""))
-    out.print(f"measured {result.n_measured}, reused {result.n_reused} in {seconds:.0f} s -> {result.path}"
+    out.print(f"measured {result.n_measured}, reused {result.n_reused} in {result.seconds:.0f} s -> {result.path}"
               + (f", {result.figure}" if result.figure else ""))
     for warning in result.warnings:
         console(stderr=True).print(f"[yellow]warning:[/yellow] {warning}")
 
 
-def _n_evals(out_dir: Path, kind: str, ms, sets, extra: int) -> int:
-    """Measurements still to run (for the progress bar): all unless results can be reused."""
-    import json
+def _spec(m: str, sets: str, **settings):
+    from ..neurons.experiment import GridSpec   # deferred: numpy loads when the command runs
 
-    from ..neurons.experiment import RESULT_FILES
-
-    total = len(set(ms)) * len(sets) + extra
-    path = out_dir / RESULT_FILES[kind]
-    try:
-        done = json.loads(path.read_text()) if path.is_file() else {}
-    except (OSError, ValueError):
-        done = {}
-    runs = done.get("runs") or {}
-    have = sum(1 for m in set(ms) for s in sets if f"{s}:{m}" in runs)
-    have += int(done.get("base") is not None) + int(kind == "transfer" and done.get("donor") is not None)
-    return max(total - have, 0)
-
-
-def _prepare(say, m, sets, weights, task, task_opt, task_seed, problems, out, kind):
-    """What ablate and transfer check and read before any model loads (bad input fails fast)."""
-    ms, set_names = _ints(m, "--m"), _sets(sets)
-    w, (pos, neg) = _load_weights(weights, ms, set_names)
-    say.print(f"weights {weights}: {pos:,} positive (effective), {neg:,} negative (redundant)")
-    the_task, probs = _task(task, task_opt, task_seed, problems)
-    return ms, set_names, w, the_task, probs, _out_dir(out, weights, kind)
+    return GridSpec(ms=_ints(m, "--m"), sets=_sets(sets), **settings)
 
 
 @app.command(rich_help_panel=PANEL)
@@ -202,20 +137,14 @@ def ablate(model: str = typer.Option("default", "--model", help="Model to edit (
 
     Example: nex ablate --model default --weights runs/demo/weights.npz --m 16,64,256
     """
-    say = console(stderr=True)
-    ms, set_names, w, the_task, probs, out_dir = _prepare(say, m, sets, weights, task, task_opt, task_seed,
-                                                          problems, out, "ablate")
-    t0 = time.perf_counter()
-    lm = _load(model, device, dtype, say)
-    from ..neurons.experiment import GridSpec, run_ablate
+    from ..neurons.experiment import ablate_experiment   # deferred: numpy loads when the command runs
 
-    spec = GridSpec(ms=ms, sets=set_names, seed=seed, scale=scale, max_new_tokens=max_new_tokens,
-                    batch_size=batch_size)
-    n = _n_evals(out_dir, "ablate", ms, set_names, 1) if not overwrite else len(set(ms)) * len(set_names) + 1
-    with progress(n * len(probs), "answering problems") as advance:
-        result = run_ablate(lm, w, weights, the_task, probs, spec, out_dir, force=force, overwrite=overwrite,
-                            on_progress=advance)
-    _print(result, "ablate", time.perf_counter() - t0)
+    spec = _spec(m, sets, seed=seed, scale=scale, max_new_tokens=max_new_tokens, batch_size=batch_size)
+    with stage_bars() as bars:
+        result = ablate_experiment(model, weights, spec, task=task, task_options=parse_task_options(task_opt),
+                                   task_seed=task_seed, problems=problems, out=out, overwrite=overwrite, force=force,
+                                   model_options=dict(device=device, dtype=dtype), log=bars.log, progress=bars)
+    _print(result, "ablate")
 
 
 @app.command(rich_help_panel=PANEL)
@@ -242,17 +171,12 @@ def transfer(donor: str = typer.Option(..., "--donor", help="Model whose neurons
 
     Example: nex transfer --donor runs/tuned --recipient default --weights runs/tuned/weights.npz
     """
-    say = console(stderr=True)
-    ms, set_names, w, the_task, probs, out_dir = _prepare(say, m, sets, weights, task, task_opt, task_seed,
-                                                          problems, out, "transfer")
-    t0 = time.perf_counter()
-    d = _load(donor, device, dtype, say)
-    r = _load(recipient, device, dtype, say)
-    from ..neurons.experiment import GridSpec, run_transfer
+    from ..neurons.experiment import transfer_experiment   # deferred: numpy loads when the command runs
 
-    spec = GridSpec(ms=ms, sets=set_names, seed=seed, max_new_tokens=max_new_tokens, batch_size=batch_size)
-    n = _n_evals(out_dir, "transfer", ms, set_names, 2) if not overwrite else len(set(ms)) * len(set_names) + 2
-    with progress(n * len(probs), "answering problems") as advance:
-        result = run_transfer(d, r, w, weights, the_task, probs, spec, out_dir, force=force, overwrite=overwrite,
-                              on_progress=advance)
-    _print(result, "transfer", time.perf_counter() - t0)
+    spec = _spec(m, sets, seed=seed, max_new_tokens=max_new_tokens, batch_size=batch_size)
+    with stage_bars() as bars:
+        result = transfer_experiment(donor, recipient, weights, spec, task=task,
+                                     task_options=parse_task_options(task_opt), task_seed=task_seed,
+                                     problems=problems, out=out, overwrite=overwrite, force=force,
+                                     model_options=dict(device=device, dtype=dtype), log=bars.log, progress=bars)
+    _print(result, "transfer")

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import math
-import time
 from pathlib import Path
 from typing import List, Optional
 
 import typer
 
 from ..errors import NexError
+from ..tasks import parse_task_options
 from .root import app
-from .common import console, progress
+from .common import console, stage_bars
 
 PANEL = "Check and compare models"
 
@@ -97,7 +97,7 @@ def _ci(ci) -> str:
 
 
 def print_rank(doc: dict) -> None:
-    from rich.table import Table
+    from rich.table import Table   # deferred: rich and numpy load to print a result, not for --help
 
     from ..rank import SCORES
 
@@ -176,46 +176,19 @@ def rank(variants: List[str] = typer.Argument(..., help="Variants: a family dire
     Example: nex rank runs/family --task rg:chain_sum --task-opt min_terms=2 --task-opt
     max_terms=3 --task-opt max_digits=2 --prompts 32 --labeled 64 --out runs/rank
     """
-    from ..rank import RankSettings, expand_inputs, rank_variants
-    from ..tasks import parse_task_options
+    from .. import rank as ranking   # deferred: numpy and scipy load when the command runs
 
-    settings = RankSettings(task=task, task_options=parse_task_options(task_opt), prompts=prompts, n=n,
-                            temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens, seed=seed,
-                            labeled=labeled, labeled_seed=labeled_seed, block_size=block_size, k=k,
-                            selection=selection, batch_size=batch_size, device=device, dtype=dtype, n_boot=boot)
-    settings.check()
-    items = expand_inputs(list(variants))
-    err = console(stderr=True)
-    err.print(f"ranking {len(items)} variant(s): {', '.join(v.name for v in items)}", soft_wrap=True)
-    t0 = time.perf_counter()
-    current: list = []                  # one bar at a time (rich allows one live display)
-
-    def close_bar():
-        while current:
-            try:
-                current.pop().__exit__(None, None, None)
-            except Exception:  # noqa: BLE001
-                pass
-
-    def prog(desc, total):
-        close_bar()
-        cm = progress(total, desc)
-        advance = cm.__enter__()
-        current.append(cm)
-        return advance
-
-    def log(msg):
-        close_bar()
-        err.print(msg, soft_wrap=True)
-
-    try:
-        doc = rank_variants(items, out, settings, overwrite=overwrite, log=log, progress=prog)
-    finally:
-        close_bar()
-    print_rank(doc)
-    console().print(f"results: {out / 'rank.json'} ({time.perf_counter() - t0:.0f} s); `nex report {out}` for "
+    settings = ranking.RankSettings(task=task, task_options=parse_task_options(task_opt), prompts=prompts, n=n,
+                                    temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens, seed=seed,
+                                    labeled=labeled, labeled_seed=labeled_seed, block_size=block_size, k=k,
+                                    selection=selection, batch_size=batch_size, device=device, dtype=dtype,
+                                    n_boot=boot)
+    with stage_bars() as bars:
+        result = ranking.run(list(variants), out, settings, overwrite=overwrite, log=bars.log, progress=bars)
+    print_rank(result.doc)
+    console().print(f"results: {result.path} ({result.seconds:.0f} s); `nex report {out}` for "
                     "the figure", soft_wrap=True)
-    failed = [r for r in doc["variants"] if r.get("status") != "done"]
-    if failed:
-        raise _Failed(f"{len(failed)} variant(s) failed: " + "; ".join(r.get("error") or r["name"] for r in failed)
-                      + f". The other variants' results are in {out / 'rank.json'}")
+    if result.failed:
+        raise _Failed(f"{len(result.failed)} variant(s) failed: "
+                      + "; ".join(r.get("error") or r["name"] for r in result.failed)
+                      + f". The other variants' results are in {result.path}")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import time
 from pathlib import Path
 
 import typer
@@ -53,16 +52,14 @@ def report(run_dir: Path = typer.Argument(..., help="Run directory (candidates.j
     inside it. The response text is decoded with the model's tokenizer
     only (the model itself is not loaded).
     """
-    from ..report import build_report
+    from ..report import build   # deferred: numpy and the report's modules load when the command runs
 
-    t0 = time.perf_counter()
-    result = build_report(run_dir, out, max_problems=problems, tokenizer=tokenizer,
-                          use_tokenizer=not no_tokenizer)
+    result = build(run_dir, out, max_problems=problems, tokenizer=tokenizer, use_tokenizer=not no_tokenizer)
     con = console()
     for n in result.notes:
         con.print(f"[yellow]note:[/yellow] {n}")
     con.print(f"report: {result.path}  ({result.n_viewer} traces in the viewer, "
-              f"{result.path.stat().st_size / 1024:.0f} KiB, {time.perf_counter() - t0:.1f} s)")
+              f"{result.size / 1024:.0f} KiB, {result.seconds:.1f} s)")
 
 
 @analyze_app.command("exploration")
@@ -93,11 +90,10 @@ def exploration(run_dir: Path = typer.Argument(..., help="Run directory with can
     Writes RUN_DIR/exploration.json and RUN_DIR/exploration.svg (the figure
     `nex report` includes).
     """
-    from ..analysis.exploration import analyse_exploration, write_exploration
+    from ..analysis import exploration as study   # deferred: numpy loads when the command runs
 
-    result = analyse_exploration(run_dir, bins=bins, threshold=threshold, quantile=quantile, n_boot=boot,
-                                 seed=seed)
-    paths = write_exploration(run_dir, result)
+    run = study.run(run_dir, bins=bins, threshold=threshold, quantile=quantile, n_boot=boot, seed=seed)
+    result = run.doc
     con = console()
     con.print(f"[bold]accuracy by exploration[/bold]: {result['n_labelled']} labelled traces, overall accuracy "
               f"{_f(result['accuracy'])}; {bins} equal-count bins per proxy, low to high")
@@ -118,8 +114,8 @@ def exploration(run_dir: Path = typer.Argument(..., help="Run directory with can
         con.print(f"high-entropy threshold {_f(thr['threshold_nats'])} nats ({thr['rule']})", style="dim")
     for n in result["notes"]:
         con.print(f"[yellow]note:[/yellow] {n}")
-    con.print(f"results in {paths['json']}" + (f" and {paths['figure']}" if "figure" in paths else
-                                               " (no figure: pip install 'nexscore[report]')"))
+    con.print(f"results in {run.paths['json']}" + (f" and {run.figure}" if run.figure else
+                                                   " (no figure: pip install 'nexscore[report]')"))
 
 
 @annotate_app.command("export")

@@ -2,21 +2,12 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import typer
 
 from .root import app
-from .common import console, existing_dir, progress
-
-LABELS = {
-    "nex": "NEX (max GMF)", "nex_vote": "NEX-weighted vote", "majority_vote": "majority vote",
-    "random": "random (expected)", "low_entropy": "lowest entropy", "low_perplexity": "lowest perplexity",
-    "self_certainty": "self-certainty", "deepconf_lowest_group": "DeepConf min group",
-    "deepconf_tail": "DeepConf tail", "shortest": "shortest", "longest": "longest",
-    "oracle": "oracle pass@n",
-}
+from .common import console, stage_bars
 
 
 def curve_points(n_max: int) -> list[int]:
@@ -72,33 +63,21 @@ def select(run_dir: Path = typer.Argument(..., help="Run directory holding candi
     per trace with its answer, correctness, GMF and every baseline statistic
     and oriented score (score_*: higher = more confident).
     """
-    from ..cache.reader import open_cache
-    from ..select.run import CACHE, METHODS, WEIGHTS, select_run, write_outputs
+    from ..select.run import LABELS, METHODS, run   # deferred: numpy and scipy load when the command runs
 
-    existing_dir(run_dir, "run directory", "create it with `nex generate`")
-    t0 = time.perf_counter()
-    n_resp = 0     # a progress bar only when the weights will be learned
-    learns = weights is None and (relearn or not (run_dir / WEIGHTS).is_file())
-    if learns and (run_dir / CACHE).is_dir():
-        try:
-            n_resp = open_cache(run_dir / CACHE).n_responses
-        except Exception:   # select_run reports a damaged cache with its own message
-            n_resp = 0
-    with progress(n_resp, "learning weights") as advance:
-        result = select_run(run_dir, weights_file=weights, subsets=subsets, seed=seed,
-                            window=window, relearn=relearn, on_progress=advance)
-    paths = write_outputs(run_dir, result)
-    _print_table(result.summary, [m for m, _ in METHODS])
+    with stage_bars() as bars:
+        result = run(run_dir, weights_file=weights, subsets=subsets, seed=seed, window=window, relearn=relearn,
+                     progress=bars)
+    _print_table(result.summary, [m for m, _ in METHODS], LABELS)
     out = console()
     for note in result.notes:
         out.print(f"[yellow]note:[/yellow] {note}")
-    w = result.summary["settings"]["weights"]
+    w = result.weights
     out.print(f"weights: {w['source']} ({w['path']}, {w['n_nonzero']:,} non-zero)")
-    out.print(f"results in {paths['select']} and {paths['scores']}   "
-              f"({time.perf_counter() - t0:.2f} s)")
+    out.print(f"results in {result.paths['select']} and {result.paths['scores']}   ({result.seconds:.2f} s)")
 
 
-def _print_table(summary: dict, order: list[str]) -> None:
+def _print_table(summary: dict, order: list[str], labels: dict[str, str]) -> None:
     from rich import box
     from rich.table import Table
 
@@ -117,13 +96,13 @@ def _print_table(summary: dict, order: list[str]) -> None:
     for name in order:
         m = summary["methods"][name]
         if not m["available"]:
-            table.add_row(LABELS[name], "n/a", "n/a", "n/a", *["n/a"] * len(pts), style="dim")
+            table.add_row(labels[name], "n/a", "n/a", "n/a", *["n/a"] * len(pts), style="dim")
             continue
         curve = m["accuracy_curve"]
         within = m.get("auroc_within")
         within_s = _fmt(within) + (f" ({m['auroc_within_problems']})" if within is not None else "")
         style = "bold" if name in ("nex", "nex_vote") else ("dim" if name == "oracle" else None)
-        table.add_row(LABELS[name], _fmt(m["accuracy_at_N"]), _fmt(m.get("auroc_pooled")), within_s,
+        table.add_row(labels[name], _fmt(m["accuracy_at_N"]), _fmt(m.get("auroc_pooled")), within_s,
                       *[_fmt(curve.get(str(n))) + ("" if n in m["curve_exact"] else "~") for n in pts],
                       style=style)
     out = console()

@@ -12,6 +12,9 @@ measurement; a re-run with the same settings reuses what is there and measures o
 missing (a longer --m list adds to it). Settings that change the measurement (model, weights,
 task, problems, max new tokens, scale, seed, dtype, device) must match, else the command
 refuses rather than mixing two experiments.
+
+`ablate_experiment` and `transfer_experiment` are the stages of `nex ablate` and `nex transfer`:
+from model specs and a weights file, they check the inputs, load the models and run the grid.
 """
 
 from __future__ import annotations
@@ -26,10 +29,17 @@ from typing import Callable
 
 import numpy as np
 
+from ..core.weights import load_weights
 from ..errors import InputError
+from ..models import load_model
+from ..tasks import load_task
 from .choose import SETS, check_grid, check_keys_fit, choose_sets, signed_counts
 
 RESULT_FILES = {"ablate": "ablate.json", "transfer": "transfer.json"}
+# the labelled problems of rg:chain_sum unless the task options say otherwise: the demo's
+CHAIN_SUM_DEFAULTS = {"min_terms": 2, "max_terms": 3, "min_digits": 1, "max_digits": 2}
+# a weights file beside one of these is in a run directory: the results go there by default
+RUN_DIR_MARKERS = ("run.json", "candidates.jsonl", "cache")
 FIGURE_FILES = {"ablate": "ablate.svg", "transfer": "transfer.svg"}
 SCHEMA = 1
 MODEL_KEYS = ("spec", "id", "source", "revision", "file_sha256", "architecture", "model_type", "base_model",
@@ -52,12 +62,16 @@ class GridSpec:
 
 @dataclass
 class GridResult:
+    """What a grid wrote: OUT/ablate.json or transfer.json (`path`, its content `doc`), how many
+    measurements ran or were reused, warnings on the weights' provenance, the figure."""
+
     path: Path
     doc: dict
     n_measured: int = 0
     n_reused: int = 0
     warnings: list[str] = field(default_factory=list)
     figure: Path | None = None
+    seconds: float = 0.0
 
 
 # ------------------------------------------------------------------------------ provenance
@@ -356,3 +370,102 @@ def run_transfer(donor, recipient, weights: np.ndarray, weights_path, task, prob
     """Transplant each neuron set of each m from donor into recipient and measure the recipient."""
     return _grid("transfer", target=recipient, donor=donor, weights=weights, weights_path=weights_path, task=task,
                  problems=problems, spec=spec, out_dir=out_dir, **kw)
+
+
+# ------------------------------------------------------------------------------ the stages
+Progress = Callable[[str, int], Callable[[int], None]]    # progress(description, total) -> advance(n)
+
+
+def ablate_experiment(model: str, weights_path, spec: GridSpec, *, task: str = "rg:chain_sum",
+                      task_options: dict | None = None, task_seed: int = 1, problems: int = 64, out=None,
+                      overwrite: bool = False, force: bool = False, model_options: dict | None = None,
+                      log: Callable[[str], None] | None = None, progress: Progress | None = None) -> GridResult:
+    """`nex ablate`: load the model (`model_options` go to `load_model`: device, dtype, ...), then
+    `run_ablate` on the labelled problems of `task` (`labelled_problems`), writing into `out`
+    (default: `default_out_dir`). The weights and the task are checked before the model loads."""
+    return _experiment("ablate", [model], weights_path, spec, task=task, task_options=task_options,
+                       task_seed=task_seed, problems=problems, out=out, overwrite=overwrite, force=force,
+                       model_options=model_options, log=log, progress=progress)
+
+
+def transfer_experiment(donor: str, recipient: str, weights_path, spec: GridSpec, *, task: str = "rg:chain_sum",
+                        task_options: dict | None = None, task_seed: int = 1, problems: int = 64, out=None,
+                        overwrite: bool = False, force: bool = False, model_options: dict | None = None,
+                        log: Callable[[str], None] | None = None, progress: Progress | None = None) -> GridResult:
+    """`nex transfer`: load donor and recipient, then `run_transfer`; otherwise as `ablate_experiment`."""
+    return _experiment("transfer", [donor, recipient], weights_path, spec, task=task, task_options=task_options,
+                       task_seed=task_seed, problems=problems, out=out, overwrite=overwrite, force=force,
+                       model_options=model_options, log=log, progress=progress)
+
+
+def _experiment(kind: str, models: list[str], weights_path, spec: GridSpec, *, task: str, task_options,
+                task_seed: int, problems: int, out, overwrite: bool, force: bool, model_options, log,
+                progress) -> GridResult:
+    say = log or (lambda msg: None)
+    weights_path = Path(weights_path)
+    weights = load_weights(weights_path)
+    check_grid(weights, spec.ms, spec.sets)     # before any model is loaded: a bad m fails in a second
+    pos, neg = signed_counts(weights)
+    say(f"weights {weights_path}: {pos:,} positive (effective), {neg:,} negative (redundant)")
+    the_task, probs = labelled_problems(task, task_options, task_seed, problems)
+    out_dir = default_out_dir(out, weights_path, kind)
+    t0 = time.perf_counter()
+    loaded = [_load(m, model_options or {}, say) for m in models]
+    n_evals = (len(set(spec.ms)) * len(spec.sets) + len(models) if overwrite
+               else pending_measurements(out_dir, kind, spec.ms, spec.sets))
+    advance = progress("answering problems", n_evals * len(probs)) if progress else None
+    grid = dict(weights=weights, weights_path=weights_path, task=the_task, problems=probs, spec=spec,
+                out_dir=out_dir, force=force, overwrite=overwrite, on_progress=advance)
+    result = run_ablate(*loaded, **grid) if kind == "ablate" else run_transfer(*loaded, **grid)
+    result.seconds = time.perf_counter() - t0
+    return result
+
+
+def _load(spec: str, options: dict, say: Callable[[str], None]):
+    t0 = time.perf_counter()
+    lm = load_model(spec, **options)
+    say(f"model {lm.info.get('id')} ({lm.info.get('n_layers')} layers x {lm.info.get('intermediate_size')} "
+        f"MLP units) loaded in {time.perf_counter() - t0:.1f} s")
+    return lm
+
+
+def labelled_problems(task: str, options: dict | None, task_seed: int, n: int):
+    """(task, its first n problems) to measure accuracy on. rg:chain_sum gets the demo's options
+    (`CHAIN_SUM_DEFAULTS`) beneath the given ones; a reasoning-gym task gets `task_seed` unless
+    the options name a seed (the demo samples from seed 0: seed 1 keeps the two sets apart)."""
+    options = dict(options or {})
+    name = task.strip()
+    if name in ("rg:chain_sum", "chain_sum"):
+        options = {**CHAIN_SUM_DEFAULTS, **options}
+    if name.startswith(("rg:", "reasoning_gym:")) or name == "chain_sum":
+        options.setdefault("seed", task_seed)
+    if n < 1:
+        raise InputError(f"--problems must be at least 1 (got {n})")
+    loaded = load_task(task, **options)
+    return loaded, loaded.problems(n)
+
+
+def default_out_dir(out, weights_path, kind: str) -> Path:
+    """OUT when given; else the weights file's run directory (`RUN_DIR_MARKERS`), where `nex report`
+    finds the results; else ./ablate or ./transfer."""
+    if out is not None:
+        return Path(out)
+    parent = Path(weights_path).resolve().parent
+    if any((parent / m).exists() for m in RUN_DIR_MARKERS):
+        return parent
+    return Path(kind)
+
+
+def pending_measurements(out_dir, kind: str, ms, sets) -> int:
+    """Measurements a grid still has to run in out_dir (all, unless earlier results can be reused):
+    one per (set, m), plus the unedited model (and the donor, for a transfer)."""
+    total = len(set(ms)) * len(sets) + (2 if kind == "transfer" else 1)
+    path = Path(out_dir) / RESULT_FILES[kind]
+    try:
+        done = json.loads(path.read_text()) if path.is_file() else {}
+    except (OSError, ValueError):
+        done = {}
+    runs = done.get("runs") or {}
+    have = sum(1 for m in set(ms) for s in sets if f"{s}:{m}" in runs)
+    have += int(done.get("base") is not None) + int(kind == "transfer" and done.get("donor") is not None)
+    return max(total - have, 0)

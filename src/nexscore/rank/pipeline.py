@@ -13,6 +13,9 @@ Where the task checks answers, each variant also answers a separate labelled set
 (`nexscore.evaluate`), and every score is compared with accuracy across variants: Spearman,
 Kendall, top-1 regret, with percentile bootstrap intervals over the unlabeled prompts.
 
+The stage is `run(variants, out, settings) -> RankResult` (what `nex rank` calls);
+`rank_variants` does the work once the variants are named.
+
 RANK_DIR/variants/<name>/ is an ordinary run directory (run.json, candidates.jsonl, cache/,
 weights.npz) plus accuracy.json and variant.json (the variant's finished result); a variant
 with variant.json is not computed again. RANK_DIR/rank.json is rewritten after every variant.
@@ -86,6 +89,21 @@ class RankSettings:
         d = {k: v for k, v in asdict(self).items() if k not in ("batch_size", "capture_batch_size", "n_boot",
                                                                    "device")}
         return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+@dataclass
+class RankResult:
+    """What `run` wrote: rank.json (`path`) and its content (`doc`: settings, one entry per
+    variant, the comparison of every score with accuracy)."""
+
+    doc: dict
+    path: Path
+    seconds: float = 0.0
+
+    @property
+    def failed(self) -> list[dict]:
+        """The variants that could not be scored (each with its error)."""
+        return [r for r in self.doc["variants"] if r.get("status") != "done"]
 
 
 @dataclass
@@ -377,3 +395,18 @@ def _diff(old: dict, settings: RankSettings) -> str:
     keys = [k for k in new if k in old and old[k] != new[k] and k not in ("batch_size", "capture_batch_size",
                                                                            "n_boot", "device")]
     return ", ".join(f"{k} {old[k]!r} -> {new[k]!r}" for k in keys) or "settings changed"
+
+
+def run(variants: list[str], out, settings: RankSettings, *, overwrite: bool = False,
+        log: Callable[[str], None] | None = None,
+        progress: Callable[[str, int], Callable[[int], None]] | None = None) -> RankResult:
+    """`nex rank`: name the variants (`expand_inputs`: model specs, NAME=SPEC or family
+    directories), then score and compare them all into `out` (`rank_variants`). A variant that
+    fails is recorded in rank.json and listed by `RankResult.failed`; the others are kept."""
+    settings.check()
+    items = expand_inputs(list(variants))
+    if log:
+        log(f"ranking {len(items)} variant(s): {', '.join(v.name for v in items)}")
+    t0 = time.perf_counter()
+    doc = rank_variants(items, out, settings, overwrite=overwrite, log=log, progress=progress)
+    return RankResult(doc, Path(out) / RANK_JSON, time.perf_counter() - t0)

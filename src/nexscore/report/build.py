@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import math
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,29 +21,35 @@ from .. import __version__, figures
 from ..analysis.rundir import EXPLORATION_JSON, SELECT_JSON, WEIGHTS, RunData, open_run, read_json
 from ..cache.layout import KEY_SPACE, split_key
 from ..cache.reader import read_range
+from ..core import load_weights, score_responses
+from ..errors import InputError
+from ..io import atomic_path
+from ..select.run import LABELS
 from .html import Markup, esc, figure, fmt, json_script, note, page, render, section, table
 from .neurons_check import check_section as _neurons_check
+from .rank_section import build_rank_report
 from .rank_section import rank_section as _rank_section
 from .tokens import pieces_for
 
 REPORT = "report.html"
 DEFAULT_PROBLEMS = 6
-LABELS = {
-    "nex": "NEX (max GMF)", "nex_vote": "NEX-weighted vote", "majority_vote": "majority vote",
-    "random": "random (expected)", "low_entropy": "lowest entropy", "low_perplexity": "lowest perplexity",
-    "self_certainty": "self-certainty", "deepconf_lowest_group": "DeepConf min group",
-    "deepconf_tail": "DeepConf tail", "shortest": "shortest", "longest": "longest",
-    "oracle": "oracle pass@n",
-}
 NOT_BASELINES = {"nex", "nex_vote", "oracle", "random"}
 
 
 @dataclass
 class ReportResult:
+    """What `build` wrote: the page, the notes on missing inputs, the traces in the viewer."""
+
     path: Path
     notes: list[str] = field(default_factory=list)
     n_viewer: int = 0
     sections: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def size(self) -> int:
+        """Bytes of the page."""
+        return self.path.stat().st_size
 
 
 # ------------------------------------------------------------------------------- inputs
@@ -449,18 +456,28 @@ def _footer(data: RunData, select: dict | None) -> str:
 
 
 # ------------------------------------------------------------------------------- entry point
-def build_report(run_dir, out=None, *, max_problems: int = DEFAULT_PROBLEMS, tokenizer: str | None = None,
-                 use_tokenizer: bool = True) -> ReportResult:
-    """Write RUN_DIR/report.html (or `out`); see the module docstring."""
-    from ..core import score_responses
-    from ..errors import InputError
-    from ..io import atomic_path
+def build(run_dir, out=None, *, max_problems: int = DEFAULT_PROBLEMS, tokenizer: str | None = None,
+          use_tokenizer: bool = True) -> ReportResult:
+    """`nex report`: write RUN_DIR/report.html (or `out`); see the module docstring.
 
+    max_problems: problems in the E/X trace viewer; tokenizer: load this one instead of the
+    model's named in run.json; use_tokenizer=False shows token ids. A `nex rank` directory
+    gets its ranking section alone.
+    """
+    t0 = time.perf_counter()
+    result = _build(run_dir, out, max_problems=max_problems, tokenizer=tokenizer, use_tokenizer=use_tokenizer)
+    result.seconds = time.perf_counter() - t0
+    return result
+
+
+build_report = build      # its name before the stage functions (`nexscore.report.build`)
+
+
+def _build(run_dir, out, *, max_problems: int, tokenizer: str | None, use_tokenizer: bool) -> ReportResult:
     if max_problems < 1:
         raise InputError(f"--problems must be at least 1 (got {max_problems})")
     if (Path(run_dir) / "rank.json").is_file() and not (Path(run_dir) / "candidates.jsonl").is_file():
-        from .rank_section import build_rank_report  # a `nex rank` directory: its ranking section alone
-
+        # a `nex rank` directory: its ranking section alone
         return ReportResult(path=build_rank_report(run_dir, out), sections=["rank"])
     data = open_run(run_dir)
     run_dir = data.run_dir
@@ -472,8 +489,6 @@ def build_report(run_dir, out=None, *, max_problems: int = DEFAULT_PROBLEMS, tok
     if gmf is None:
         wpath = _weights_path(run_dir, select)
         if wpath is not None:
-            from ..core import load_weights
-
             gmf = score_responses(data.cache.path, load_weights(wpath)).astype(float)
     nex = ((select or {}).get("methods") or {}).get("nex") or {}
     auroc = nex.get("auroc_pooled") if nex.get("available") else None
@@ -493,7 +508,7 @@ def build_report(run_dir, out=None, *, max_problems: int = DEFAULT_PROBLEMS, tok
            ("neurons", "Neurons"), ("exploration", "Inverted U")]
     html_text = page(f"NEX report — {model}", header, nav, sections, [viewer_data] if viewer_data else [],
                      _footer(data, select))
-    path = Path(out) if out is not None else run_dir / "report.html"
+    path = Path(out) if out is not None else run_dir / REPORT
     with atomic_path(path, ".html") as tmp:
         tmp.write_text(html_text, encoding="utf-8")
     notes += [tok_note] if tok_note else []

@@ -1,5 +1,11 @@
 """`nex select` as a library call: read a run directory, score every trace, select, measure.
 
+    >>> from nexscore import select
+    >>> r = select.run("runs/r1")               # writes select.json and scores.parquet
+    >>> r.summary["methods"]["nex"]["accuracy_at_N"]
+
+`run` is the stage (compute and write); `select_run` computes without writing the results.
+
 Inputs (DESIGN.md, "The run directory"):
 - RUN_DIR/candidates.jsonl   one trace per line: problem_id, sample_id, answer, correct, ...
 - RUN_DIR/cache/             the capture of those traces, in the same order, with per-token
@@ -15,6 +21,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -24,6 +31,8 @@ import numpy as np
 from ..errors import CacheError, InputError, RunError
 from .baselines import DEFAULT_WINDOW, SCORE_METHODS, SIGNALS, TraceStats, method_scores, trace_stats
 from .metrics import Evaluator, Pool, auroc_summary, build_pool
+
+Progress = Callable[[str, int], Callable[[int], None]]    # progress(description, total) -> advance(n)
 
 CANDIDATES = "candidates.jsonl"
 RUN_JSON = "run.json"
@@ -40,6 +49,14 @@ METHODS = [
     ("deepconf_lowest_group", "score"), ("deepconf_tail", "score"),
     ("shortest", "score"), ("longest", "score"), ("oracle", "oracle"),
 ]
+# the methods' names in tables and figures (the CLI's and the report's)
+LABELS = {
+    "nex": "NEX (max GMF)", "nex_vote": "NEX-weighted vote", "majority_vote": "majority vote",
+    "random": "random (expected)", "low_entropy": "lowest entropy", "low_perplexity": "lowest perplexity",
+    "self_certainty": "self-certainty", "deepconf_lowest_group": "DeepConf min group",
+    "deepconf_tail": "DeepConf tail", "shortest": "shortest", "longest": "longest",
+    "oracle": "oracle pass@n",
+}
 DESCRIPTIONS = {name: desc for name, (_, _, _, desc) in SCORE_METHODS.items()}
 DESCRIPTIONS.update({
     "nex_vote": "NEX-weighted majority vote: each answer's votes weighted by GMF (ours, not in the paper)",
@@ -67,11 +84,19 @@ class Candidate:
 
 @dataclass
 class SelectResult:
-    """Everything `nex select` computes; `summary` is what select.json holds."""
+    """Everything `nex select` computes; `summary` is what select.json holds, `columns` the
+    per-trace table (scores.parquet); `paths` what `run` wrote (empty from `select_run`)."""
 
     summary: dict
     columns: dict[str, np.ndarray]
     notes: list[str] = field(default_factory=list)
+    paths: dict[str, Path] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    @property
+    def weights(self) -> dict:
+        """Where the weights came from: source, path, n_nonzero (and rho, min_run when learned)."""
+        return self.summary["settings"]["weights"]
 
 
 # ---------------------------------------------------------------------------------- reading
@@ -202,8 +227,9 @@ def check_alignment(run_dir: Path, cands: list[Candidate], cache, responses: lis
 
 # ---------------------------------------------------------------------------------- weights
 def resolve_weights(run_dir: Path, cache, weights_file: Path | None, relearn: bool,
-                    on_progress: Callable[[int], None] | None, notes: list[str]):
-    """Weights to score with: --weights FILE, else RUN_DIR/weights.npz, else learn and save it."""
+                    progress: Progress | None, notes: list[str]):
+    """Weights to score with: --weights FILE, else RUN_DIR/weights.npz, else learn and save it
+    (reporting `progress("learning weights", n_responses)` while it learns)."""
     from ..core.learn import accumulate
     from ..core.weights import load_weights, model_record, save_weights
 
@@ -217,7 +243,7 @@ def resolve_weights(run_dir: Path, cache, weights_file: Path | None, relearn: bo
             notes.append(f"{run_weights} is older than the cache: it may have been learned on an earlier "
                          "capture; pass --relearn to learn again on this cache")
         return load_weights(run_weights), {"source": "run", "path": str(run_weights)}
-    acc = accumulate(cache, on_chunk=on_progress)
+    acc = accumulate(cache, on_chunk=progress("learning weights", cache.n_responses) if progress else None)
     weights = acc.weights()
     save_weights(run_weights, weights, model=model_record(cache.manifest))
     return weights, {"source": "learned (self-calibration on the run's own cache)", "path": str(run_weights),
@@ -225,15 +251,33 @@ def resolve_weights(run_dir: Path, cache, weights_file: Path | None, relearn: bo
 
 
 # ---------------------------------------------------------------------------------- select
+def run(run_dir, *, weights_file=None, subsets: int = 200, seed: int = 0, window: int = DEFAULT_WINDOW,
+        relearn: bool = False, progress: Progress | None = None) -> SelectResult:
+    """`nex select`: score, select and measure every method on a run directory, and write
+    select.json and scores.parquet (`write_outputs`); weights.npz too when it learns them.
+
+    weights_file: score with these weights instead of RUN_DIR/weights.npz (learned on the run's
+    own cache when absent, or with relearn). progress(description, total) -> advance(n) is
+    called when the weights are learned.
+    """
+    t0 = time.perf_counter()
+    result = select_run(run_dir, weights_file=weights_file, subsets=subsets, seed=seed, window=window,
+                        relearn=relearn, progress=progress)
+    result.paths = write_outputs(run_dir, result)
+    result.seconds = time.perf_counter() - t0
+    return result
+
+
 def select_run(run_dir, *, weights_file=None, subsets: int = 200, seed: int = 0,
                window: int = DEFAULT_WINDOW, relearn: bool = False,
-               on_progress: Callable[[int], None] | None = None) -> SelectResult:
-    """Score, select and measure every method on a run directory (writes weights.npz when it
-    learns them; `write_outputs` writes the rest)."""
+               progress: Progress | None = None) -> SelectResult:
+    """Score, select and measure every method on a run directory, without writing the results
+    (weights.npz is written when it learns them; `run` writes the rest too)."""
     from ..cache.writer import read_responses, read_signals
     from ..core.gmf import score_responses
 
-    run_dir = Path(run_dir)
+    t0 = time.perf_counter()
+    run_dir = _existing_run_dir(run_dir)
     if subsets < 1:
         raise InputError(f"--subsets must be at least 1 (got {subsets})")
     if window < 1:
@@ -255,7 +299,7 @@ def select_run(run_dir, *, weights_file=None, subsets: int = 200, seed: int = 0,
     elif missing:
         notes.append(f"the cache lacks the signal(s) {', '.join(missing)}: their baselines are n/a")
 
-    weights, weights_info = resolve_weights(run_dir, cache, weights_file, relearn, on_progress, notes)
+    weights, weights_info = resolve_weights(run_dir, cache, weights_file, relearn, progress, notes)
     n_nonzero = int(np.count_nonzero(weights))
     weights_info["n_nonzero"] = n_nonzero
     if n_nonzero == 0:
@@ -335,7 +379,16 @@ def select_run(run_dir, *, weights_file=None, subsets: int = 200, seed: int = 0,
         "notes": notes,
     }
     columns = _score_columns(cands, pool, correct, stats, scores)
-    return SelectResult(summary, columns, notes)
+    return SelectResult(summary, columns, notes, seconds=time.perf_counter() - t0)
+
+
+def _existing_run_dir(run_dir) -> Path:
+    run_dir = Path(run_dir)
+    if not run_dir.exists():
+        raise InputError(f"{run_dir}: no such run directory; create it with `nex generate`")
+    if not run_dir.is_dir():
+        raise InputError(f"{run_dir}: is a file, expected a run directory")
+    return run_dir
 
 
 def _token_counts(cands, token_ptr, responses, cache) -> np.ndarray:

@@ -1,0 +1,173 @@
+"""`nex learn`, `nex score` and `nex run` as library calls: the NEX core from a cache to files.
+
+    >>> from nexscore import core
+    >>> r = core.run("cache/", "out/")         # weights.npz, response_scores.npy, summary.json
+    >>> r.nex_score
+    0.98683...
+
+`run` is self-calibration: learn weights on a cache, then score that same cache. It writes the
+published reference's output layout (`RUN_FILES`), and summary.json's fields are defined here
+(`run_summary`) so that the CLI, `nex demo` and Python callers write the same file. The weights
+(16 MB) are written on a second thread while the cache is scored: the two overlap.
+
+Progress: each function takes `progress(description, total) -> advance(n)`, called once per
+long step (here: learning, one tick per response), so a caller can show a bar or nothing.
+"""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from ..cache import open_cache
+from ..errors import InputError
+from ..io import write_json, write_npy, write_table
+from .gmf import log_gap as to_log_gap
+from .gmf import mean_score, score_responses
+from .learn import accumulate
+from .weights import load_weights, model_record, save_weights
+
+Progress = Callable[[str, int], Callable[[int], None]]
+
+DEFAULT_RHO = 0.95
+DEFAULT_MIN_RUN = 2
+# what `run` writes into its output directory (the reference's `run` layout)
+WEIGHTS_FILE = "weights.npz"
+SCORES_FILE = "response_scores.npy"
+SUMMARY_FILE = "summary.json"
+RUN_FILES = (WEIGHTS_FILE, SCORES_FILE, SUMMARY_FILE)
+
+
+@dataclass(frozen=True)
+class LearnResult:
+    """What `run_learn` wrote: the weights file and the weights it holds."""
+
+    path: Path
+    weights: np.ndarray
+    seconds: float
+
+    @property
+    def n_nonzero(self) -> int:
+        return int(np.count_nonzero(self.weights))
+
+    @property
+    def n_effective(self) -> int:
+        """Neurons with a positive weight (explored, then reused)."""
+        return int((self.weights > 0).sum())
+
+    @property
+    def n_redundant(self) -> int:
+        """Neurons with a negative weight."""
+        return int((self.weights < 0).sum())
+
+
+@dataclass(frozen=True)
+class ScoreResult:
+    """What `run_score` computed: GMF per response (NaN where unscored) and its summary."""
+
+    scores: np.ndarray
+    summary: dict
+    path: Path | None
+    seconds: float
+
+
+@dataclass(frozen=True)
+class CoreRunResult:
+    """What `run` wrote into `out`: the weights, the scores and summary.json's content."""
+
+    out: Path
+    weights: np.ndarray
+    scores: np.ndarray
+    summary: dict
+    seconds: float
+
+    @property
+    def nex_score(self) -> float:
+        """The NEX score as summary.json reports it (log gap when asked for)."""
+        return self.summary["nex_score"]
+
+    @property
+    def paths(self) -> dict[str, Path]:
+        return {"weights": self.out / WEIGHTS_FILE, "scores": self.out / SCORES_FILE,
+                "summary": self.out / SUMMARY_FILE}
+
+
+def check_settings(rho: float, min_run: int) -> None:
+    """The HMM's settings, checked before any work (a bad value fails in milliseconds)."""
+    if not 0.0 < rho < 1.0:
+        raise InputError(f"--rho must lie strictly between 0 and 1 (got {rho})")
+    if min_run < 1:
+        raise InputError(f"--min-run must be at least 1 (got {min_run})")
+
+
+def run_summary(scores: np.ndarray, rho: float | None = None, min_run: int | None = None,
+                log_gap: bool = False) -> dict:
+    """summary.json: response counts and NEX (mean finite GMF); with log_gap, nex_score is
+    -log10(1 - NEX) and the plain value moves to nex_score_raw; rho and min_run when learned."""
+    nex = mean_score(scores)
+    summary = {"n_responses": int(scores.size), "n_scored_responses": int(np.isfinite(scores).sum()),
+               "nex_score": to_log_gap(nex) if log_gap else nex}
+    if log_gap:
+        summary["nex_score_raw"] = nex
+        summary["scale"] = "log_gap"
+    if rho is not None:
+        summary["rho"] = float(rho)
+        summary["min_run"] = int(min_run)
+    return summary
+
+
+def _learn(reader, rho: float, min_run: int, progress: Progress | None) -> np.ndarray:
+    advance = progress("learning weights", reader.rows.n_responses) if progress else None
+    return accumulate(reader, rho=rho, min_run=min_run, on_chunk=advance).weights()
+
+
+def run_learn(cache, out, *, rho: float = DEFAULT_RHO, min_run: int = DEFAULT_MIN_RUN,
+              progress: Progress | None = None) -> LearnResult:
+    """`nex learn`: weights learned on a cache (no labels), written to `out` with the record of
+    the model the cache was captured from (so commands that edit a model can check it)."""
+    t0 = time.perf_counter()
+    check_settings(rho, min_run)
+    reader = open_cache(cache)
+    weights = _learn(reader, rho, min_run, progress)
+    path = save_weights(out, weights, model=model_record(reader.manifest))
+    return LearnResult(path, weights, time.perf_counter() - t0)
+
+
+def run_score(cache, weights, out=None, *, log_gap: bool = False) -> ScoreResult:
+    """`nex score`: GMF of every response under given weights (an array or a weights file);
+    with `out`, a table (.csv or .parquet) of one row per response in cache order."""
+    t0 = time.perf_counter()
+    if not isinstance(weights, np.ndarray):
+        weights = load_weights(weights)
+    scores = score_responses(cache, weights)
+    if out is not None:
+        out = write_table(out, {"response": np.arange(scores.size), "gmf": scores})
+    return ScoreResult(scores, run_summary(scores, log_gap=log_gap), out, time.perf_counter() - t0)
+
+
+def run(cache, out, *, rho: float = DEFAULT_RHO, min_run: int = DEFAULT_MIN_RUN, log_gap: bool = False,
+        progress: Progress | None = None) -> CoreRunResult:
+    """`nex run`: learn weights on a cache, score that same cache, write `RUN_FILES` into `out`.
+
+    weights.npz holds key 'weights' (2^22 float32) and the model record; response_scores.npy
+    the float32 GMF per response (NaN where unscored); summary.json `run_summary`'s fields.
+    """
+    t0 = time.perf_counter()
+    check_settings(rho, min_run)
+    reader = open_cache(cache)
+    weights = _learn(reader, rho, min_run, progress)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    with ThreadPoolExecutor(1) as pool:    # writing 16 MB of weights overlaps the scoring
+        saved = pool.submit(save_weights, out / WEIGHTS_FILE, weights, model=model_record(reader.manifest))
+        scores = score_responses(cache, weights)
+        saved.result()
+    write_npy(out / SCORES_FILE, scores)
+    summary = run_summary(scores, rho, min_run, log_gap)
+    write_json(out / SUMMARY_FILE, summary)
+    return CoreRunResult(out, weights, scores, summary, time.perf_counter() - t0)
