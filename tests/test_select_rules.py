@@ -15,7 +15,8 @@ from nexscore.select.rules import (answer_groups, argmax_select, normalise_answe
 
 @pytest.mark.parametrize("raw,norm", [
     ("42", "42"), (" 42. ", "42"), ("$42$", "42"), ("\\boxed{42}", "42"), ("42.0", "42"),
-    ("1,000", "1000"), ("0.50", "0.5"), ("-7", "-7"), ("+7", "7"), ("Yes", "yes"),
+    ("1,000", "1000"), ("0.50", "0.5"), (".5", "0.5"), ("-7", "-7"), ("+7", "7"), ("Yes", "yes"),
+    ("12345678901234567891", "12345678901234567891"), ("1,000.50", "1000.5"),
     ("  a   b ", "a b"), ("\\text{Paris}", "paris"), ("", None), ("  ", None), (None, None),
     ("1,2", "1,2"), ("3/4", "3/4"), (17, "17"),
 ])
@@ -91,6 +92,23 @@ def test_vote_without_answers_picks_nothing():
     assert (credit, winner, n_tied) == (0.0, -1, 0)
     credit, winner, n_tied = _vote([None, None], [1, 1], [np.nan, np.nan])
     assert math.isnan(credit)
+
+
+def test_vote_groups_the_answers_checking_accepts_as_equal():
+    from nexscore.tasks.extract import normalise_answer as tasks_normalise
+    from nexscore.tasks.mathcheck import equivalent
+
+    assert normalise_answer is tasks_normalise                # one normalisation, owned by tasks
+    answers = ["0.50", "0.6", ".5", "0.5", "1,000", "1000.0", "0.60"]
+    groups, names = answer_groups(answers)
+    assert groups.tolist() == [0, 1, 0, 0, 2, 2, 1] and names == ["0.5", "0.6", "1000"]
+    for i, a in enumerate(answers):
+        for j, b in enumerate(answers):
+            assert (groups[i] == groups[j]) == equivalent(a, b), (a, b)
+    # checked against the gold 0.5, every voter of the winning answer is right: the credit is 1
+    correct = [float(equivalent("0.5", a)) for a in answers]
+    credit, winner, n_tied = _vote(answers, [1] * len(answers), correct)
+    assert (credit, winner, n_tied) == (1.0, 0, 1)
 
 
 def test_vote_respects_the_mask():

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
 from nexscore.errors import TaskError
 from nexscore.tasks import DEFAULT_INSTRUCTION, load_task, parse_task_options, render_prompt
-from nexscore.tasks.extract import extract_final_answer, find_boxed, normalize_number
+from nexscore.tasks.extract import extract_final_answer, find_boxed, normalise_answer, normalize_number
+from nexscore.tasks.mathcheck import equivalent
 
 CHAT_TEMPLATE = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
                  "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
@@ -86,7 +88,7 @@ def test_find_boxed_nested_and_last():
 
 
 @pytest.mark.parametrize("raw, norm", [("1,234", "1234"), ("+5", "5"), ("7.00", "7"), ("-0", "0"),
-                                       ("0.50", "0.50"), ("-.5", "-0.5")])
+                                       ("0.50", "0.5"), ("-.5", "-0.5"), ("012.500", "12.5"), ("\u22123", "-3")])
 def test_normalize_number(raw, norm):
     assert normalize_number(raw) == norm
 
@@ -94,7 +96,32 @@ def test_normalize_number(raw, norm):
 def test_extraction_never_raises_on_garbage():
     for junk in ["\x00\x01", "{" * 500, "Final answer: " + "9" * 5000, "=" * 100, "\\boxed{\\boxed{", "$$$"]:
         for numeric in (True, False):
-            extract_final_answer(junk, numeric=numeric)  # returns something or None, never raises
+            answer = extract_final_answer(junk, numeric=numeric)       # never raises
+            assert answer is None or (isinstance(answer, str) and answer.strip() == answer and answer)
+            if numeric and answer is not None:
+                assert re.fullmatch(r"-?\d+(\.\d+)?", answer)
+    assert extract_final_answer("Final answer: " + "9" * 5000, numeric=True) == "9" * 5000
+
+
+# the same numbers written in different ways, and other numbers and text
+SAME_VALUE = ["0.5", "0.50", ".5", "+0.5", "$0.5$", "\\boxed{0.500}", "0.5."]
+OTHERS = ["1,000", "1000", "1000.0", "999.99", "-0.5", "5", "0.05", "1,2", "3/4"]
+
+
+def test_one_normalisation_for_voting_and_checking():
+    # voting's key: numbers by value, text by its normalised spelling
+    assert {normalise_answer(a) for a in SAME_VALUE} == {"0.5"}
+    assert normalise_answer("1,000") == normalise_answer("1000") == normalise_answer("1000.0") == "1000"
+    assert normalise_answer(" The  Answer ") == "the answer" and normalise_answer("3/4") == "3/4"
+    # two plain numbers share a voting key exactly when checking finds them equal
+    plain = [a for a in SAME_VALUE + OTHERS if a not in ("$0.5$", "\\boxed{0.500}", "1,2", "3/4")]
+    for a in plain:
+        for b in plain:
+            assert (normalise_answer(a) == normalise_answer(b)) == equivalent(a, b), (a, b)
+    # a numeric answer is recorded in its canonical form: the recorded answer is its own voting key
+    for response in ["Final answer: 0.50", "Final answer: 0.5.", "so it is 0.500"]:
+        answer = extract_final_answer(response, numeric=True)
+        assert answer == "0.5" == normalise_answer(answer), response
 
 
 # -- reasoning-gym --------------------------------------------------------------------------
@@ -118,6 +145,24 @@ def test_rg_problems_are_seeded_and_checked_by_its_scorer():
     # the expression's own numbers are not taken for the answer when an '=' gives the result
     expr = p.metadata["expression"]
     assert task.grade(f"{expr} = {p.answer}", p).correct is True
+
+
+def test_rg_numbers_are_checked_by_value_like_votes():
+    # reasoning-gym's default scorer compares text: "2.5" would miss a gold "2.50", which votes
+    # group with it; checking accepts the same value, and the scorer still decides the rest
+    from types import SimpleNamespace
+
+    from nexscore.tasks.base import Problem
+
+    task = chain_sum()
+    task.problems(1)                                            # numeric: every gold is a number
+    assert task.numeric
+    task._ds = SimpleNamespace(score_answer=lambda answer, entry: float(answer == entry["answer"]))
+    gold = Problem("chain_sum-0", "1.25 + 1.25 = ?", "2.50", raw={"answer": "2.50"})
+    graded = task.grade("Final answer: 2.50", gold)
+    assert graded.answer == "2.5" == normalise_answer("2.50") and graded.correct is True
+    assert task.check("2.5", gold) is True and task.check("2.51", gold) is False
+    assert task.check("two and a half", gold) is False
 
 
 def test_rg_non_numeric_dataset_uses_markers_only():
@@ -198,6 +243,7 @@ def test_gsm8k_style(tmp_path):
     assert task.grade("Final answer: 1234", b).correct is True
     assert task.grade("Final answer: 1,234", b).correct is True
     assert task.grade("Final answer: 12,34", b).correct is False
+    assert task.grade("Final answer: 1,234.00", b).answer == "1234"
     g = task.grade("I refuse.", a)
     assert g.answer is None and g.correct is False
 

@@ -14,64 +14,24 @@ sample 0 happens to be.
 
 NaN scores (e.g. a GMF where nothing was retained) rank below every finite score: such a
 trace is picked only when no candidate of the draw has a finite score, and then all of them
-tie. Votes: candidates without an answer cast no vote; in the NEX-weighted vote a candidate
-votes with its GMF and a NaN GMF votes 0. A draw in which nobody has an answer picks nothing
-and gets credit 0 (every candidate of it is wrong).
+tie. Votes: answers are grouped by `nexscore.tasks.extract.normalise_answer`, the one answer
+normalisation (numbers by value, as checking compares them); candidates without an answer
+cast no vote; in the NEX-weighted vote a candidate votes with its GMF and a NaN GMF votes 0.
+A draw in which nobody has an answer picks nothing and gets credit 0 (every candidate of it
+is wrong).
 """
 
 from __future__ import annotations
 
-import math
-import re
-
 import numpy as np
+
+from ..tasks.extract import normalise_answer
 
 PAD_KEY = -2      # rank key of an empty slot or a candidate outside the draw
 NAN_KEY = -1      # rank key of a NaN score: below every finite score
 VOTE_RTOL = 1e-9  # vote totals within this relative distance of the top count as tied
 
-_BOXED = re.compile(r"^\\boxed\s*\{(.*)\}$", re.S)
-_TEXT = re.compile(r"^\\(?:text|mathrm)\s*\{(.*)\}$", re.S)
-_NUMBER = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$")
-_THOUSANDS = re.compile(r"^[+-]?\d{1,3}(,\d{3})+(\.\d*)?$")
-
-
-def normalise_answer(answer) -> str | None:
-    """Canonical form of an extracted answer for voting (None stays None).
-
-    Strips whitespace, surrounding `$...$`, `\\boxed{...}`, `\\text{...}`, a trailing period,
-    lowercases and collapses whitespace; a plain number loses thousands separators and is
-    written canonically ("1,000" == "1000", "12.0" == "12", "0.50" == "0.5"). An empty string
-    counts as no answer.
-    """
-    if answer is None:
-        return None
-    s = str(answer).strip()
-    for _ in range(4):
-        before = s
-        s = s.strip().strip("$").strip()
-        for pattern in (_BOXED, _TEXT):
-            m = pattern.match(s)
-            if m:
-                s = m.group(1)
-        s = s.rstrip(".").strip()
-        if s == before:
-            break
-    s = " ".join(s.lower().split())
-    if not s:
-        return None
-    if _THOUSANDS.match(s):
-        s = s.replace(",", "")
-    if _NUMBER.match(s):
-        try:
-            value = float(s)
-        except ValueError:
-            return s
-        if math.isfinite(value):
-            if value == int(value) and abs(value) < 2 ** 63:
-                return str(int(value))
-            return repr(value)
-    return s
+__all__ = ["normalise_answer", "rank_keys", "answer_groups", "argmax_select", "vote_select", "vote_select_many"]
 
 
 def rank_keys(scores: np.ndarray) -> np.ndarray:

@@ -12,6 +12,12 @@ only part of the time, so extraction looks, in order, for:
    number in the response.
 
 Every function here returns None for text without a usable answer and never raises.
+
+Answers are compared in one way everywhere: `normalise_answer` is the key under which voting
+groups answers, and a plain number in it is the canonical text of its value
+(`normalize_number`: "0.50", ".5" and "0.5" are all "0.5"; "1,000" is "1000"), the same value
+that checking compares (`parse_number`). Numeric tasks record their extracted answers in that
+canonical form, so a recorded answer is its own voting key.
 """
 
 from __future__ import annotations
@@ -25,8 +31,10 @@ __all__ = [
     "first_number",
     "last_number",
     "normalize_number",
+    "normalise_answer",
     "parse_number",
     "looks_numeric",
+    "same_number",
     "clean_answer_text",
 ]
 
@@ -50,6 +58,8 @@ _BOXED_RE = re.compile(r"\\(?:boxed|fbox)\s*\{")
 _NUMBER_RE = re.compile(r"[-+\u2212]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?![\d])")
 _RESULT_RE = re.compile(r"=[ \t]*([-+\u2212]?[ \t]*\$?[ \t]*\d[\d,]*(?:\.\d+)?)")
 _PLAIN_NUMBER_RE = re.compile(r"^[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?$|^[-+]?\.\d+$")
+_WHOLE_BOXED_RE = re.compile(r"^\\boxed\s*\{(.*)\}$", re.S)     # the whole answer in \boxed{...}
+_WHOLE_TEXT_RE = re.compile(r"^\\(?:text|mathrm)\s*\{(.*)\}$", re.S)
 _PLACEHOLDERS = {"<answer>", "answer", "<your answer>", "[answer]", "...", "<number>", "x"}
 
 
@@ -120,7 +130,8 @@ def _numbers(text: str):
 
 
 def normalize_number(s: str) -> str:
-    """'1,234' -> '1234', '+05' -> '5', '7.00' -> '7', '-0' -> '0'; other digits kept as written."""
+    """The canonical text of a plain number's value: '1,234' -> '1234', '+05' -> '5', '7.00' -> '7',
+    '0.50' -> '0.5', '.5' -> '0.5', '-0' -> '0' (no sign, separators or surplus zeros)."""
     s = s.replace("\u2212", "-").replace(",", "").strip()
     if s.startswith("+"):
         s = s[1:]
@@ -128,7 +139,8 @@ def normalize_number(s: str) -> str:
     s = s.lstrip("-")
     whole, _, frac = s.partition(".")
     whole = whole.lstrip("0") or "0"
-    s = whole if set(frac) <= {"0"} else f"{whole}.{frac}"
+    frac = frac.rstrip("0")
+    s = f"{whole}.{frac}" if frac else whole
     if s == "0":
         sign = ""
     return sign + s
@@ -153,6 +165,40 @@ def parse_number(s) -> Fraction | None:
 
 def looks_numeric(s) -> bool:
     return parse_number(s) is not None
+
+
+def same_number(a, b) -> bool:
+    """Both are plain numbers (`parse_number`) of the same value: "0.50" and ".5", "1,000" and "1000"."""
+    x = parse_number(a)
+    return x is not None and x == parse_number(b)
+
+
+def normalise_answer(answer) -> str | None:
+    """The key under which answers count as the same (voting), None for no answer.
+
+    Strips whitespace, surrounding `$...$`, `\\boxed{...}`, `\\text{...}`, a trailing period,
+    lowercases and collapses whitespace; a plain number (`parse_number`) becomes the canonical
+    text of its value (`normalize_number`), so two answers get one key exactly when checking
+    finds their numbers equal ("1,000" == "1000", "12.0" == "12", "0.50" == "0.5" == ".5").
+    Anything else is kept as text ("3/4", "1e3", "1,2"). An empty string counts as no answer.
+    """
+    if answer is None:
+        return None
+    s = str(answer).strip()
+    for _ in range(4):
+        before = s
+        s = s.strip().strip("$").strip()
+        for pattern in (_WHOLE_BOXED_RE, _WHOLE_TEXT_RE):
+            m = pattern.match(s)
+            if m:
+                s = m.group(1)
+        s = s.rstrip(".").strip()
+        if s == before:
+            break
+    s = " ".join(s.lower().split())
+    if not s:
+        return None
+    return normalize_number(s) if parse_number(s) is not None else s
 
 
 def first_number(text: str) -> str | None:

@@ -8,7 +8,7 @@ from typing import Any
 
 from ..errors import TaskError
 from .base import PROMPT_OPTIONS, Problem, Task
-from .extract import looks_numeric, normalize_number
+from .extract import looks_numeric, normalize_number, same_number
 from .templates import EXAMPLE_CANDIDATES, RG_POOL_SIZE, expression_in, worked_solution
 
 PREFIX = "rg:"
@@ -202,6 +202,8 @@ class ReasoningGymTask(Task):
     def check(self, answer: str | None, problem: Problem) -> bool | None:
         if answer is None:
             return False
+        if same_number(answer, problem.answer):
+            return True  # numbers compare by value, as votes group them ("2.5" answers a gold "2.50")
         ds = self._ds
         if ds is None:  # checking without problems() first: build a dataset that holds the item
             index = int(problem.problem_id.rsplit("-", 1)[-1])
