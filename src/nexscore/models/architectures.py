@@ -71,11 +71,11 @@ class MLPSpec:
         into = f"{self.gate_up} ({self.fused_layout.replace('_', '|')})" if self.fused else f"{self.gate}, {self.up}"
         return f"{into} -> {self.down}"
 
-    def to_dict(self, *, with_source: bool = False) -> dict:
-        """The entry as a table or spec file writes it (fields left at their defaults omitted);
-        with_source adds where it comes from."""
+    def to_dict(self) -> dict:
+        """The entry as a spec file writes it (fields left empty omitted): `nex models
+        --architectures --json`, and a starting point for a user's --mlp-spec file."""
         out = {}
-        for key in KNOWN_FIELDS + (("source",) if with_source else ()):
+        for key in KNOWN_FIELDS:
             value = getattr(self, key)
             if value in (None, (), "") or (key == "fused_layout" and not self.fused):
                 continue
