@@ -206,3 +206,18 @@ def test_agreement_cli_and_bad_labels(tmp_path):
         agreement(run, path, rule="most")
     proc = run_nex("annotate", "agree", run, tmp_path / "none.json")
     assert proc.returncode != 0 and "no such labels file" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_exploration_run_writes_what_it_returns(tmp_path):
+    from nexscore.analysis import exploration
+
+    run = build_run(tmp_path, select=False)
+    r = exploration.run(run, bins=3, n_boot=100, seed=4)
+    assert r.doc == exploration.analyse_exploration(run, bins=3, n_boot=100, seed=4)
+    assert r.paths["json"] == run / "exploration.json"
+    assert json.loads(r.paths["json"].read_text()) == json.loads(json.dumps(r.doc))
+    assert r.doc["n_labelled"] == 20 and r.doc["settings"]["bins"] == 3
+    assert r.figure == run / "exploration.svg" and r.figure.read_text().lstrip().startswith("<")
+    proc = run_nex("analyze", "exploration", run, "--bins", 3, "--boot", 100, "--seed", 4)
+    assert proc.returncode == 0 and f"results in {run / 'exploration.json'} and {r.figure}" in proc.stdout
+    assert json.loads(r.paths["json"].read_text()) == json.loads(json.dumps(r.doc))   # the command: same numbers

@@ -485,3 +485,64 @@ def test_nex_learn_records_the_model_of_the_cache(tmp_path):
     assert res.exit_code == 0, res.output
     assert weights_model(tmp_path / "w.npz") == {"id": "tiny-a", "file_sha256": None, "n_layers": 3,
                                                  "intermediate_size": 64}
+
+
+# ---------------------------------------------------------------------------- the stages
+def test_labelled_problems_out_dir_and_pending_measurements(tmp_path):
+    pytest.importorskip("reasoning_gym")
+    from nexscore.neurons.experiment import default_out_dir, labelled_problems, pending_measurements
+
+    task, probs = labelled_problems("rg:chain_sum", {"max_digits": 1}, 1, 3)
+    assert dict(task.options) == {"min_terms": 2, "max_terms": 3, "min_digits": 1, "max_digits": 1, "seed": 1}
+    assert len(probs) == 3
+    assert dict(labelled_problems("rg:chain_sum", {"seed": 5}, 1, 1)[0].options)["seed"] == 5
+    with pytest.raises(InputError, match="--problems must be at least 1"):
+        labelled_problems("rg:chain_sum", None, 1, 0)
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "candidates.jsonl").write_text("")
+    assert default_out_dir(None, run / "w.npz", "ablate") == run          # beside a run's files
+    assert default_out_dir(None, tmp_path / "w.npz", "transfer").as_posix() == "transfer"
+    assert default_out_dir(tmp_path / "o", run / "w.npz", "ablate") == tmp_path / "o"
+    assert pending_measurements(run, "ablate", [2, 8, 8], ("effective", "random")) == 5
+    (run / "ablate.json").write_text(json.dumps({"base": {}, "runs": {"effective:2": {}, "random:8": {}}}))
+    assert pending_measurements(run, "ablate", [2, 8], ("effective", "random")) == 2
+    assert pending_measurements(run, "transfer", [2], ("effective",)) == 3
+
+
+def test_ablate_experiment_checks_the_weights_before_loading_a_model(tmp_path):
+    from nexscore.neurons import GridSpec, ablate_experiment
+
+    path = tmp_path / "w.npz"
+    save_weights(path, weights_with({(0, 1): 0.9, (1, 2): -0.3}))
+    said = []
+    with pytest.raises(InputError, match="m = 5 is larger than the 1 neurons"):
+        ablate_experiment(str(tmp_path / "no-model"), path, GridSpec(ms=[1, 5]), log=said.append)
+    assert said == []
+
+
+def test_ablate_experiment_from_a_model_directory(tmp_path, lm):
+    from nexscore.neurons import GridSpec, ablate_experiment
+
+    model_dir = tmp_path / "tiny-dir"
+    lm.model.save_pretrained(model_dir)
+    lm.tokenizer.save_pretrained(model_dir)
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "run.json").write_text("{}")
+    save_weights(run / "weights.npz", random_weights(2, n=70),
+                 model={"id": "tiny-dir", "file_sha256": None, "n_layers": 3, "intermediate_size": 32})
+    said, bars = [], []
+
+    def progress(description, total):
+        bars.append((description, total))
+        return lambda n=1: None
+
+    spec = GridSpec(ms=[2], max_new_tokens=3, batch_size=8)
+    r = ablate_experiment(str(model_dir), run / "weights.npz", spec, problems=2, log=said.append, progress=progress)
+    assert bars == [("answering problems", 8)]               # unedited + 3 sets, 2 problems each
+    assert said[0].startswith(f"weights {run / 'weights.npz'}: ") and "(3 layers x 32 MLP units)" in said[1]
+    assert r.path == run / "ablate.json" and (r.n_measured, r.n_reused) == (4, 0) and r.seconds > 0
+    assert r.doc["task"]["options"]["seed"] == 1 and r.doc["weights"]["provenance"] == "checked"
+    again = ablate_experiment(str(model_dir), run / "weights.npz", spec, problems=2, progress=progress)
+    assert bars[-1] == ("answering problems", 0) and (again.n_measured, again.n_reused) == (0, 4)

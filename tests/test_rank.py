@@ -180,3 +180,24 @@ def test_rank_reads_a_family_directory(tmp_path, one_thread):
 
     with pytest.raises(InputError, match="two variants are named 'v1'"):
         expand_inputs([str(fam), f"v1={a}"])
+
+
+def test_rank_run_records_a_variant_that_cannot_load(tmp_path):
+    pytest.importorskip("reasoning_gym")
+    from nexscore import rank
+    from nexscore.errors import InputError
+
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "config.json").write_text("{}")
+    said = []
+    settings = rank.RankSettings(task="rg:chain_sum", task_options={}, prompts=2, n=1, labeled=0)
+    r = rank.run([str(broken)], tmp_path / "rank", settings, log=said.append)
+    assert said[0] == "ranking 1 variant(s): broken" and "[1/1] broken:" in said[1]
+    assert r.path == tmp_path / "rank" / rank.RANK_JSON and r.seconds > 0
+    assert [v["name"] for v in r.failed] == ["broken"] and "variant 'broken'" in r.failed[0]["error"]
+    assert json.loads(r.path.read_text())["variants"][0]["status"] == "failed"
+    assert r.doc["comparison"] == {"n_variants": 0, "best": None, "scores": r.doc["comparison"]["scores"]}
+    with pytest.raises(InputError, match="--prompts must be at least 1"):
+        rank.run([str(broken)], tmp_path / "other", rank.RankSettings(task="rg:chain_sum", task_options={}, prompts=0))
+    assert not (tmp_path / "other").exists()

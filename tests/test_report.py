@@ -240,3 +240,17 @@ def test_bad_options(tmp_path):
     run = build_run(tmp_path, select=False)
     with pytest.raises(InputError, match="--problems"):
         build_report(run, max_problems=0)
+
+
+def test_report_build_is_the_stage_the_cli_calls(tmp_path):
+    from nexscore import report
+
+    assert report.build is report.build_report               # its earlier name still works
+    run = build_run(tmp_path)
+    r = report.build(run, max_problems=2, use_tokenizer=False)
+    assert r.path == run / report.REPORT and r.size == r.path.stat().st_size and r.size > 10_000
+    assert r.seconds > 0 and r.n_viewer == len(viewer_data(r.path.read_text())["responses"]) and r.n_viewer >= 2
+    assert r.sections == ["selection", "gmf", "viewer", "neurons", "exploration"]
+    assert "tokenizer disabled: tokens are shown as their ids" in r.notes
+    proc = run_nex("report", run, "--problems", 2, "--no-tokenizer")
+    assert proc.returncode == 0 and f"report: {r.path}  ({r.n_viewer} traces in the viewer, " in proc.stdout
