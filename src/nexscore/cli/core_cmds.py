@@ -13,6 +13,8 @@ RHO = typer.Option(0.95, "--rho", help="Stickiness of the HMM: probability of st
 MIN_RUN = typer.Option(2, "--min-run", help="Shortest E or X run; shorter runs are merged.")
 LOG_GAP = typer.Option(False, "--log-gap",
                        help="Report -log10(1 - NEX) as nex_score (spreads scores that crowd near 1).")
+ALLOW_ZERO = typer.Option(False, "--allow-zero-weights",
+                          help="Accept weights that are all 0 (every GMF is then 0); refused by default.")
 
 
 def _print_summary(summary: dict, where: Path | None = None, seconds: float | None = None) -> None:
@@ -29,7 +31,7 @@ def _print_summary(summary: dict, where: Path | None = None, seconds: float | No
 @app.command(rich_help_panel="NEX core on a cache")
 def learn(cache: Path = typer.Argument(..., help="Cache to learn from (unlabeled)."),
           out: Path = typer.Option(..., "--out", "-o", help="Weights file to write (.npz, key 'weights')."),
-          rho: float = RHO, min_run: int = MIN_RUN):
+          rho: float = RHO, min_run: int = MIN_RUN, allow_zero_weights: bool = ALLOW_ZERO):
     """Learn neuron weights on a cache: explored-then-reused neurons get positive weight.
 
     The weights file holds one float32 per key (layer << 16 | unit), 2^22 in all, in the
@@ -38,7 +40,7 @@ def learn(cache: Path = typer.Argument(..., help="Cache to learn from (unlabeled
     from ..core.run import run_learn   # deferred: numpy and the core load when a command runs, not for --help
 
     with stage_bars() as bars:
-        r = run_learn(cache, out, rho=rho, min_run=min_run, progress=bars)
+        r = run_learn(cache, out, rho=rho, min_run=min_run, progress=bars, allow_zero_weights=allow_zero_weights)
     console().print(f"learned {r.n_nonzero:,} neuron weights ({r.n_effective:,} effective, "
                     f"{r.n_redundant:,} redundant) in {r.seconds:.2f} s -> {r.path}")
 
@@ -47,7 +49,7 @@ def learn(cache: Path = typer.Argument(..., help="Cache to learn from (unlabeled
 def score(cache: Path = typer.Argument(..., help="Cache to score."),
           weights: Path = typer.Option(..., "--weights", "-w", help="Weights file (.npz with key 'weights')."),
           out: Path = typer.Option(None, "--out", "-o", help="Score table to write: .csv or .parquet."),
-          log_gap: bool = LOG_GAP):
+          log_gap: bool = LOG_GAP, allow_zero_weights: bool = ALLOW_ZERO):
     """Score every response of a cache by its Good-Mass Fraction under given weights.
 
     GMF = sum of mass on positive-weight neurons / sum of mass times |weight|. The table has
@@ -55,14 +57,15 @@ def score(cache: Path = typer.Argument(..., help="Cache to score."),
     """
     from ..core.run import run_score   # deferred: numpy and the core load when a command runs, not for --help
 
-    r = run_score(cache, weights, out, log_gap=log_gap)
+    r = run_score(cache, weights, out, log_gap=log_gap, allow_zero_weights=allow_zero_weights)
     _print_summary(r.summary, r.path, r.seconds)
 
 
 @app.command(rich_help_panel="NEX core on a cache")
 def run(cache: Path = typer.Argument(..., help="Cache to calibrate on and score."),
         out: Path = typer.Option(..., "--out", "-o", help="Output directory."),
-        rho: float = RHO, min_run: int = MIN_RUN, log_gap: bool = LOG_GAP):
+        rho: float = RHO, min_run: int = MIN_RUN, log_gap: bool = LOG_GAP,
+        allow_zero_weights: bool = ALLOW_ZERO):
     """Self-calibrate and score: learn weights on a cache, then score that same cache.
 
     Writes weights.npz (key 'weights'), response_scores.npy (float32 GMF per response, NaN
@@ -71,5 +74,6 @@ def run(cache: Path = typer.Argument(..., help="Cache to calibrate on and score.
     from ..core.run import run as core_run   # deferred: numpy and the core load when a command runs, not for --help
 
     with stage_bars() as bars:
-        r = core_run(cache, out, rho=rho, min_run=min_run, log_gap=log_gap, progress=bars)
+        r = core_run(cache, out, rho=rho, min_run=min_run, log_gap=log_gap, progress=bars,
+                     allow_zero_weights=allow_zero_weights)
     _print_summary(r.summary, r.out, r.seconds)

@@ -34,7 +34,10 @@ def select(run_dir: Path = typer.Argument(..., help="Run directory holding candi
            window: int = typer.Option(2048, "--window",
                                       help="DeepConf window in tokens (sliding groups and the tail)."),
            relearn: bool = typer.Option(False, "--relearn",
-                                        help="Learn the weights again even if RUN_DIR/weights.npz exists.")):
+                                        help="Learn the weights again even if RUN_DIR/weights.npz exists."),
+           allow_zero_weights: bool = typer.Option(False, "--allow-zero-weights",
+                                                   help="Accept a --weights file whose weights are all 0 "
+                                                        "(every GMF is then 0); refused by default.")):
     """Pick one trace per problem with NEX and every label-free baseline.
 
     Reads RUN_DIR/candidates.jsonl and RUN_DIR/cache, the capture of those
@@ -67,7 +70,7 @@ def select(run_dir: Path = typer.Argument(..., help="Run directory holding candi
 
     with stage_bars() as bars:
         result = run(run_dir, weights_file=weights, subsets=subsets, seed=seed, window=window, relearn=relearn,
-                     progress=bars)
+                     progress=bars, allow_zero_weights=allow_zero_weights)
     _print_table(result.summary, [m for m, _ in METHODS], LABELS)
     out = console()
     for note in result.notes:

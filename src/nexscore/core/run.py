@@ -30,7 +30,7 @@ from ..io import write_json, write_npy, write_table
 from .gmf import log_gap as to_log_gap
 from .gmf import mean_score, score_responses
 from .learn import accumulate
-from .weights import load_weights, model_record, save_weights
+from .weights import check_learned, load_weights, model_record, save_weights
 
 Progress = Callable[[str, int], Callable[[int], None]]
 
@@ -121,29 +121,32 @@ def run_summary(scores: np.ndarray, rho: float | None = None, min_run: int | Non
     return summary
 
 
-def _learn(reader, rho: float, min_run: int, progress: Progress | None) -> np.ndarray:
+def _learn(reader, rho: float, min_run: int, progress: Progress | None, allow_zero_weights: bool) -> np.ndarray:
     advance = progress("learning weights", reader.rows.n_responses) if progress else None
-    return accumulate(reader, rho=rho, min_run=min_run, on_chunk=advance).weights()
+    weights = accumulate(reader, rho=rho, min_run=min_run, on_chunk=advance).weights()
+    return check_learned(weights, reader.path, allow_zero=allow_zero_weights)   # refused before any file is written
 
 
 def run_learn(cache, out, *, rho: float = DEFAULT_RHO, min_run: int = DEFAULT_MIN_RUN,
-              progress: Progress | None = None) -> LearnResult:
+              progress: Progress | None = None, allow_zero_weights: bool = False) -> LearnResult:
     """`nex learn`: weights learned on a cache (no labels), written to `out` with the record of
-    the model the cache was captured from (so commands that edit a model can check it)."""
+    the model the cache was captured from (so commands that edit a model can check it).
+    Weights that credit no neuron are refused unless allow_zero_weights (`check_learned`)."""
     t0 = time.perf_counter()
     check_settings(rho, min_run)
     reader = open_cache(cache)
-    weights = _learn(reader, rho, min_run, progress)
+    weights = _learn(reader, rho, min_run, progress, allow_zero_weights)
     path = save_weights(out, weights, model=model_record(reader.manifest))
     return LearnResult(path, weights, time.perf_counter() - t0)
 
 
-def run_score(cache, weights, out=None, *, log_gap: bool = False) -> ScoreResult:
+def run_score(cache, weights, out=None, *, log_gap: bool = False, allow_zero_weights: bool = False) -> ScoreResult:
     """`nex score`: GMF of every response under given weights (an array or a weights file);
-    with `out`, a table (.csv or .parquet) of one row per response in cache order."""
+    with `out`, a table (.csv or .parquet) of one row per response in cache order. A weights
+    file is checked on load (`load_weights`; all-zero weights only with allow_zero_weights)."""
     t0 = time.perf_counter()
     if not isinstance(weights, np.ndarray):
-        weights = load_weights(weights)
+        weights = load_weights(weights, allow_zero=allow_zero_weights)
     scores = score_responses(cache, weights)
     if out is not None:
         out = write_table(out, {"response": np.arange(scores.size), "gmf": scores})
@@ -151,7 +154,7 @@ def run_score(cache, weights, out=None, *, log_gap: bool = False) -> ScoreResult
 
 
 def run(cache, out, *, rho: float = DEFAULT_RHO, min_run: int = DEFAULT_MIN_RUN, log_gap: bool = False,
-        progress: Progress | None = None) -> CoreRunResult:
+        progress: Progress | None = None, allow_zero_weights: bool = False) -> CoreRunResult:
     """`nex run`: learn weights on a cache, score that same cache, write `RUN_FILES` into `out`.
 
     weights.npz holds key 'weights' (2^22 float32) and the model record; response_scores.npy
@@ -160,7 +163,7 @@ def run(cache, out, *, rho: float = DEFAULT_RHO, min_run: int = DEFAULT_MIN_RUN,
     t0 = time.perf_counter()
     check_settings(rho, min_run)
     reader = open_cache(cache)
-    weights = _learn(reader, rho, min_run, progress)
+    weights = _learn(reader, rho, min_run, progress, allow_zero_weights)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     with ThreadPoolExecutor(1) as pool:    # writing 16 MB of weights overlaps the scoring

@@ -148,7 +148,8 @@ def check_weights(weights: np.ndarray, where, *, allow_zero: bool = False) -> np
     if not allow_zero and not weights.any():
         raise WeightsError(f"{where}: every weight is 0 (no neuron was credited), so every GMF would be 0; "
                            "learn weights on a cache with enough rows (`nex cache verify CACHE` shows what "
-                           "sanitising drops), or pass --allow-zero-weights to use them anyway")
+                           "sanitising drops); `nex score` and `nex select` take --allow-zero-weights to "
+                           "use them anyway")
     return weights
 
 

@@ -339,7 +339,7 @@ def _neuron_section(data: RunData, select: dict | None, notes: list[str]) -> str
     if path is None:
         return section("neurons", title, note(f"No weights.npz: run `nex select {data.run_dir}` (it learns them on "
                                               "the run's own cache) first."))
-    w = load_weights(path)
+    w = load_weights(path, allow_zero=True)     # all-zero weights get the note below
     nz = np.flatnonzero(w)
     try:
         mass, count = _base_usage(data.cache)
@@ -489,7 +489,7 @@ def _build(run_dir, out, *, max_problems: int, tokenizer: str | None, use_tokeni
     if gmf is None:
         wpath = _weights_path(run_dir, select)
         if wpath is not None:
-            gmf = score_responses(data.cache.path, load_weights(wpath)).astype(float)
+            gmf = score_responses(data.cache.path, load_weights(wpath, allow_zero=True)).astype(float)
     nex = ((select or {}).get("methods") or {}).get("nex") or {}
     auroc = nex.get("auroc_pooled") if nex.get("available") else None
     if not figures.available():

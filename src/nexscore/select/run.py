@@ -227,22 +227,23 @@ def check_alignment(run_dir: Path, cands: list[Candidate], cache, responses: lis
 
 # ---------------------------------------------------------------------------------- weights
 def resolve_weights(run_dir: Path, cache, weights_file: Path | None, relearn: bool,
-                    progress: Progress | None, notes: list[str]):
+                    progress: Progress | None, notes: list[str], allow_zero_weights: bool = False):
     """Weights to score with: --weights FILE, else RUN_DIR/weights.npz, else learn and save it
-    (reporting `progress("learning weights", n_responses)` while it learns)."""
+    (reporting `progress("learning weights", n_responses)` while it learns). A FILE of all-zero
+    weights is refused unless allow_zero_weights; the run's own are noted instead (`select_run`)."""
     from ..core.learn import accumulate
     from ..core.weights import load_weights, model_record, save_weights
 
     run_weights = run_dir / WEIGHTS
     if weights_file is not None:
-        return load_weights(weights_file), {"source": "file", "path": str(weights_file)}
+        return load_weights(weights_file, allow_zero=allow_zero_weights), {"source": "file", "path": str(weights_file)}
     if run_weights.is_file() and not relearn:
         manifest = Path(cache.path) / "manifest.json"
         ref = manifest if manifest.is_file() else Path(cache.path)
         if run_weights.stat().st_mtime < ref.stat().st_mtime:
             notes.append(f"{run_weights} is older than the cache: it may have been learned on an earlier "
                          "capture; pass --relearn to learn again on this cache")
-        return load_weights(run_weights), {"source": "run", "path": str(run_weights)}
+        return load_weights(run_weights, allow_zero=True), {"source": "run", "path": str(run_weights)}
     acc = accumulate(cache, on_chunk=progress("learning weights", cache.n_responses) if progress else None)
     weights = acc.weights()
     save_weights(run_weights, weights, model=model_record(cache.manifest))
@@ -252,7 +253,7 @@ def resolve_weights(run_dir: Path, cache, weights_file: Path | None, relearn: bo
 
 # ---------------------------------------------------------------------------------- select
 def run(run_dir, *, weights_file=None, subsets: int = 200, seed: int = 0, window: int = DEFAULT_WINDOW,
-        relearn: bool = False, progress: Progress | None = None) -> SelectResult:
+        relearn: bool = False, progress: Progress | None = None, allow_zero_weights: bool = False) -> SelectResult:
     """`nex select`: score, select and measure every method on a run directory, and write
     select.json and scores.parquet (`write_outputs`); weights.npz too when it learns them.
 
@@ -262,7 +263,7 @@ def run(run_dir, *, weights_file=None, subsets: int = 200, seed: int = 0, window
     """
     t0 = time.perf_counter()
     result = select_run(run_dir, weights_file=weights_file, subsets=subsets, seed=seed, window=window,
-                        relearn=relearn, progress=progress)
+                        relearn=relearn, progress=progress, allow_zero_weights=allow_zero_weights)
     result.paths = write_outputs(run_dir, result)
     result.seconds = time.perf_counter() - t0
     return result
@@ -270,7 +271,7 @@ def run(run_dir, *, weights_file=None, subsets: int = 200, seed: int = 0, window
 
 def select_run(run_dir, *, weights_file=None, subsets: int = 200, seed: int = 0,
                window: int = DEFAULT_WINDOW, relearn: bool = False,
-               progress: Progress | None = None) -> SelectResult:
+               progress: Progress | None = None, allow_zero_weights: bool = False) -> SelectResult:
     """Score, select and measure every method on a run directory, without writing the results
     (weights.npz is written when it learns them; `run` writes the rest too)."""
     from ..cache.writer import read_responses, read_signals
@@ -299,7 +300,8 @@ def select_run(run_dir, *, weights_file=None, subsets: int = 200, seed: int = 0,
     elif missing:
         notes.append(f"the cache lacks the signal(s) {', '.join(missing)}: their baselines are n/a")
 
-    weights, weights_info = resolve_weights(run_dir, cache, weights_file, relearn, progress, notes)
+    weights, weights_info = resolve_weights(run_dir, cache, weights_file, relearn, progress, notes,
+                                            allow_zero_weights)
     n_nonzero = int(np.count_nonzero(weights))
     weights_info["n_nonzero"] = n_nonzero
     if n_nonzero == 0:
