@@ -332,8 +332,6 @@ def _viewer_section(data: RunData, select: dict | None, gmf: np.ndarray | None, 
 
 
 def _neuron_section(data: RunData, select: dict | None, notes: list[str]) -> str:
-    from ..core import load_weights
-
     title = "Neuron weights"
     path = _weights_path(data.run_dir, select)
     if path is None:
