@@ -65,9 +65,9 @@ def _sets(text: str) -> tuple[str, ...]:
 
 
 def _print(result, kind: str) -> None:
-    from rich.table import Table   # deferred: rich and numpy load to print a result, not for --help
+    from rich.table import Table   # deferred: rich loads to print a result, not for --help
 
-    from ..neurons.experiment import summarise
+    from ..neurons.experiment import summarise   # deferred: numpy loads when the command runs
 
     doc = result.doc
     out = console()

@@ -73,7 +73,7 @@ def merge(family: Path = typer.Argument(..., help="FAMILY.yaml: checkpoints, der
     ties-weight0.5-density0.9, drop15, repeat15). For more than two
     models, linear takes 'weights: \[\[w1, w2, w3], ...]' in its grid.
     """
-    from ..merge import build_family, read_family
+    from ..merge import build_family, read_family   # deferred: the merge package loads only for `nex merge`
 
     spec = read_family(family)
     err = console(stderr=True)
@@ -97,9 +97,9 @@ def _ci(ci) -> str:
 
 
 def print_rank(doc: dict) -> None:
-    from rich.table import Table   # deferred: rich and numpy load to print a result, not for --help
+    from rich.table import Table   # deferred: rich loads to print a result, not for --help
 
-    from ..rank import SCORES
+    from ..rank import SCORES   # deferred: numpy and scipy load when the command runs
 
     out = console()
     t = Table(title="Variants", title_justify="left")

@@ -81,8 +81,8 @@ def select(run_dir: Path = typer.Argument(..., help="Run directory holding candi
 
 
 def _print_table(summary: dict, order: list[str], labels: dict[str, str]) -> None:
-    from rich import box
-    from rich.table import Table
+    from rich import box   # deferred: rich loads to print a result, not for --help
+    from rich.table import Table   # deferred: as above
 
     pool = summary["pool"]
     n_max = pool["n_candidates_max"]
