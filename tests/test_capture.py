@@ -14,8 +14,8 @@ from nexscore.cache import open_cache  # noqa: E402
 from nexscore.cache.layout import make_key  # noqa: E402
 from nexscore.cache.verify import verify_cache  # noqa: E402
 from nexscore.cache.writer import read_responses, read_signals  # noqa: E402
-from nexscore.capture import (Candidate, Capturer, CapturePolicy, build_rows, capture_candidates,  # noqa: E402
-                              plan_batches)
+from nexscore.capture import Capturer, CapturePolicy, build_rows, capture_candidates, plan_batches  # noqa: E402
+from nexscore.rundir import Candidate  # noqa: E402
 from nexscore.errors import CacheError, InputError  # noqa: E402
 from nexscore.models import LoadedModel, find_mlp_layers  # noqa: E402
 
@@ -170,7 +170,7 @@ def test_rows_and_base_equal_brute_force_sums(tmp_path):
             ks, ms = keys[offs[i]:offs[i + 1]], mass[offs[i]:offs[i + 1]]
             assert list(ks) == sorted(w)                  # ascending and unique within the row
             np.testing.assert_allclose(ms, [w[x] for x in sorted(w)], rtol=1e-4)
-    cands = [Candidate(np.asarray(p), np.asarray(r), {"problem_id": "p", "sample_id": i})
+    cands = [Candidate(problem_id="p", sample_id=i, prompt_ids=np.asarray(p), response_ids=np.asarray(r))
              for i, (p, r) in enumerate(batch)]
     out = capture_candidates(loaded(model), cands, tmp_path / "c",
                              policy=CapturePolicy(k=6, block_size=block)).path
@@ -275,8 +275,8 @@ def candidates(n=11, seed=0):
     out = []
     for i in range(n):
         p, r = int(rng.integers(1, 12)), int(rng.integers(0, 45))
-        out.append(Candidate(rng.integers(0, V, p), rng.integers(0, V, r),
-                             {"problem_id": f"p{i // 3}", "sample_id": i % 3}))
+        out.append(Candidate(problem_id=f"p{i // 3}", sample_id=i % 3, prompt_ids=rng.integers(0, V, p).tolist(),
+                             response_ids=rng.integers(0, V, r).tolist()))
     return out
 
 
@@ -293,13 +293,13 @@ def test_capture_writes_a_sound_cache_with_manifest(tmp_path, arch):
     assert m["selection"]["k"] == 8 and m["dtype"] == "float32" and m["device"] == "cpu"
     assert m["model"]["id"] == "tiny" and m["nexscore_version"]
     assert m["counts"]["responses"] == len(cands)
-    assert m["counts"]["tokens"] == sum(c.response_ids.size for c in cands)
+    assert m["counts"]["tokens"] == sum(len(c.response_ids) for c in cands)
     assert m["signals"] == ["entropy", "logprob", "self_certainty", "top20_logprob"]
     meta = read_responses(res.path)
     assert [(x["problem_id"], x["sample_id"], x["n_tokens"]) for x in meta] == \
-        [(c.meta["problem_id"], c.meta["sample_id"], c.response_ids.size) for c in cands]
+        [(c.problem_id, c.sample_id, len(c.response_ids)) for c in cands]
     sig, ptr = read_signals(res.path)
-    assert list(np.diff(ptr)) == [c.response_ids.size for c in cands]
+    assert list(np.diff(ptr)) == [len(c.response_ids) for c in cands]
     # each response in the cache equals that response captured on its own
     cache = open_cache(res.path)
     sp, rp = np.asarray(cache.rows.sample_row_ptr), np.asarray(cache.rows.row_ptr)
@@ -369,7 +369,7 @@ def test_resume_with_other_settings_is_refused_and_overwrite_starts_again(tmp_pa
     with pytest.raises(Stop):
         capture_candidates(loaded(model), cands, tmp_path / "c", policy=CapturePolicy(k=6, batch_size=2),
                            on_progress=stop)
-    with pytest.raises(CacheError, match=r"other settings \(k 6 instead of 5\).*--overwrite"):
+    with pytest.raises(CacheError, match=r"other settings \(policy.k: 6 in capture.json, now 5\).*--overwrite"):
         capture_candidates(loaded(model), cands, tmp_path / "c", policy=CapturePolicy(k=5, batch_size=2))
     res = capture_candidates(loaded(model), cands, tmp_path / "c", policy=CapturePolicy(k=5, batch_size=2),
                              overwrite=True)
@@ -385,7 +385,7 @@ def test_batches_are_planned_from_the_candidates_alone():
     tight = plan_batches(cands, 8, 60)
     assert all(b > a for a, b in tight) and tight[0][0] == 0 and tight[-1][1] == 10
     for a, b in tight:
-        longest = max(c.prompt_ids.size + c.response_ids.size for c in cands[a:b])
+        longest = max(len(c.prompt_ids) + len(c.response_ids) for c in cands[a:b])
         assert b - a == 1 or longest * (b - a) <= 60
 
 

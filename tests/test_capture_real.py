@@ -27,7 +27,8 @@ if files.embedded_gguf() is None:
 def test_capture_two_short_responses_with_smollm2(tmp_path):
     from nexscore.cache.verify import describe_cache, verify_cache
     from nexscore.cache.writer import read_responses, read_signals
-    from nexscore.capture import CapturePolicy, capture_candidates, read_candidates
+    from nexscore.capture import CapturePolicy, capture_candidates
+    from nexscore.rundir import read_candidates
     from nexscore.models import load_model
 
     lm = load_model("default")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 from types import SimpleNamespace
 
@@ -12,8 +13,9 @@ pytest.importorskip("transformers")
 pytest.importorskip("reasoning_gym")
 
 from nexscore.errors import GenerateError, InputError  # noqa: E402
-from nexscore.generate import (FIELDS, Request, Settings, TransformersEngine, cut_at_stop,  # noqa: E402
-                               generate_run, read_candidates, trace_seed)
+from nexscore.generate import (Request, Settings, TransformersEngine, cut_at_stop, generate_run,  # noqa: E402
+                               trace_seed)
+from nexscore.rundir import FIELDS, read_candidates  # noqa: E402
 from nexscore.tasks import load_task  # noqa: E402
 
 from test_tasks import tiny_tokenizer  # noqa: E402
@@ -64,17 +66,17 @@ def test_contract_and_consistency(tmp_path, lm):
     summary = run(tmp_path / "r", lm)
     recs = read_candidates(tmp_path / "r")
     assert summary.n_traces == summary.n_new == len(recs) == 6
-    assert [(r["problem_id"], r["sample_id"]) for r in recs] == \
+    assert [(r.problem_id, r.sample_id) for r in recs] == \
         [(f"chain_sum-{i}", s) for i in range(3) for s in range(2)]
     tok = lm.tokenizer
+    assert all(list(json.loads(line)) == list(FIELDS) for line in lines(tmp_path / "r"))  # contract order
     for rec in recs:
-        assert list(json.loads(json.dumps(rec))) == list(FIELDS)
-        assert rec["prompt_ids"] == tok(rec["prompt"], add_special_tokens=False)["input_ids"]
-        assert rec["response"] == tok.decode(rec["response_ids"], skip_special_tokens=True)
-        assert tok.eos_token_id not in rec["response_ids"] and tok.pad_token_id not in rec["response_ids"]
-        assert rec["finish_reason"] in ("stop", "length")
-        assert (len(rec["response_ids"]) == MAX_NEW) == (rec["finish_reason"] == "length")
-        assert rec["correct"] in (True, False) and (rec["answer"] is None or isinstance(rec["answer"], str))
+        assert rec.prompt_ids == tok(rec.prompt, add_special_tokens=False)["input_ids"]
+        assert rec.response == tok.decode(rec.response_ids, skip_special_tokens=True)
+        assert tok.eos_token_id not in rec.response_ids and tok.pad_token_id not in rec.response_ids
+        assert rec.finish_reason in ("stop", "length")
+        assert (len(rec.response_ids) == MAX_NEW) == (rec.finish_reason == "length")
+        assert rec.correct in (True, False) and (rec.answer is None or isinstance(rec.answer, str))
     meta = json.loads((tmp_path / "r" / "run.json").read_text())
     assert meta["model"] == {"spec": "tiny", "id": "tiny-llama", "source": "local", "revision": None,
                              "file_sha256": None, "architecture": "LlamaForCausalLM", "n_layers": 2,
@@ -171,7 +173,7 @@ def test_same_seed_same_traces_independent_of_batching(tmp_path, lm):
     assert lines(tmp_path / "a") != lines(tmp_path / "d")
     # samples of one problem differ from each other
     recs = read_candidates(tmp_path / "a")
-    assert recs[0]["response_ids"] != recs[1]["response_ids"]
+    assert recs[0].response_ids != recs[1].response_ids
     assert trace_seed(0, "p", 1) == trace_seed(0, "p", 1) != trace_seed(0, "p", 2)
 
 
@@ -197,10 +199,10 @@ def test_rounds_give_the_traces_of_one_long_round(tmp_path, lm, monkeypatch):
 def test_greedy_traces_are_reproduced_by_teacher_forcing(tmp_path, lm):
     run(tmp_path / "g", lm, temperature=0.0, batch_size=1, n=1)
     for rec in read_candidates(tmp_path / "g"):
-        ids = torch.tensor([rec["prompt_ids"] + rec["response_ids"]])
+        ids = torch.tensor([rec.prompt_ids + rec.response_ids])
         with torch.no_grad():
             logits = lm.model(ids).logits[0]
-        p, r = len(rec["prompt_ids"]), rec["response_ids"]
+        p, r = len(rec.prompt_ids), rec.response_ids
         assert logits[p - 1:p - 1 + len(r)].argmax(-1).tolist() == r
 
 
@@ -246,7 +248,7 @@ class Watching:
 
 
 def test_checkpoints_during_a_run(tmp_path, lm, monkeypatch):
-    import nexscore.generate.run as run_mod
+    run_mod = importlib.import_module("nexscore.generate.run")   # the module; nexscore.generate.run is the stage
 
     inner = TransformersEngine(lm.model, lm.tokenizer, temperature=1.0, top_p=0.95, max_new_tokens=MAX_NEW)
     monkeypatch.setattr(run_mod, "CHECKPOINT_SECONDS", 0.0)
@@ -265,7 +267,7 @@ def test_truncated_tail_line_is_ignored_and_regenerated(tmp_path, lm):
     path = tmp_path / "t" / "candidates.jsonl"
     text = path.read_text().splitlines(keepends=True)
     path.write_text("".join(text[:3]) + text[3][:25])  # a write that was cut short
-    assert len(read_candidates(path)) == 3
+    assert len(read_candidates(path, drop_unfinished=True)) == 3   # as generate reads its own file
     assert run(tmp_path / "t", lm).n_new == 3
     assert lines(tmp_path / "t") == lines(tmp_path / "full")
 
@@ -343,7 +345,7 @@ def test_regrade(tmp_path, lm):
     (d / "candidates.jsonl").write_text(json.dumps(rec) + "\n")
     run(d, lm, n_problems=1, n=1, regrade=True)
     fixed = read_candidates(d)[0]
-    assert fixed["answer"] != "bogus" and fixed["correct"] in (True, False)
+    assert fixed.answer != "bogus" and fixed.correct in (True, False)
 
 
 @pytest.mark.parametrize("kw, message", [
@@ -428,30 +430,30 @@ def test_vllm_engine_writes_the_same_format(tmp_path, lm, monkeypatch):
     recs = read_candidates(tmp_path / "v")
     assert summary.n_traces == len(recs) == 6
     for rec, prompt, sp in zip(recs, calls["prompts"], calls["params"]):
-        assert prompt["prompt_token_ids"] == rec["prompt_ids"]
-        assert sp.seed == trace_seed(0, rec["problem_id"], rec["sample_id"])
+        assert prompt["prompt_token_ids"] == rec.prompt_ids
+        assert sp.seed == trace_seed(0, rec.problem_id, rec.sample_id)
         assert (sp.temperature, sp.top_p, sp.max_tokens, sp.detokenize) == (0.7, 0.9, MAX_NEW, False)
-        assert lm.tokenizer.eos_token_id not in rec["response_ids"]
-        assert rec["finish_reason"] == ("stop" if sp.seed % 2 else "length")
-        assert len(rec["response_ids"]) == (3 if sp.seed % 2 else MAX_NEW)
-    assert {r["finish_reason"] for r in recs} == {"stop", "length"}
+        assert lm.tokenizer.eos_token_id not in rec.response_ids
+        assert rec.finish_reason == ("stop" if sp.seed % 2 else "length")
+        assert len(rec.response_ids) == (3 if sp.seed % 2 else MAX_NEW)
+    assert {r.finish_reason for r in recs} == {"stop", "length"}
     assert json.loads((tmp_path / "v" / "run.json").read_text())["sampling"]["engine"] == "vllm"
 
 
 def test_cli_vllm_loading_path(lm, monkeypatch):
     import nexscore.models
-    from nexscore.cli import generate_cmds
+    from nexscore.generate import load_for_generation
 
     calls = fake_vllm(monkeypatch)
     asked = {}
 
-    def fake_load_model(spec, *, device="cpu", dtype="float32", need_tokenizer=True):
+    def fake_load_model(spec, *, device="cpu", dtype="float32", need_tokenizer=True, mlp_spec=None):
         asked.update(spec=spec, device=device, dtype=dtype)
         info = {**lm.info, "source": "local", "path": "/models/tiny", "spec": spec}
         return SimpleNamespace(model=lm.model, tokenizer=lm.tokenizer, info=info)
 
     monkeypatch.setattr(nexscore.models, "load_model", fake_load_model)
-    loaded, engine = generate_cmds._load("/models/tiny", settings(engine="vllm"), "cuda", "auto")
+    loaded, engine = load_for_generation("/models/tiny", settings(engine="vllm"), device="cuda", dtype="auto")
     assert asked == {"spec": "/models/tiny", "device": "cpu", "dtype": "bfloat16"}  # tokenizer + identity
     assert loaded.model is None and loaded.tokenizer is lm.tokenizer  # weights released for vLLM
     assert calls["init"]["model"] == "/models/tiny" and engine.stop_ids == [lm.tokenizer.eos_token_id]
@@ -462,15 +464,15 @@ def test_cli_vllm_loading_path(lm, monkeypatch):
 def test_cli_generate_and_resume_from_run_json(tmp_path, lm, monkeypatch):
     from typer.testing import CliRunner
 
-    from nexscore.cli import app, generate_cmds
+    from nexscore.cli import app
 
     loads = []
 
-    def fake_load(spec, settings, device, dtype):
+    def fake_load(spec, settings, *, device, dtype, mlp_spec=None):
         loads.append(spec)
         return SimpleNamespace(model=lm.model, tokenizer=lm.tokenizer, info={**lm.info, "spec": spec}), None
 
-    monkeypatch.setattr(generate_cmds, "_load", fake_load)
+    monkeypatch.setattr(importlib.import_module("nexscore.generate.run"), "load_for_generation", fake_load)
     monkeypatch.setenv("COLUMNS", "300")
     runner = CliRunner()
     d = tmp_path / "cli"
@@ -518,3 +520,28 @@ def test_cli_bad_input_messages(tmp_path, monkeypatch):
     assert res.exit_code == 0 and "min_digits" in res.output and "gold answer" in res.output
     res = runner.invoke(app, ["tasks", "--all"])
     assert res.exit_code == 0 and "arithmetic" in res.output and "chain_sum" in res.output
+
+
+def test_the_stage_resolves_settings_from_run_json(tmp_path, lm):
+    """generate.run: what a call leaves out comes from run.json, else from the defaults."""
+    from nexscore import generate
+
+    d = tmp_path / "stage"
+    said = []
+    first = generate.run(d, model="tiny", task="rg:chain_sum", task_options={"min_terms": 2, "max_terms": 3},
+                         problems=2, n=1, max_new_tokens=MAX_NEW, loaded=lm, log=said.append)
+    assert first.reused == [] and first.n_new == 2 and first.settings.temperature == Settings().temperature
+    assert first.settings.batch_size == generate.BATCH_DEFAULT["transformers"] and first.load_seconds is None
+    assert first.model["spec"] == "tiny" and first.candidates == d / "candidates.jsonl"
+    ticks = []
+    again = generate.run(d, n=2, loaded=lm, log=said.append,
+                         progress=lambda desc, total: ticks.append((desc, total)) or (lambda k: ticks.append(k)))
+    assert again.n_new == 2 and again.n_traces == 4 and again.settings.max_new_tokens == MAX_NEW
+    assert again.reused == ["task", "task options", "engine", "problems", "temperature", "top_p",
+                            "max_new_tokens", "seed", "model"]
+    assert said[-2].startswith("using the settings recorded in") and said[-1].startswith("resuming: 2 trace(s)")
+    assert ticks[0] == ("generating 4 traces", 4) and sum(t for t in ticks[1:]) == 4
+    with pytest.raises(GenerateError, match=r"other settings \(sampling.seed: 0 in run.json, now 1\)"):
+        generate.run(d, seed=1, loaded=lm)
+    with pytest.raises(InputError, match="--task is required"):
+        generate.run(tmp_path / "new", loaded=lm)

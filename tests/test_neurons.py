@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from nexscore.cache.layout import KEY_SPACE, make_key
-from nexscore.core.weights import load_weights, model_record, save_weights, weights_model
+from nexscore.core.weights import load_weights, save_weights, weights_model
+from nexscore.rundir import cache_model_record
 from nexscore.errors import InputError
 from nexscore.neurons.choose import (check_grid, check_keys_fit, choose_effective, choose_random,
                                      choose_redundant, choose_sets, signed_counts)
@@ -100,8 +101,8 @@ def test_weights_for_neurons_the_model_lacks_are_refused():
 
 def test_weights_file_keeps_its_model_record_and_stays_readable(tmp_path):
     w = random_weights()
-    rec = model_record({"model": {"spec": "x", "id": "tiny", "file_sha256": None}, "layers": 3,
-                        "intermediate_size": 32})
+    rec = cache_model_record({"model": {"spec": "x", "id": "tiny", "file_sha256": None}, "layers": 3,
+                              "intermediate_size": 32})
     save_weights(tmp_path / "w.npz", w, model=rec)
     save_weights(tmp_path / "plain.npz", w)
     assert np.array_equal(load_weights(tmp_path / "w.npz"), w)

@@ -289,10 +289,13 @@ def test_cli_shots(tmp_path, lm, monkeypatch):  # noqa: F811
 
     from typer.testing import CliRunner
 
-    from nexscore.cli import app, generate_cmds
+    import importlib
 
-    monkeypatch.setattr(generate_cmds, "_load", lambda spec, settings, device, dtype: (
-        SimpleNamespace(model=lm.model, tokenizer=lm.tokenizer, info={**lm.info, "spec": spec}), None))
+    from nexscore.cli import app
+
+    monkeypatch.setattr(importlib.import_module("nexscore.generate.run"), "load_for_generation",
+                        lambda spec, settings, **kw: (SimpleNamespace(model=lm.model, tokenizer=lm.tokenizer,
+                                                                      info={**lm.info, "spec": spec}), None))
     monkeypatch.setenv("COLUMNS", "300")
     runner = CliRunner()
     d = tmp_path / "cli"

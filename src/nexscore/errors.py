@@ -36,3 +36,12 @@ class TaskError(InputError):
 
 class GenerateError(NexError):
     """Generation cannot start or continue (bad sampling settings, a run directory of another run)."""
+
+
+def check_at_least(what: str, value, minimum=1) -> None:
+    """InputError "WHAT must be at least MINIMUM (got VALUE)" unless value >= minimum (NaN fails too).
+
+    what names the setting as the user gave it, e.g. "--batch-size".
+    """
+    if not value >= minimum:
+        raise InputError(f"{what} must be at least {minimum} (got {value})")

@@ -1,4 +1,5 @@
-"""Atomic writes: every output appears whole under its final name or not at all."""
+"""Atomic writes (every output appears whole under its final name or not at all), and the reader
+of the JSON objects they write."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from typing import Iterator
 
 import numpy as np
 
-from .errors import InputError
+from .errors import InputError, NexError
 
 
 @contextmanager
@@ -47,6 +48,24 @@ def write_json(path, data) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(_clean(data), indent=2, allow_nan=False) + "\n")
     return Path(path)
+
+
+def read_json_object(path, *, fix: str, error: type[NexError] = InputError) -> dict | None:
+    """The JSON object in a file that a step of nexscore wrote; None when the file is not there.
+
+    A file that cannot be read or holds something else than an object raises `error`, naming
+    the file and ending with `fix` (what to do about it).
+    """
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise error(f"{path}: unreadable ({exc}); {fix}") from None
+    if not isinstance(data, dict):
+        raise error(f"{path}: expected a JSON object, got {type(data).__name__}; {fix}")
+    return data
 
 
 def write_npy(path, array) -> Path:

@@ -8,7 +8,6 @@ each token mapped to the row that holds it.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -16,13 +15,10 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import CacheError, InputError, RunError
-
-CANDIDATES = "candidates.jsonl"
-RUN_JSON = "run.json"
-CACHE = "cache"
-SELECT_JSON = "select.json"
-WEIGHTS = "weights.npz"
-EXPLORATION_JSON = "exploration.json"
+# the run directory's names and readers (SELECT_JSON, WEIGHTS, EXPLORATION_JSON, read_json are
+# imported from here by the report)
+from ..rundir import (CACHE, CACHE_PARTIAL, CANDIDATES, EXPLORATION_JSON, IDS, SELECT_JSON, WEIGHTS,  # noqa: F401
+                      read_candidates, read_json, read_run_json)
 
 
 @dataclass
@@ -76,23 +72,12 @@ def require_run(run_dir) -> Path:
                          f"`nex generate {run_dir} --model M --task T` first, then `nex capture {run_dir}`")
     cache = run_dir / CACHE
     if not cache.is_dir():
-        if (run_dir / (CACHE + ".partial")).is_dir():
+        if (run_dir / CACHE_PARTIAL).is_dir():
             raise InputError(f"{cache}: the capture did not finish; run `nex capture {run_dir}` again "
                              "to resume it")
         raise InputError(f"{run_dir}: no cache/ (the traces were not captured yet); run "
                          f"`nex capture {run_dir}` first")
     return run_dir
-
-
-def read_json(path: Path) -> dict | None:
-    path = Path(path)
-    if not path.is_file():
-        return None
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise InputError(f"{path}: unreadable ({exc}); delete it and run the step that writes it again") from None
-    return data if isinstance(data, dict) else None
 
 
 @dataclass
@@ -180,21 +165,16 @@ class RunData:
         return t if isinstance(t, str) else None
 
 
-def _raw_records(path: Path) -> list[dict]:
-    with open(path, encoding="utf-8") as fh:
-        return [json.loads(line) for line in fh if line.strip()]
-
-
 def open_run(run_dir) -> RunData:
     """Read and check a run directory: its traces must be the ones its cache captured."""
     run_dir = require_run(run_dir)
     from ..cache import open_cache
     from ..cache.writer import read_responses, read_signals
-    from ..select.run import check_alignment, read_candidates
+    from ..select.run import check_alignment
 
-    cands = read_candidates(run_dir / CANDIDATES)          # validates, names bad lines
-    records = _raw_records(run_dir / CANDIDATES)
-    run_json = read_json(run_dir / RUN_JSON)
+    cands = read_candidates(run_dir / CANDIDATES, need=IDS)     # validates, names bad lines
+    records = [c.to_record() for c in cands]
+    run_json = read_run_json(run_dir)
     cache = open_cache(run_dir / CACHE)
     if not cache.has_rows:
         raise CacheError(f"{cache.path}: has no rows/ (only per-response sums): the E/X phases need "

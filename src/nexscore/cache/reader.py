@@ -10,13 +10,13 @@ applies the same rules to the whole cache and adds the audit of what the spec to
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import CacheError
+from ..io import read_json_object
 from . import rules
 from .layout import BASE_DIR, BASE_FILES, MANIFEST, ROW_FILES, ROWS_DIR
 from .mapped import drop_pages, map_array, read_range
@@ -149,16 +149,7 @@ class Cache:
     @property
     def manifest(self) -> dict | None:
         """The manifest written by capture, or None for a reference-made cache."""
-        path = self.path / MANIFEST
-        if not path.is_file():
-            return None
-        try:
-            manifest = json.loads(path.read_text())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise CacheError(f"{path}: unreadable manifest ({exc})") from None
-        if not isinstance(manifest, dict):
-            raise CacheError(f"{path}: the manifest is not a JSON object; remove it or capture again")
-        return manifest
+        return read_json_object(self.path / MANIFEST, fix="remove it or capture again", error=CacheError)
 
     def _refuse(self, problem: Finding):
         raise CacheError(f"{self.path}: {problem.line()}")

@@ -1,4 +1,12 @@
-"""Capture a list of candidates into a v1 cache: batches, checkpoints, resume, manifest.
+"""`nex capture` as a library stage, and the capture of a list of candidates into a v1 cache.
+
+    >>> from nexscore import capture
+    >>> r = capture.run("runs/demo", policy=capture.CapturePolicy(block_size=8))
+    >>> r.path, r.manifest["counts"]
+
+`run` is the stage: a run directory's (or a file's) candidates, the model run.json names, the
+cache written to RUN_DIR/cache and recorded in run.json. `capture_candidates` captures a list of
+candidates with a model loaded already.
 
 Batches are contiguous runs of candidates (at most `batch_size` of them and about
 `max_batch_tokens` padded tokens), planned from the candidates and the policy alone. The
@@ -10,21 +18,29 @@ a re-run with other settings is refused rather than mixed in.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
-from ..errors import CacheError, InputError
-from .candidates import Candidate, candidates_digest
+import numpy as np
+
+from .. import __version__, models
+from ..cache.writer import CacheWriter
+from ..errors import CacheError, InputError, check_at_least
+from ..generate.run import DEFAULT_MODEL
+from ..rundir import (CACHE, MLP_SHAPE, RUN_JSON, TOKENS, Candidate, check_same_settings, model_record,
+                      read_candidates, read_run_json, require_run_dir, update_run_json)
 from .engine import RULES, Capturer, default_k
 from .rows import build_rows
 from .signals import CHUNK_ELEMENTS, SIGNALS, TOP_N
 
 SCHEMA_VERSION = 1
 POLICY_FILE = "capture.json"
+Progress = Callable[[str, int], Callable[[int], None]]    # progress(description, total) -> advance(n)
 
 
 @dataclass(frozen=True)
@@ -43,14 +59,10 @@ class CapturePolicy:
         if self.selection not in RULES:
             raise InputError(f"unknown selection '{self.selection}'; choose one of {', '.join(RULES)}")
         k = default_k(self.selection) if self.k is None else int(self.k)
-        if k < 1:
-            raise InputError(f"--k must be at least 1 (got {k})")
-        if self.block_size < 1:
-            raise InputError(f"--block-size must be at least 1 (got {self.block_size})")
-        if self.batch_size < 1:
-            raise InputError(f"--batch-size must be at least 1 (got {self.batch_size})")
-        if self.max_batch_tokens < 1:
-            raise InputError(f"max_batch_tokens must be at least 1 (got {self.max_batch_tokens})")
+        check_at_least("--k", k)
+        check_at_least("--block-size", self.block_size)
+        check_at_least("--batch-size", self.batch_size)
+        check_at_least("--max-batch-tokens", self.max_batch_tokens)
         return CapturePolicy(k=k, selection=self.selection, block_size=int(self.block_size),
                              batch_size=int(self.batch_size), max_batch_tokens=int(self.max_batch_tokens),
                              padding_side=self.padding_side, checkpoint_every=max(1, int(self.checkpoint_every)))
@@ -61,7 +73,7 @@ def plan_batches(candidates: Sequence[Candidate], batch_size: int, max_batch_tok
     out = []
     start, longest = 0, 0
     for i, c in enumerate(candidates):
-        length = c.prompt_ids.size + c.response_ids.size
+        length = len(c.prompt_ids) + len(c.response_ids)
         n = i - start
         if n and (n >= batch_size or max(longest, length) * (n + 1) > max_batch_tokens):
             out.append((start, i))
@@ -74,30 +86,50 @@ def plan_batches(candidates: Sequence[Candidate], batch_size: int, max_batch_tok
 
 @dataclass
 class CaptureResult:
+    """A finished capture: the cache, its manifest, and what this call did."""
+
     path: Path
     n_responses: int
-    resumed_from: int
+    resumed_from: int                  # responses already captured by an earlier, interrupted call
     manifest: dict
     seconds: float
+    policy: CapturePolicy | None = None
+    model: dict = field(default_factory=dict)      # the model's record (as in the manifest)
+    run_json: Path | None = None                   # the run.json that records it (`run` on a run directory)
+    notes: list[str] = field(default_factory=list)
 
 
-def _model_record(info: dict) -> dict:
-    keys = ("spec", "id", "source", "revision", "file_sha256", "architecture", "model_type", "base_model")
-    return {k: info.get(k) for k in keys if k in info}
+def response_meta(c: Candidate) -> dict:
+    """What the cache's response table (responses.jsonl) keeps of a candidate."""
+    meta = {k: getattr(c, k) for k in ("problem_id", "sample_id") if getattr(c, k) is not None}
+    meta["prompt_tokens"] = len(c.prompt_ids)
+    if c.finish_reason is not None:
+        meta["finish_reason"] = c.finish_reason
+    return meta
+
+
+def candidates_digest(candidates: Sequence[Candidate]) -> str:
+    """SHA-256 over what a capture reads (token ids and metadata), to recognise a resume."""
+    h = hashlib.sha256()
+    for c in candidates:
+        h.update(json.dumps(response_meta(c), sort_keys=True).encode())
+        for ids in (c.prompt_ids, c.response_ids):
+            ids = np.asarray(ids, "<i8")
+            h.update(np.int64(ids.size).tobytes())
+            h.update(ids.tobytes())
+    return h.hexdigest()
 
 
 def _policy_doc(info: dict, policy: CapturePolicy, digest: str, n: int) -> dict:
     """What must match for an unfinished capture to be resumed."""
-    model = {k: v for k, v in _model_record(info).items() if k != "spec"}
-    return {"model": model, "dtype": info.get("dtype"), "device": info.get("device"),
-            "policy": asdict(policy), "candidates": {"sha256": digest, "n": n}}
+    return {"model": model_record(info, drop=("spec",) + MLP_SHAPE), "dtype": info.get("dtype"),
+            "device": info.get("device"), "policy": asdict(policy), "candidates": {"sha256": digest, "n": n}}
 
 
 def _versions() -> dict:
-    import torch
+    import torch  # deferred: torch and transformers are heavy (importing capture must not need them)
     import transformers
 
-    from .. import __version__
     return {"nexscore": __version__, "torch": torch.__version__, "transformers": transformers.__version__}
 
 
@@ -108,7 +140,7 @@ def build_manifest(info: dict, capturer: Capturer, policy: CapturePolicy, digest
         "format": "v1",
         "nexscore_version": versions["nexscore"],
         "versions": versions,
-        "model": _model_record(info),
+        "model": model_record(info, drop=MLP_SHAPE),
         "layers": len(capturer.layers),
         "layer_modules": [layer.down_name for layer in capturer.layers],
         "intermediate_size": capturer.intermediate_size,
@@ -151,8 +183,6 @@ def capture_candidates(lm, candidates: Sequence[Candidate], out_dir, *,
     refuses an existing out_dir unless overwrite. on_start(done, total) is called once
     (done > 0 when resuming), on_progress(n) after each batch with the number of responses added.
     """
-    from ..cache.writer import CacheWriter
-
     t0 = time.perf_counter()
     policy = (policy or CapturePolicy()).resolved()
     candidates = list(candidates)
@@ -183,9 +213,7 @@ def capture_candidates(lm, candidates: Sequence[Candidate], out_dir, *,
         if prev == doc:
             resume = True
         else:
-            what = _difference(prev, doc)
-            raise CacheError(f"{stage} holds an unfinished capture made with other settings ({what}); "
-                             "re-run with the same settings to resume it, or pass --overwrite to start again")
+            _refuse_unfinished(stage, prev, doc)
     writer = CacheWriter(out, signal_names=SIGNALS, resume=resume)
     finished = False
     try:
@@ -207,7 +235,7 @@ def capture_candidates(lm, candidates: Sequence[Candidate], out_dir, *,
                 results = capturer.capture([(c.prompt_ids, c.response_ids) for c in candidates[a:b]])
                 for cand, res in zip(candidates[a:b], results):
                     keys, mass, row_len, row_tok = build_rows(res.token_keys, res.token_vals, policy.block_size)
-                    writer.add(keys, mass, row_len, row_tok, signals=res.signals, meta=cand.meta)
+                    writer.add(keys, mass, row_len, row_tok, signals=res.signals, meta=response_meta(cand))
                 since += 1
                 if since >= policy.checkpoint_every:
                     writer.checkpoint()
@@ -223,21 +251,110 @@ def capture_candidates(lm, candidates: Sequence[Candidate], out_dir, *,
         if not finished:
             writer.close()
     return CaptureResult(path=path, n_responses=len(candidates), resumed_from=done, manifest=manifest,
-                         seconds=time.perf_counter() - t0)
+                         seconds=time.perf_counter() - t0, policy=policy, model=manifest.get("model") or {})
 
 
-def _difference(prev: dict | None, doc: dict) -> str:
-    if prev is None:
-        return "its settings are not recorded"
-    diffs = []
-    for key in ("model", "dtype", "device", "candidates"):
-        if prev.get(key) != doc.get(key):
-            diffs.append(key if key != "candidates" else "other candidates")
-    pp, dp = prev.get("policy", {}), doc.get("policy", {})
-    for key in dp:
-        if pp.get(key) != dp[key]:
-            diffs.append(f"{key} {pp.get(key)} instead of {dp[key]}")
-    return ", ".join(diffs) or "unknown difference"
+def _refuse_unfinished(stage: Path, prev: dict | None, doc: dict) -> None:
+    """An unfinished capture made with other settings is not mixed into: say what differs."""
+    fix = "re-run with the same settings to resume it, or pass --overwrite to start again"
+    if prev is not None:
+        check_same_settings(prev, doc, where=stage, what="an unfinished capture", source=POLICY_FILE, fix=fix,
+                            error=CacheError)
+    what = "its settings are not recorded" if prev is None else "fields present in one and null in the other"
+    raise CacheError(f"{stage} holds an unfinished capture made with other settings ({what}); {fix}")
+
+
+def run(run_dir=None, *, candidates=None, out=None, model: str | None = None, device: str = models.DEFAULT_DEVICE,
+        dtype: str = models.DEFAULT_DTYPE, mlp_spec=None, policy: CapturePolicy | None = None,
+        overwrite: bool = False, loaded=None, log: Callable[[str], None] | None = None,
+        progress: Progress | None = None) -> CaptureResult:
+    """`nex capture`: capture a run directory's traces (or other candidates) into a cache.
+
+    run_dir: reads RUN_DIR/candidates.jsonl, writes RUN_DIR/cache and records the capture in
+    RUN_DIR/run.json (its "capture" section; the rest is kept). candidates: a candidates file, or
+    a list of `rundir.Candidate`, instead of RUN_DIR's; out: the cache directory instead of
+    RUN_DIR/cache (both are needed without a run directory). model: default the model run.json
+    names, else the embedded default; loaded on device with dtype (and mlp_spec, see
+    nexscore.models.load_model) unless `loaded` is a model loaded already. An interrupted capture
+    of the same candidates with the same model and policy resumes; an existing cache is refused
+    unless overwrite. log(message) receives what a user should see (the model, a resume, a model
+    other than the one that generated the traces); progress(description, total) -> advance(n).
+    """
+    say = log or (lambda msg: None)
+    run_info = None
+    if run_dir is not None:
+        run_dir = require_run_dir(run_dir, "create one with `nex generate`")
+        run_info = read_run_json(run_dir) or {}
+        candidates = run_dir if candidates is None else candidates
+        out = run_dir / CACHE if out is None else out
+    elif candidates is None or out is None:
+        raise InputError("pass a run directory (nex capture RUN_DIR) or both --candidates FILE and --out DIR")
+    out = Path(out)
+    if isinstance(candidates, (str, Path)):
+        cands = read_candidates(candidates, need=TOKENS)
+    else:
+        cands = list(candidates)
+    recorded = (run_info or {}).get("model")
+    recorded = recorded if isinstance(recorded, dict) else {}
+    spec = model or recorded.get("spec") or DEFAULT_MODEL
+    policy = (policy or CapturePolicy()).resolved()
+    if out.exists() and not overwrite:
+        raise CacheError(f"{out} already exists; pass --overwrite to replace it (or choose another --out)")
+    if loaded is None:
+        say(f"loading model {spec} ({device}, {dtype})")
+        loaded = models.load_model(spec, device=device, dtype=dtype, need_tokenizer=False, mlp_spec=mlp_spec)
+    info = loaded.info
+    notes = []
+    if recorded.get("file_sha256") and info.get("file_sha256") and recorded["file_sha256"] != info["file_sha256"]:
+        notes.append(f"the candidates were generated by {recorded.get('id')} (another file than "
+                     f"{info.get('id')}); capturing with the latter")
+    elif recorded.get("id") and model and recorded.get("id") != info.get("id"):
+        notes.append(f"the candidates were generated by {recorded.get('id')}; capturing with {info.get('id')}")
+    for note in notes:
+        say(f"note: {note}")
+    bar = {}
+
+    def on_start(done: int, total: int) -> None:
+        if done:
+            say(f"resuming: {done:,} of {total:,} responses were already captured")
+        if progress:
+            bar["advance"] = progress("capturing", total)
+            if done:
+                bar["advance"](done)
+
+    result = capture_candidates(loaded, cands, out, policy=policy, overwrite=overwrite, on_start=on_start,
+                                on_progress=lambda n: bar["advance"](n) if bar else None)
+    result.notes = notes
+    if run_dir is not None:
+        result.run_json = _record_in_run(run_dir, info, result, out)
+    return result
+
+
+def _record_in_run(run_dir: Path, info: dict, result: CaptureResult, out: Path) -> Path:
+    """The capture section of run.json (and the model, where run.json names none)."""
+    try:
+        cache_ref = str(out.resolve().relative_to(run_dir.resolve()))
+    except ValueError:
+        cache_ref = str(out.resolve())
+    m, policy = result.manifest, result.policy
+    section = {
+        "cache": cache_ref,
+        "model": m.get("model"),
+        "selection": m.get("selection"),
+        "k": policy.k,
+        "block_size": policy.block_size,
+        "dtype": info.get("dtype"),
+        "device": info.get("device"),
+        "policy": asdict(policy),
+        "schema_version": m.get("schema_version"),
+        "signals": m.get("signals"),
+        "counts": m.get("counts"),
+        "resumed_from": result.resumed_from,
+        "seconds": round(result.seconds, 3),
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    update_run_json(run_dir, {"capture": section}, defaults={"model": model_record(info)})
+    return run_dir / RUN_JSON
 
 
 def capture_arrays(lm_or_model, sequences, *, k: int | None = None, selection: str = "global",
@@ -252,5 +369,5 @@ def capture_arrays(lm_or_model, sequences, *, k: int | None = None, selection: s
     return out
 
 
-__all__ = ["CapturePolicy", "CaptureResult", "capture_candidates", "capture_arrays", "plan_batches",
-           "build_manifest", "SCHEMA_VERSION"]
+__all__ = ["run", "CapturePolicy", "CaptureResult", "capture_candidates", "capture_arrays", "plan_batches",
+           "build_manifest", "candidates_digest", "response_meta", "SCHEMA_VERSION"]

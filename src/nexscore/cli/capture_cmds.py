@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Optional
 
 import typer
 
+from ..capture import CapturePolicy, run
 from .root import app
-from .common import console, existing_dir, progress
+from .common import console, stage_bars
+from .model_options import DEVICE, DTYPE, MLP_SPEC
+
+POLICY = CapturePolicy()      # the capture policy's defaults, shown by --help
 
 
 def _size(n: int | None) -> str:
@@ -28,7 +31,9 @@ def _dir_size(path: Path) -> int:
 
 
 @app.command(rich_help_panel="Inspect, study, annotate")
-def models(as_json: bool = typer.Option(False, "--json", help="Print the listing as JSON.")):
+def models(as_json: bool = typer.Option(False, "--json", help="Print the listing as JSON."),
+           architectures: bool = typer.Option(False, "--architectures", help="List the architecture table: "
+                                              "where each architecture keeps its gated MLPs.")):
     """List the models capture and generation can use, and how to pass others.
 
     The embedded default, SmolLM2-135M-Instruct, is the Q4_1 GGUF file inside
@@ -41,10 +46,17 @@ def models(as_json: bool = typer.Option(False, "--json", help="Print the listing
     Gemma 2/3, SmolLM2, ...) can be passed to --model as a .gguf file, a
     transformers model directory, or a hub id (ORG/NAME or ORG/NAME@REVISION,
     looked up in the local Hugging Face cache first).
+
+    --architectures lists where each known architecture keeps its gated MLPs;
+    for one it lacks, write an entry of the same fields to a file and pass
+    it to any command that loads a model as --mlp-spec FILE.
     """
     from ..models import files
     from ..models.loading import describe_default
 
+    if architectures:
+        _print_architectures(as_json)
+        return
     d = describe_default()
     conv = None
     if d["installed"] and d["path"]:
@@ -87,7 +99,33 @@ def models(as_json: bool = typer.Option(False, "--json", help="Print the listing
     out.print("  --model ORG/NAME\\[@REVISION]    a hub id: the local cache first, then the hub where "
               "reachable (set HF_HUB_OFFLINE=1 to never try)")
     out.print("  Capture needs a decoder whose MLP is gated: Llama, Qwen2, Qwen3, Mistral, Gemma 2/3, "
-              "SmolLM2 and relatives.")
+              "SmolLM2 and relatives (nex models --architectures; others: --mlp-spec FILE).")
+
+
+def _print_architectures(as_json: bool) -> None:
+    """`nex models --architectures`: the architecture table, as a table or as JSON."""
+    from ..models.architectures import TABLE_FILE, architecture_table
+
+    table = architecture_table()
+    if as_json:
+        print(json.dumps({"architectures": [e.to_dict() for e in table]}, indent=2))
+        return
+    from rich import box  # deferred: rich is heavy; only this listing draws a table
+    from rich.table import Table
+
+    t = Table(title=f"Architectures ({TABLE_FILE}); a model matches by class name, then model_type",
+              title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+    for col in ("name", "matches", "decoder layers", "mlp", "projections", "activation", "note"):
+        t.add_column(col, overflow="fold")
+    for e in table:
+        act = " / ".join(x for x in (e.activation_module, ", ".join(e.activation_config)) if x)
+        t.add_row(e.name, ", ".join(e.model_types + e.classes), " | ".join(e.layers), e.mlp, e.projections(),
+                  act, e.note)
+    out = console()
+    out.print(t)
+    out.print("A model the table lacks: its structure is searched for a gated MLP, or declare it in a JSON/YAML "
+              "file with these fields (layers, mlp, gate + up or gate_up + fused_layout, down, "
+              "activation_module, activation_config) and pass --mlp-spec FILE.", soft_wrap=True)
 
 
 @app.command(rich_help_panel="Pipeline: from problems to a choice")
@@ -101,17 +139,20 @@ def capture(
         None, "--model", "-m",
         help="Model: default (SmolLM2-135M-Instruct), a .gguf file, a model directory or a hub id. "
              "Default: the model of RUN_DIR/run.json, else the embedded default."),
-    device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:N, mps or auto."),
-    dtype: str = typer.Option("float32", "--dtype", help="float32, bfloat16 or float16."),
-    batch_size: int = typer.Option(8, "--batch-size", help="Candidates per forward pass."),
+    device: str = DEVICE,
+    dtype: str = DTYPE,
+    mlp_spec: Optional[Path] = MLP_SPEC,
+    batch_size: int = typer.Option(POLICY.batch_size, "--batch-size", help="Candidates per forward pass."),
     max_batch_tokens: int = typer.Option(
-        16384, "--max-batch-tokens", help="Padded tokens per forward pass (a longer candidate runs alone)."),
+        POLICY.max_batch_tokens, "--max-batch-tokens",
+        help="Padded tokens per forward pass (a longer candidate runs alone)."),
     k: Optional[int] = typer.Option(
         None, "--k", help="Activations kept per token (global, zscore; default 16) or per token and "
                           "layer (per_layer; default 1)."),
-    block_size: int = typer.Option(32, "--block-size", help="Response tokens per row (8 suits short traces)."),
+    block_size: int = typer.Option(POLICY.block_size, "--block-size",
+                                   help="Response tokens per row (8 suits short traces)."),
     selection: str = typer.Option(
-        "global", "--selection",
+        POLICY.selection, "--selection",
         help="global: the k largest over all layers; per_layer: the k largest within each layer; "
              "zscore: the k largest after standardising each layer over the response."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing cache (and any unfinished one)."),
@@ -138,89 +179,13 @@ def capture(
 
       nex capture --candidates traces.jsonl --out traces_cache --block-size 8
     """
-    from ..capture import CapturePolicy, capture_candidates, read_candidates
-    from ..errors import InputError
-    from ..models import load_model
-
-    run_json = None
-    run_info: dict = {}
-    if run_dir is not None:
-        existing_dir(run_dir, "run directory", "create one with `nex generate`")
-        candidates = candidates or run_dir / "candidates.jsonl"
-        out = out or run_dir / "cache"
-        run_json = run_dir / "run.json"
-        if run_json.is_file():
-            try:
-                run_info = json.loads(run_json.read_text())
-            except ValueError as exc:
-                raise InputError(f"{run_json}: not valid JSON ({exc})") from None
-    else:
-        if candidates is None or out is None:
-            raise InputError("pass a run directory (nex capture RUN_DIR) or both --candidates FILE and --out DIR")
-    if candidates is not None and not candidates.exists():
-        raise InputError(f"{candidates}: no such file; run `nex generate` first to write the candidates")
-    cands = read_candidates(candidates)
-    recorded = (run_info.get("model") or {}) if isinstance(run_info.get("model"), dict) else {}
-    spec = model or recorded.get("spec") or "default"
-    policy = CapturePolicy(k=k, selection=selection, block_size=block_size, batch_size=batch_size,
-                           max_batch_tokens=max_batch_tokens).resolved()
-    if out.exists() and not overwrite:
-        from ..errors import CacheError
-
-        raise CacheError(f"{out} already exists; pass --overwrite to replace it (or choose another --out)")
-    err = console(stderr=True)
-    err.print(f"loading model {spec} ({device}, {dtype})")
-    lm = load_model(spec, device=device, dtype=dtype, need_tokenizer=False)
-    if recorded.get("file_sha256") and lm.info.get("file_sha256") and recorded["file_sha256"] != lm.info["file_sha256"]:
-        err.print(f"note: the candidates were generated by {recorded.get('id')} (another file than "
-                  f"{lm.info.get('id')}); capturing with the latter")
-    elif recorded.get("id") and model and recorded.get("id") != lm.info.get("id"):
-        err.print(f"note: the candidates were generated by {recorded.get('id')}; capturing with {lm.info.get('id')}")
-    total = len(cands)
-    with progress(total, "capturing") as advance:
-        def on_start(done, n):
-            if done:
-                err.print(f"resuming: {done:,} of {n:,} responses were already captured")
-                advance(done)
-
-        result = capture_candidates(lm, cands, out, policy=policy, overwrite=overwrite,
-                                    on_progress=advance, on_start=on_start)
-    counts = result.manifest.get("counts", {})
-    console().print(f"captured {counts.get('responses', total):,} responses ({counts.get('tokens', 0):,} tokens, "
-                    f"{counts.get('rows', 0):,} rows, {counts.get('entries', 0):,} entries) with "
-                    f"{lm.info.get('id')} ({policy.selection}, k={policy.k}, block={policy.block_size}) "
-                    f"in {result.seconds:.1f} s -> {result.path}")
-    if run_json is not None:
-        _record_in_run(run_json, run_info, lm.info, policy, result, out, run_dir)
-
-
-def _record_in_run(run_json: Path, run_info: dict, info: dict, policy, result, out: Path, run_dir: Path) -> None:
-    from dataclasses import asdict
-
-    from ..io import write_json
-
-    try:
-        cache_ref = str(out.resolve().relative_to(run_dir.resolve()))
-    except ValueError:
-        cache_ref = str(out.resolve())
-    m = result.manifest
-    run_info = dict(run_info)
-    if not isinstance(run_info.get("model"), dict):
-        run_info["model"] = {k: info.get(k) for k in ("spec", "id", "source", "revision", "file_sha256")}
-    run_info["capture"] = {
-        "cache": cache_ref,
-        "model": m.get("model"),
-        "selection": m.get("selection"),
-        "k": policy.k,
-        "block_size": policy.block_size,
-        "dtype": info.get("dtype"),
-        "device": info.get("device"),
-        "policy": asdict(policy),
-        "schema_version": m.get("schema_version"),
-        "signals": m.get("signals"),
-        "counts": m.get("counts"),
-        "resumed_from": result.resumed_from,
-        "seconds": round(result.seconds, 3),
-        "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-    }
-    write_json(run_json, run_info)
+    with stage_bars() as bars:
+        result = run(run_dir, candidates=candidates, out=out, model=model, device=device, dtype=dtype,
+                     mlp_spec=mlp_spec, overwrite=overwrite, log=bars.log, progress=bars,
+                     policy=CapturePolicy(k=k, selection=selection, block_size=block_size, batch_size=batch_size,
+                                          max_batch_tokens=max_batch_tokens))
+    counts, policy = result.manifest.get("counts", {}), result.policy
+    console().print(f"captured {counts.get('responses', result.n_responses):,} responses "
+                    f"({counts.get('tokens', 0):,} tokens, {counts.get('rows', 0):,} rows, "
+                    f"{counts.get('entries', 0):,} entries) with {result.model.get('id')} ({policy.selection}, "
+                    f"k={policy.k}, block={policy.block_size}) in {result.seconds:.1f} s -> {result.path}")

@@ -2,57 +2,56 @@
 
 from __future__ import annotations
 
-import time
+import importlib.util
 from pathlib import Path
 from typing import List, Optional
 
 import typer
 
 from ..errors import InputError
+from ..generate import BATCH_DEFAULT, DEFAULT_MODEL, Settings, run
+from ..tasks import DEFAULT_INSTRUCTION, load_task, parse_task_options, sources
+from ..tasks.jsonl import OPTIONS as JSONL_OPTIONS
+from ..tasks.rg import OWN_OPTIONS, SUGGESTED, config_fields, dataset_category, dataset_names
 from .root import app
-from .common import console, progress
+from .common import console, stage_bars
+from .model_options import DEVICE, DTYPE, MLP_SPEC
 
-DEFAULTS = {"model": "default", "problems": 10, "n": 4, "temperature": 0.7, "top_p": 0.95,
-            "max_new_tokens": 512, "seed": 0, "engine": "transformers"}
-BATCH_DEFAULT = {"transformers": 8, "vllm": 256}
-
-
-def _resolve(name: str, given, recorded: dict, reused: list[str]):
-    if given is not None:
-        return given
-    if name in recorded:
-        reused.append(name)
-        return recorded[name]
-    return DEFAULTS.get(name)
+NEW = Settings()          # a new run's settings: the defaults the help shows
 
 
 @app.command(rich_help_panel="Pipeline: from problems to a choice")
 def generate(
     run_dir: Path = typer.Argument(..., help="Run directory to create or continue (run.json, candidates.jsonl)."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="'default' (embedded SmolLM2-135M-Instruct), "
-                                        "a .gguf file, a model directory or a hub id. [default: default]"),
+                                        "a .gguf file, a model directory or a hub id. "
+                                        f"[default: {DEFAULT_MODEL}]"),
     task: Optional[str] = typer.Option(None, "--task", "-t", help="Problem source: rg:<dataset> or "
                                        "jsonl:<path> (see `nex tasks`)."),
     task_opt: Optional[List[str]] = typer.Option(None, "--task-opt", help="Task option KEY=VALUE "
                                                  "(repeatable), e.g. min_terms=2."),
     shots: Optional[int] = typer.Option(None, "--shots", help="Solved examples before each question "
                                         "(the task option shots; see `nex tasks NAME`). [default: 0]"),
-    problems: Optional[int] = typer.Option(None, "--problems", "-k", help="Number of problems K. [default: 10]"),
-    n: Optional[int] = typer.Option(None, "--n", "-n", help="Samples per problem N. [default: 4]"),
+    problems: Optional[int] = typer.Option(None, "--problems", "-k",
+                                           help=f"Number of problems K. [default: {NEW.n_problems}]"),
+    n: Optional[int] = typer.Option(None, "--n", "-n", help=f"Samples per problem N. [default: {NEW.n}]"),
     temperature: Optional[float] = typer.Option(None, "--temperature", help="Sampling temperature; 0 = "
-                                                "greedy. [default: 0.7]"),
-    top_p: Optional[float] = typer.Option(None, "--top-p", help="Nucleus sampling mass in (0, 1]. [default: 0.95]"),
+                                                f"greedy. [default: {NEW.temperature}]"),
+    top_p: Optional[float] = typer.Option(None, "--top-p",
+                                          help=f"Nucleus sampling mass in (0, 1]. [default: {NEW.top_p}]"),
     max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens", help="Longest response in tokens; "
-                                                 "longer ones are cut (finish_reason 'length'). [default: 512]"),
+                                                 "longer ones are cut (finish_reason 'length'). "
+                                                 f"[default: {NEW.max_new_tokens}]"),
     seed: Optional[int] = typer.Option(None, "--seed", help="Sampling seed (each trace derives its own "
-                                       "from it). [default: 0]"),
+                                       f"from it). [default: {NEW.seed}]"),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", "-b", help="Traces generated together "
-                                             "(and checkpointed together). [default: 8; vllm: 256]"),
-    device: str = typer.Option("auto", "--device", help="cpu, cuda, cuda:N, mps or auto."),
-    dtype: str = typer.Option("auto", "--dtype", help="float32, bfloat16, float16 or auto "
-                              "(float32 on cpu, bfloat16 on GPUs)."),
+                                             f"(and checkpointed together). [default: {BATCH_DEFAULT['transformers']}; "
+                                             f"vllm: {BATCH_DEFAULT['vllm']}]"),
+    device: str = DEVICE,
+    dtype: str = DTYPE,
+    mlp_spec: Optional[Path] = MLP_SPEC,   # checked here for consistency; generation does not look at MLPs
     engine: Optional[str] = typer.Option(None, "--engine", help="transformers (anywhere) or vllm (CUDA "
-                                         "GPUs, pip install 'nexscore[vllm]'). [default: transformers]"),
+                                         f"GPUs, pip install 'nexscore[vllm]'). [default: {NEW.engine}]"),
     overwrite: bool = typer.Option(False, "--overwrite", help="Start afresh: discard the run directory's "
                                    "traces and everything computed from them (cache, weights, scores, "
                                    "selection, report)."),
@@ -74,89 +73,17 @@ def generate(
     Example: nex generate runs/demo --task rg:chain_sum --task-opt min_terms=2
     --task-opt max_terms=3 --task-opt max_digits=2 --problems 8 --n 4 --max-new-tokens 256
     """
-    from ..generate import Settings, generate_run, precheck, read_run_json, settings_from_run
-    from ..tasks import load_task, parse_task_options, with_shots
-
-    recorded = {}
-    old = read_run_json(run_dir) if run_dir.is_dir() else None
-    if old is not None and not overwrite:
-        recorded = settings_from_run(old)
-    reused: list[str] = []
-    if task is None and "task" not in recorded:
-        raise InputError("--task is required for a new run (e.g. --task rg:chain_sum); `nex tasks` "
-                         "lists the sources")
-    task_name = _resolve("task", task, recorded, reused)
-    if task_opt is None and task_name == recorded.get("task"):
-        options = dict(recorded.get("task_options") or {})
-        if options:
-            reused.append("task options")
-    else:
-        options = parse_task_options(task_opt)
-    options = with_shots(options, shots)
-    eng = _resolve("engine", engine, recorded, reused)
-    settings = Settings(
-        n_problems=int(_resolve("problems", problems, recorded, reused)),
-        n=int(_resolve("n", n, recorded, reused)),
-        temperature=float(_resolve("temperature", temperature, recorded, reused)),
-        top_p=float(_resolve("top_p", top_p, recorded, reused)),
-        max_new_tokens=int(_resolve("max_new_tokens", max_new_tokens, recorded, reused)),
-        seed=int(_resolve("seed", seed, recorded, reused)),
-        batch_size=int(batch_size if batch_size is not None else BATCH_DEFAULT.get(eng, 8)),
-        engine=str(eng),
-    )
-    settings.check()
-    model_spec = str(_resolve("model", model, recorded, reused))
-    out = console(stderr=True)
-    if reused:
-        out.print(f"using the settings recorded in {run_dir / 'run.json'} for: {', '.join(reused)}",
-                  soft_wrap=True)
-
-    task_obj = load_task(task_name, **options)
-    precheck(run_dir, task_obj, settings, overwrite)
-    t0 = time.perf_counter()
-    loaded, engine_obj = _load(model_spec, settings, device, dtype)
-    load_s = time.perf_counter() - t0
-    out.print(f"model {loaded.info.get('id')} ({loaded.info.get('source')}) loaded in {load_s:.1f} s",
-              soft_wrap=True)
-
-    total = settings.n_problems * settings.n
-    with progress(total, f"generating {total} traces") as advance:
-        summary = generate_run(run_dir, task_obj, loaded, settings, model_spec=model_spec,
-                               overwrite=overwrite, regrade=regrade, engine=engine_obj,
-                               on_progress=advance, log=out.print)
-    _print_summary(summary, settings)
+    options = None if task_opt is None else parse_task_options(task_opt)
+    with stage_bars() as bars:
+        result = run(run_dir, model=model, task=task, task_options=options, shots=shots, problems=problems, n=n,
+                     temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens, seed=seed,
+                     batch_size=batch_size, engine=engine, device=device, dtype=dtype, mlp_spec=mlp_spec,
+                     overwrite=overwrite, regrade=regrade, log=bars.log, progress=bars)
+    _print_summary(result)
 
 
-def _load(spec: str, settings, device: str, dtype: str):
-    try:
-        from ..models import load_model
-    except ImportError as exc:  # pragma: no cover - the package ships it
-        raise InputError(f"model loading is unavailable ({exc}); pip install 'nexscore[models]'") from None
-    if settings.engine != "vllm":
-        return load_model(spec, device=device, dtype=dtype), None
-    from ..generate import VllmEngine, stop_token_ids
-
-    # The tokenizer and the model's identity come from nexscore's loader (so run.json matches a
-    # transformers run); the weights are read once on the CPU and released before vLLM starts.
-    loaded = load_model(spec, device="cpu", dtype="bfloat16" if dtype == "auto" else dtype)
-    info = loaded.info
-    stops = stop_token_ids(loaded.model, loaded.tokenizer)
-    loaded.model = None
-    import gc
-
-    gc.collect()
-    if info.get("source") in ("gguf", "local") and info.get("path"):
-        location, revision = info["path"], None
-    else:
-        location, revision = info.get("id") or spec, info.get("revision")
-    tokenizer = info.get("base_model") if info.get("source") == "gguf" else None
-    engine = VllmEngine(location, stop_ids=stops, temperature=settings.temperature, top_p=settings.top_p,
-                        max_new_tokens=settings.max_new_tokens, dtype=dtype, seed=settings.seed,
-                        tokenizer=tokenizer, revision=revision)
-    return loaded, engine
-
-
-def _print_summary(s, settings) -> None:
+def _print_summary(s) -> None:
+    settings = s.settings
     out = console()
     if s.removed:
         out.print(f"--overwrite removed {', '.join(s.removed)}", soft_wrap=True)
@@ -172,7 +99,7 @@ def _print_summary(s, settings) -> None:
     if s.n_length:
         line += f"; {s.n_length} cut at --max-new-tokens"
     out.print(line, soft_wrap=True)
-    out.print(f"results in {s.run_dir / 'candidates.jsonl'}", soft_wrap=True)
+    out.print(f"results in {s.candidates}", soft_wrap=True)
 
 
 @app.command(rich_help_panel="Inspect, study, annotate")
@@ -188,13 +115,11 @@ def tasks(
     datasets (--all lists every dataset). With NAME: its options and defaults, the instruction
     added to each question and its first problem with the gold answer.
     """
-    from ..tasks import DEFAULT_INSTRUCTION, sources
-
     out = console()
     if name:
         _describe(name, task_opt)
         return
-    from rich.table import Table
+    from rich.table import Table  # deferred: rich is heavy; only this listing draws a table
 
     table = Table(title="task sources", show_lines=True)
     for col in ("source", "what", "needs", "example"):
@@ -206,8 +131,6 @@ def tasks(
     out.print(f"Every prompt is the question, then: [italic]{DEFAULT_INSTRUCTION}[/italic] "
               "(change it with --task-opt instruction=...). Options of one task: nex tasks rg:chain_sum")
     try:
-        from ..tasks.rg import SUGGESTED, dataset_category, dataset_names
-
         names = dataset_names()
     except InputError as exc:
         out.print(f"reasoning-gym datasets: unavailable ({exc})")
@@ -226,21 +149,15 @@ def tasks(
 
 
 def _installed(package: str) -> bool:
-    import importlib.util
-
     return importlib.util.find_spec(package.replace("-", "_")) is not None
 
 
 def _describe(name: str, task_opt) -> None:
-    from ..tasks import load_task, parse_task_options
-
     out = console()
     options = parse_task_options(task_opt)
     task = load_task(name, **options)
     out.print(f"[bold]{task.name}[/bold]")
     if task.name.startswith("rg:"):
-        from ..tasks.rg import OWN_OPTIONS, config_fields
-
         out.print("reasoning-gym options (--task-opt KEY=VALUE), with their defaults:")
         for field, default, typ in config_fields(task.dataset):
             out.print(f"  {field} = {default!r}  ({typ})")
@@ -249,10 +166,8 @@ def _describe(name: str, task_opt) -> None:
         for key, text in OWN_OPTIONS.items():
             out.print(f"  {key}: {text}")
     else:
-        from ..tasks.jsonl import OPTIONS
-
         out.print("options (--task-opt KEY=VALUE):")
-        for key, text in OPTIONS.items():
+        for key, text in JSONL_OPTIONS.items():
             out.print(f"  {key}: {text}")
     problem = task.problems(1)[0]
     out.print(f"instruction after each question: [italic]{task.instruction}[/italic]")

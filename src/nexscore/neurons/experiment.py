@@ -20,7 +20,6 @@ from model specs and a weights file, they check the inputs, load the models and 
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 import json
 import time
 from dataclasses import dataclass, field
@@ -31,6 +30,8 @@ import numpy as np
 
 from ..core.weights import load_weights
 from ..errors import InputError
+from ..rundir import (CACHE, CANDIDATES, MLP_SHAPE, MODEL_IDENTITY, RUN_JSON, check_same_settings, file_sha256,
+                      model_record)
 from ..models import load_model
 from ..tasks import load_task
 from .choose import SETS, check_grid, check_keys_fit, choose_sets, signed_counts
@@ -39,11 +40,9 @@ RESULT_FILES = {"ablate": "ablate.json", "transfer": "transfer.json"}
 # the labelled problems of rg:chain_sum unless the task options say otherwise: the demo's
 CHAIN_SUM_DEFAULTS = {"min_terms": 2, "max_terms": 3, "min_digits": 1, "max_digits": 2}
 # a weights file beside one of these is in a run directory: the results go there by default
-RUN_DIR_MARKERS = ("run.json", "candidates.jsonl", "cache")
+RUN_DIR_MARKERS = (RUN_JSON, CANDIDATES, CACHE)
 FIGURE_FILES = {"ablate": "ablate.svg", "transfer": "transfer.svg"}
 SCHEMA = 1
-MODEL_KEYS = ("spec", "id", "source", "revision", "file_sha256", "architecture", "model_type", "base_model",
-              "n_layers", "intermediate_size")
 # what must agree between a weights file's model record and a model (spec and paths may differ)
 PROVENANCE_KEYS = ("id", "file_sha256", "n_layers", "intermediate_size")
 
@@ -75,10 +74,6 @@ class GridResult:
 
 
 # ------------------------------------------------------------------------------ provenance
-def model_record(info: dict) -> dict:
-    return {k: info.get(k) for k in MODEL_KEYS if k in info}
-
-
 def _disagreement(record: dict, info: dict) -> list[str]:
     """Fields where a weights file's model record and a loaded model disagree ([] = same model)."""
     a, b = record.get("file_sha256"), info.get("file_sha256")
@@ -131,14 +126,6 @@ def check_provenance(weights_path: Path, weights: np.ndarray, models: list[tuple
     return out
 
 
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 # ------------------------------------------------------------------------------ results
 def _eval_json(ev) -> dict:
     d = ev.to_json()
@@ -154,17 +141,6 @@ def _versions() -> dict:
     return {"nexscore": __version__, "torch": torch.__version__, "transformers": transformers.__version__}
 
 
-def _differences(old: dict, new: dict, prefix: str = "") -> list[str]:
-    out = []
-    for k in sorted(set(old) | set(new)):
-        a, b = old.get(k), new.get(k)
-        if isinstance(a, dict) and isinstance(b, dict):
-            out += _differences(a, b, f"{prefix}{k}.")
-        elif a != b:
-            out.append(f"{prefix}{k}")
-    return out
-
-
 def load_previous(path: Path, fingerprint: dict, overwrite: bool) -> dict | None:
     """The earlier results at `path` when they were made with the same settings, else None/refusal."""
     if not path.is_file() or overwrite:
@@ -173,12 +149,8 @@ def load_previous(path: Path, fingerprint: dict, overwrite: bool) -> dict | None
         old = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError):
         return None           # a damaged file (writes are atomic, so only by hand): start again
-    old_fp = json.loads(json.dumps(old.get("fingerprint") or {}))
-    new_fp = json.loads(json.dumps(fingerprint))
-    if old_fp != new_fp:
-        diff = ", ".join(_differences(old_fp, new_fp)) or "format"
-        raise InputError(f"{path} holds results made with other settings (they differ in: {diff}); pass "
-                         "--overwrite to replace them, or --out another directory")
+    check_same_settings(old.get("fingerprint"), fingerprint, where=path, what="results", source=path.name,
+                        fix="pass --overwrite to replace them, or --out another directory")
     return old
 
 
@@ -350,7 +322,7 @@ def _grid(kind: str, *, target, donor, weights: np.ndarray, weights_path: Path, 
 
 
 def _identity(info: dict) -> dict:
-    return {k: info.get(k) for k in ("id", "source", "revision", "file_sha256", "n_layers", "intermediate_size")}
+    return {k: info.get(k) for k in MODEL_IDENTITY + MLP_SHAPE}
 
 
 def _same_model(a: dict, b: dict) -> bool:

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import gc
-import hashlib
 import json
 import math
 import shutil
@@ -36,8 +35,9 @@ from typing import Callable
 
 import numpy as np
 
-from ..errors import InputError, NexError
+from ..errors import InputError, NexError, check_at_least
 from ..io import write_json
+from ..rundir import CACHE, WEIGHTS, check_same_settings, fingerprint, read_candidates
 from . import metrics
 
 RANK_JSON = "rank.json"
@@ -51,6 +51,10 @@ SCORES = {
     "perplexity": ("mean perplexity", -1),
     "length": ("mean length", -1),
 }
+
+
+# settings that change how a ranking runs, not its results (left out of the settings digest)
+RUN_ONLY = ("batch_size", "capture_batch_size", "n_boot", "device", "mlp_spec")
 
 
 @dataclass
@@ -73,22 +77,17 @@ class RankSettings:
     device: str = "cpu"
     dtype: str = "float32"
     n_boot: int = 1000
+    mlp_spec: str | None = None         # --mlp-spec file: where the MLPs are, not what they compute
 
     def check(self) -> None:
-        if self.prompts < 1:
-            raise InputError(f"--prompts must be at least 1 (got {self.prompts})")
-        if self.n < 1:
-            raise InputError(f"--n must be at least 1 (got {self.n})")
-        if self.labeled < 0:
-            raise InputError(f"--labeled must be >= 0 (got {self.labeled})")
-        if self.n_boot < 0:
-            raise InputError(f"--boot must be >= 0 (got {self.n_boot})")
+        check_at_least("--prompts", self.prompts)
+        check_at_least("--n", self.n)
+        check_at_least("--labeled", self.labeled, 0)
+        check_at_least("--boot", self.n_boot, 0)
 
     def digest(self) -> str:
         """What a finished variant's result depends on (device/dtype/batching aside)."""
-        d = {k: v for k, v in asdict(self).items() if k not in ("batch_size", "capture_batch_size", "n_boot",
-                                                                   "device")}
-        return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
+        return fingerprint(asdict(self), ignore=RUN_ONLY)
 
 
 @dataclass
@@ -200,7 +199,7 @@ def _mean(v: np.ndarray) -> float:
 def score_variant(v: VariantInput, vdir: Path, settings: RankSettings, *, log=None,
                   progress: Callable[[str, int], Callable[[int], None]] | None = None) -> dict:
     """Generate, capture, learn, score and evaluate one variant into vdir; returns variant.json's content."""
-    from ..capture import CapturePolicy, capture_candidates, read_candidates
+    from ..capture import CapturePolicy, capture_candidates
     from ..core import learn_weights, mean_score, save_weights
     from ..evaluate import evaluate
     from ..generate import Settings, generate_run
@@ -213,7 +212,7 @@ def score_variant(v: VariantInput, vdir: Path, settings: RankSettings, *, log=No
     vdir.mkdir(parents=True, exist_ok=True)
 
     t0 = time.perf_counter()
-    loaded = load_model(v.spec, device=settings.device, dtype=settings.dtype)
+    loaded = load_model(v.spec, device=settings.device, dtype=settings.dtype, mlp_spec=settings.mlp_spec)
     seconds["load"] = time.perf_counter() - t0
     try:
         t0 = time.perf_counter()
@@ -221,12 +220,12 @@ def score_variant(v: VariantInput, vdir: Path, settings: RankSettings, *, log=No
                        top_p=settings.top_p, max_new_tokens=settings.max_new_tokens, seed=settings.seed,
                        batch_size=settings.batch_size)
         generate_run(vdir, task, loaded, gen, model_spec=v.spec,
-                     on_progress=prog(f"{v.name}: generating", settings.prompts * settings.n))
+                     progress=lambda desc, total: prog(f"{v.name}: {desc}", total))
         seconds["generate"] = time.perf_counter() - t0
 
         t0 = time.perf_counter()
-        cache_dir = vdir / "cache"
-        cands = read_candidates(vdir / "candidates.jsonl")
+        cache_dir = vdir / CACHE
+        cands = read_candidates(vdir)
         if not (cache_dir / "manifest.json").is_file():
             policy = CapturePolicy(k=settings.k, selection=settings.selection, block_size=settings.block_size,
                                    batch_size=settings.capture_batch_size)
@@ -253,9 +252,9 @@ def score_variant(v: VariantInput, vdir: Path, settings: RankSettings, *, log=No
 
     t0 = time.perf_counter()
     weights = learn_weights(cache_dir)
-    save_weights(vdir / "weights.npz", weights)
-    problem_ids = [str(c.meta.get("problem_id")) for c in cands]
-    n_tokens = np.array([c.response_ids.size for c in cands], np.float64)
+    save_weights(vdir / WEIGHTS, weights)
+    problem_ids = [c.problem_id for c in cands]
+    n_tokens = np.array([len(c.response_ids) for c in cands], np.float64)
     per_trace = _per_trace_scores(cache_dir, weights, n_tokens)
     seconds["learn_score"] = time.perf_counter() - t0
     order = list(dict.fromkeys(problem_ids))
@@ -266,9 +265,7 @@ def score_variant(v: VariantInput, vdir: Path, settings: RankSettings, *, log=No
     seconds["total"] = time.perf_counter() - t_all
     values = {name: _mean(vals) for name, vals in per_trace.items()}
     values["nex"] = mean_score(per_trace["nex"].astype(np.float32))
-    sampled_correct = [c for c in (json.loads(line).get("correct") for line in
-                                   (vdir / "candidates.jsonl").read_text().splitlines() if line.strip())]
-    known = [bool(c) for c in sampled_correct if c is not None]
+    known = [c.correct for c in cands if c.correct is not None]
     doc = {
         "name": v.name, "spec": v.spec, "recipe": v.recipe, "status": "done", "settings_digest": settings.digest(),
         "model": {k: info.get(k) for k in ("id", "source", "path", "architecture", "n_layers", "intermediate_size",
@@ -340,8 +337,9 @@ def rank_variants(variants: list[VariantInput], rank_dir, settings: RankSettings
             old = None
     digest = settings.digest()
     if old and old.get("settings_digest") not in (None, digest) and not overwrite:
-        raise InputError(f"{rank_dir} was ranked with other settings ({_diff(old.get('settings') or {}, settings)}); "
-                         "use the same settings to resume, another --out, or --overwrite to start again")
+        check_same_settings(old.get("settings"), asdict(settings), where=rank_dir, what="a ranking", source=RANK_JSON,
+                            ignore=RUN_ONLY, fix="use the same settings to resume, another --out, or --overwrite "
+                                                 "to start again")
     if overwrite and (rank_dir / VARIANTS).is_dir():
         shutil.rmtree(rank_dir / VARIANTS)
     rank_dir.mkdir(parents=True, exist_ok=True)
@@ -388,13 +386,6 @@ def rank_variants(variants: list[VariantInput], rank_dir, settings: RankSettings
         results.append(doc)
         save()
     return save()
-
-
-def _diff(old: dict, settings: RankSettings) -> str:
-    new = asdict(settings)
-    keys = [k for k in new if k in old and old[k] != new[k] and k not in ("batch_size", "capture_batch_size",
-                                                                           "n_boot", "device")]
-    return ", ".join(f"{k} {old[k]!r} -> {new[k]!r}" for k in keys) or "settings changed"
 
 
 def run(variants: list[str], out, settings: RankSettings, *, overwrite: bool = False,

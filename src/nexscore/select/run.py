@@ -19,7 +19,6 @@ choices, notes) and RUN_DIR/scores.parquet (.csv without pyarrow), one row per t
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from dataclasses import dataclass, field
@@ -29,17 +28,13 @@ from typing import Callable
 import numpy as np
 
 from ..errors import CacheError, InputError, RunError
+from ..rundir import (CACHE, CACHE_PARTIAL, CANDIDATES, IDS, SCORES, SELECT_JSON, WEIGHTS, Candidate,
+                      cache_model_record, read_candidates, read_run_json, require_run_dir)
 from .baselines import DEFAULT_WINDOW, SCORE_METHODS, SIGNALS, TraceStats, method_scores, trace_stats
 from .metrics import Evaluator, Pool, auroc_summary, build_pool
 
 Progress = Callable[[str, int], Callable[[int], None]]    # progress(description, total) -> advance(n)
 
-CANDIDATES = "candidates.jsonl"
-RUN_JSON = "run.json"
-CACHE = "cache"
-WEIGHTS = "weights.npz"
-SELECT_JSON = "select.json"
-SCORES = "scores"
 RECAPTURE = "re-run `nex capture {run}` to capture this run's traces again"
 
 # table order; kind: score (arg-max of a per-trace score), vote, expected, oracle
@@ -73,16 +68,6 @@ NAN_RULE = ("NaN scores rank below every finite score in selection and in AUROC;
 
 
 @dataclass
-class Candidate:
-    problem_id: str
-    sample_id: int
-    answer: str | None
-    correct: bool | None
-    n_response_ids: int | None
-    line: int
-
-
-@dataclass
 class SelectResult:
     """Everything `nex select` computes; `summary` is what select.json holds, `columns` the
     per-trace table (scores.parquet); `paths` what `run` wrote (empty from `select_run`)."""
@@ -100,62 +85,6 @@ class SelectResult:
 
 
 # ---------------------------------------------------------------------------------- reading
-def read_candidates(path) -> list[Candidate]:
-    """Parse and check candidates.jsonl; errors name the line."""
-    from ..generate.candidates import iter_lines
-
-    path = Path(path)
-    out: list[Candidate] = []
-    seen: dict[tuple[str, int], str] = {}
-    hint = f"generate the traces first (`nex generate {path.parent} --model M --task T`)"
-    for where, lineno, rec in iter_lines(path, missing_hint=hint):
-        out.append(_candidate(rec, where, lineno))
-        key = (out[-1].problem_id, out[-1].sample_id)
-        if key in seen:
-            raise InputError(f"{where}: problem {key[0]!r} sample {key[1]} appears twice "
-                             f"(first at {seen[key]})")
-        seen[key] = where
-    return out
-
-
-def _candidate(rec: dict, where: str, lineno: int) -> Candidate:
-    for name in ("problem_id", "sample_id"):
-        if name not in rec:
-            raise InputError(f"{where}: missing field {name!r}")
-    pid = rec["problem_id"]
-    if isinstance(pid, bool) or not isinstance(pid, (str, int)):
-        raise InputError(f"{where}: problem_id must be a string, got {json.dumps(pid)}")
-    sid = rec["sample_id"]
-    if isinstance(sid, bool) or not isinstance(sid, int):
-        raise InputError(f"{where}: sample_id must be an integer, got {json.dumps(sid)}")
-    answer = rec.get("answer")
-    if answer is not None and not isinstance(answer, (str, int, float)):
-        raise InputError(f"{where}: answer must be a string or null, got {json.dumps(answer)[:60]}")
-    correct = rec.get("correct")
-    if correct is not None:
-        if isinstance(correct, bool):
-            pass
-        elif isinstance(correct, int) and correct in (0, 1):
-            correct = bool(correct)
-        else:
-            raise InputError(f"{where}: correct must be true, false or null, got {json.dumps(correct)[:60]}")
-    ids = rec.get("response_ids")
-    if ids is not None and not isinstance(ids, list):
-        raise InputError(f"{where}: response_ids must be a list of token ids")
-    return Candidate(str(pid), int(sid), None if answer is None else str(answer), correct,
-                     None if ids is None else len(ids), lineno)
-
-
-def _read_json(path: Path) -> dict | None:
-    if not path.is_file():
-        return None
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise InputError(f"{path}: unreadable ({exc})") from None
-    return data if isinstance(data, dict) else None
-
-
 def _model_id(record: dict | None) -> str | None:
     if not record:
         return None
@@ -171,7 +100,7 @@ def open_run_cache(run_dir: Path):
 
     cache_dir = run_dir / CACHE
     if not cache_dir.is_dir():
-        if (run_dir / (CACHE + ".partial")).is_dir():
+        if (run_dir / CACHE_PARTIAL).is_dir():
             raise InputError(f"{cache_dir}: the capture did not finish; run `nex capture {run_dir}` "
                              "again to resume it")
         raise InputError(f"{cache_dir}: no cache; run `nex capture {run_dir}` first")
@@ -232,7 +161,7 @@ def resolve_weights(run_dir: Path, cache, weights_file: Path | None, relearn: bo
     (reporting `progress("learning weights", n_responses)` while it learns). A FILE of all-zero
     weights is refused unless allow_zero_weights; the run's own are noted instead (`select_run`)."""
     from ..core.learn import accumulate
-    from ..core.weights import load_weights, model_record, save_weights
+    from ..core.weights import load_weights, save_weights
 
     run_weights = run_dir / WEIGHTS
     if weights_file is not None:
@@ -246,7 +175,7 @@ def resolve_weights(run_dir: Path, cache, weights_file: Path | None, relearn: bo
         return load_weights(run_weights, allow_zero=True), {"source": "run", "path": str(run_weights)}
     acc = accumulate(cache, on_chunk=progress("learning weights", cache.n_responses) if progress else None)
     weights = acc.weights()
-    save_weights(run_weights, weights, model=model_record(cache.manifest))
+    save_weights(run_weights, weights, model=cache_model_record(cache.manifest))
     return weights, {"source": "learned (self-calibration on the run's own cache)", "path": str(run_weights),
                      "rho": 0.95, "min_run": 2}
 
@@ -278,14 +207,14 @@ def select_run(run_dir, *, weights_file=None, subsets: int = 200, seed: int = 0,
     from ..core.gmf import score_responses
 
     t0 = time.perf_counter()
-    run_dir = _existing_run_dir(run_dir)
+    run_dir = require_run_dir(run_dir, "create it with `nex generate`")
     if subsets < 1:
         raise InputError(f"--subsets must be at least 1 (got {subsets})")
     if window < 1:
         raise InputError(f"--window must be at least 1 token (got {window})")
     notes: list[str] = []
-    cands = read_candidates(run_dir / CANDIDATES)
-    run_json = _read_json(run_dir / RUN_JSON)
+    cands = read_candidates(run_dir / CANDIDATES, need=IDS)
+    run_json = read_run_json(run_dir)
     cache = open_run_cache(run_dir)
     responses = read_responses(cache.path)
     try:
@@ -382,15 +311,6 @@ def select_run(run_dir, *, weights_file=None, subsets: int = 200, seed: int = 0,
     }
     columns = _score_columns(cands, pool, correct, stats, scores)
     return SelectResult(summary, columns, notes, seconds=time.perf_counter() - t0)
-
-
-def _existing_run_dir(run_dir) -> Path:
-    run_dir = Path(run_dir)
-    if not run_dir.exists():
-        raise InputError(f"{run_dir}: no such run directory; create it with `nex generate`")
-    if not run_dir.is_dir():
-        raise InputError(f"{run_dir}: is a file, expected a run directory")
-    return run_dir
 
 
 def _token_counts(cands, token_ptr, responses, cache) -> np.ndarray:

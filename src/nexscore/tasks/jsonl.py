@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import random
 import re
@@ -10,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import TaskError
+from ..rundir import file_sha256
 from .base import PROMPT_OPTIONS, Problem, Task
 from .extract import extract_final_answer, first_number, looks_numeric, normalize_number
 from .mathcheck import equivalent, extract_math_answer, gold_text, require_math_verify
@@ -62,11 +62,7 @@ class JsonlTask(Task):
         self.check_shots()
 
     def file_sha256(self) -> str:
-        h = hashlib.sha256()
-        with open(self.path, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                h.update(chunk)
-        return h.hexdigest()
+        return file_sha256(self.path)
 
     def _records(self):
         with open(self.path, encoding="utf-8") as fh:
