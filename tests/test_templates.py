@@ -31,21 +31,35 @@ def test_worked_solutions_of_fixed_problems():
     write = task.solution_writer()
     p = task.problems(1)[0]
     assert p.question == "State the final answer to the following arithmetic problem: 15 - 43 - 75 - 72 ="
-    assert write(p) == ("Step 1: 15 - 43 = -28\nStep 2: -28 - 75 = -103\nStep 3: -103 - 72 = -175\n"
-                        "Final answer: -175")
+    assert write(p) == ("Step 1: 15 - 43 = -28, leaving -28 - 75 - 72\nStep 2: -28 - 75 = -103, leaving "
+                        "-103 - 72\nStep 3: -103 - 72 = -175\nFinal answer: -175")
     arith = load_task("rg:basic_arithmetic", min_terms=3, max_terms=4, max_digits=2)
     p = arith.problems(1)[0]
     assert p.question == "Calculate -33 / -( -44 * -64 + 2827 )."
-    assert arith.solution_writer()(p) == ("Step 1: -44 * -64 = 2816\nStep 2: 2816 + 2827 = 5643\n"
-                                          "Step 3: -(5643) = -5643\nStep 4: -33 / -5643 = 0\nFinal answer: 0")
+    assert arith.solution_writer()(p) == worked_solution("-33 / -( -44 * -64 + 2827 )", "0")
     # precedence, negative literals, floor division, and left to right without parentheses
-    assert worked_solution("2 - -3 * -8", "-22") == "Step 1: -3 * -8 = 24\nStep 2: 2 - 24 = -22\nFinal answer: -22"
-    assert worked_solution("3+4*2", "14", precedence=False) == "Step 1: 3 + 4 = 7\nStep 2: 7 * 2 = 14\nFinal answer: 14"
-    assert worked_solution("-7 / 2", "-4") == "Step 1: -7 / 2 = -4\nFinal answer: -4"
+    assert worked_solution("2 - -3 * -8", "-22", rest=False) == "Step 1: -3 * -8 = 24\nStep 2: 2 - 24 = -22\nFinal answer: -22"
+    assert worked_solution("3+4*2", "14", precedence=False, rest=False) == "Step 1: 3 + 4 = 7\nStep 2: 7 * 2 = 14\nFinal answer: 14"
+    assert worked_solution("-7 / 2", "-4", rest=False) == "Step 1: -7 / 2 = -4\nFinal answer: -4"
     assert worked_solution("12", "12") == "Final answer: 12"
     assert worked_solution("12 + 7", "20") is None          # a value other than the gold: no example
     assert worked_solution("4 / (2 - 2)", "0") is None      # division by zero
-    assert arithmetic_steps("-( 3 + 4 ) * 2") == (["3 + 4 = 7", "-(7) = -7", "-7 * 2 = -14"], -14)
+    assert arithmetic_steps("-( 3 + 4 ) * 2") == ([("3 + 4 = 7", "-(7) * 2"), ("-(7) = -7", "-7 * 2"),
+                                                   ("-7 * 2 = -14", "")], -14)
+
+
+def test_worked_solutions_that_say_what_is_left():
+    assert worked_solution("15 - 43 - 75 - 72", "-175", rest=False) == (
+        "Step 1: 15 - 43 = -28\nStep 2: -28 - 75 = -103\nStep 3: -103 - 72 = -175\nFinal answer: -175")
+    assert worked_solution("15 - 43 - 75 - 72", "-175", rest=True) == (
+        "Step 1: 15 - 43 = -28, leaving -28 - 75 - 72\nStep 2: -28 - 75 = -103, leaving -103 - 72\n"
+        "Step 3: -103 - 72 = -175\nFinal answer: -175")
+    assert worked_solution("-33 / -( -44 * -64 + 2827 )", "0", rest=True) == (
+        "Step 1: -44 * -64 = 2816, leaving -33 / -(2816 + 2827)\n"
+        "Step 2: 2816 + 2827 = 5643, leaving -33 / -(5643)\n"
+        "Step 3: -(5643) = -5643, leaving -33 / -5643\nStep 4: -33 / -5643 = 0\nFinal answer: 0")
+    assert worked_solution("( -9 / 9 ) - 6", "-7", rest=True) == (
+        "Step 1: -9 / 9 = -1, leaving -1 - 6\nStep 2: -1 - 6 = -7\nFinal answer: -7")
 
 
 @pytest.mark.parametrize("text", ["__import__('os').system('true')", "2 ** 3", "1 + ", "(1 + 2", "1 2", "",
@@ -88,7 +102,10 @@ def test_steps_evaluate_like_python(expr):
     text, value = expr
     steps, got = arithmetic_steps(text)
     assert got == value
-    assert all(" = " in s for s in steps)
+    assert all(" = " in op for op, _ in steps)
+    assert not steps or steps[-1][1] == ""  # nothing is left after the last step
+    for _, left in steps[:-1]:  # what is left after each step still has the same value
+        assert arithmetic_steps(left)[1] == value
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -105,6 +122,8 @@ def test_chain_sum_solutions_reach_the_gold_answer(seed, terms, digits, negation
         assert lines[-1] == f"Final answer: {p.answer}"
         assert extract_final_answer(text, numeric=True) == p.answer
         assert task.grade(text, p).correct is True         # reasoning-gym's own scorer agrees
+        expression = p.metadata["expression"]
+        assert worked_solution(expression, p.answer, rest=True).splitlines()[-1] == lines[-1]
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])

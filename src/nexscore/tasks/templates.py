@@ -45,6 +45,9 @@ EXAMPLE_SEED = 1_000_000_000
 RG_POOL_SIZE = 16
 EXAMPLE_CANDIDATES = 64
 KINDS = ("auto", "steps", "answers")
+# Worked steps say what is left after each operation (see worked_solution): without it,
+# SmolLM2-135M-Instruct copies the number of steps of the last example whatever its problem.
+STEP_REST = True
 STYLES = ("turns", "message")
 
 TEMPLATE_OPTIONS = {
@@ -110,21 +113,30 @@ def _tokens(expression: str) -> list[str]:
     return out
 
 
-class _StepWriter:
-    """Recursive descent over + - * / ( ) and unary minus with Python's rules (// for /).
+class _Node:
+    """A node of a parsed expression; reduced in place to a number as the steps are written."""
 
-    Evaluates while parsing and writes one line per operation: ``a op b = r`` for a binary
-    operation, ``-(a) = -a`` for a negated group. A minus before a literal is part of the number
-    (reasoning-gym writes ``-5`` as one token), so it makes no step. With precedence=False every
-    binary operator binds alike, left to right (reasoning-gym's expressions without parentheses
-    are evaluated that way).
+    __slots__ = ("kind", "value", "op", "left", "right")
+
+    def __init__(self, kind: str, value: int = 0, op: str = "", left=None, right=None):
+        self.kind, self.value, self.op, self.left, self.right = kind, value, op, left, right
+
+    def become(self, value: int) -> None:
+        self.kind, self.value, self.op, self.left, self.right = "num", value, "", None, None
+
+
+class _Parser:
+    """Recursive descent over + - * / ( ) and unary minus with Python's rules.
+
+    A minus before a literal is part of the number (reasoning-gym writes ``-5`` as one token);
+    before anything else it negates it. With precedence=False every binary operator binds alike,
+    left to right (reasoning-gym evaluates its expressions without parentheses that way).
     """
 
     def __init__(self, expression: str, precedence: bool):
         self.toks = _tokens(expression)
         self.pos = 0
         self.precedence = precedence
-        self.steps: list[str] = []
 
     def peek(self) -> str | None:
         return self.toks[self.pos] if self.pos < len(self.toks) else None
@@ -136,69 +148,99 @@ class _StepWriter:
         self.pos += 1
         return tok
 
-    def run(self) -> int:
-        value = self.expr()
+    def parse(self) -> _Node:
+        node = self.expr()
         if self.peek() is not None:
             raise ValueError(f"unexpected {self.peek()!r}")
-        return value
+        return node
 
-    def apply(self, op: str, a: int, b: int) -> int:
-        if op == "+":
-            r = a + b
-        elif op == "-":
-            r = a - b
-        elif op == "*":
-            r = a * b
-        else:
-            if b == 0:
-                raise ValueError("division by zero")
-            r = a // b
-        self.steps.append(f"{a} {op} {b} = {r}")
-        return r
-
-    def expr(self) -> int:
+    def expr(self) -> _Node:
         ops = ("+", "-") if self.precedence else ("+", "-", "*", "/")
-        value = self.term() if self.precedence else self.factor()
+        operand = self.term if self.precedence else self.factor
+        node = operand()
         while self.peek() in ops:
-            op = self.take()
-            value = self.apply(op, value, self.term() if self.precedence else self.factor())
-        return value
+            node = _Node("bin", op=self.take(), left=node, right=operand())
+        return node
 
-    def term(self) -> int:
-        value = self.factor()
+    def term(self) -> _Node:
+        node = self.factor()
         while self.peek() in ("*", "/"):
-            op = self.take()
-            value = self.apply(op, value, self.factor())
-        return value
+            node = _Node("bin", op=self.take(), left=node, right=self.factor())
+        return node
 
-    def factor(self) -> int:
+    def factor(self) -> _Node:
         tok = self.take()
         if tok == "-":
             if self.peek() is not None and self.peek().isdigit():
-                return -int(self.take())
-            inner = self.factor()
-            self.steps.append(f"-({inner}) = {-inner}")
-            return -inner
+                return _Node("num", value=-int(self.take()))
+            return _Node("neg", left=self.factor())
         if tok == "(":
-            value = self.expr()
+            node = self.expr()
             if self.take() != ")":
                 raise ValueError("unbalanced parentheses")
-            return value
+            return _Node("group", left=node)
         if tok.isdigit():
-            return int(tok)
+            return _Node("num", value=int(tok))
         raise ValueError(f"unexpected {tok!r}")
 
 
-def arithmetic_steps(expression: str, precedence: bool = True) -> tuple[list[str], int]:
+def _render(node: _Node) -> str:
+    """The expression as it stands (groups that hold a number lose their brackets)."""
+    if node.kind == "num":
+        return str(node.value)
+    if node.kind == "group":
+        inner = node.left
+        return str(inner.value) if inner.kind == "num" else f"({_render(inner)})"
+    if node.kind == "neg":
+        inner = node.left.left if node.left.kind == "group" else node.left
+        return f"-({_render(inner)})"
+    return f"{_render(node.left)} {node.op} {_render(node.right)}"
+
+
+def _left(root: _Node) -> str:
+    """What is left to compute: the expression as it stands, or "" once it is a number."""
+    inner = root
+    while inner.kind == "group":
+        inner = inner.left
+    return "" if inner.kind == "num" else _render(root)
+
+
+def _reduce(node: _Node, root: _Node, steps: list[tuple[str, str]]) -> None:
+    """Evaluate innermost first, left before right; each operation adds (operation, what is left)."""
+    if node.kind == "num":
+        return
+    if node.kind == "group":
+        _reduce(node.left, root, steps)
+        node.become(node.left.value)
+        return
+    if node.kind == "neg":
+        _reduce(node.left, root, steps)
+        v = node.left.value
+        node.become(-v)
+        steps.append((f"-({v}) = {-v}", _left(root)))
+        return
+    _reduce(node.left, root, steps)
+    _reduce(node.right, root, steps)
+    a, b, op = node.left.value, node.right.value, node.op
+    if op == "/" and b == 0:
+        raise ValueError("division by zero")
+    r = {"+": a + b, "-": a - b, "*": a * b}[op] if op != "/" else a // b
+    node.become(r)
+    steps.append((f"{a} {op} {b} = {r}", _left(root)))
+
+
+def arithmetic_steps(expression: str, precedence: bool = True) -> tuple[list[tuple[str, str]], int]:
     """The operations of an integer expression in evaluation order, and its value.
 
-    ``"12 + 7 - 5"`` -> (["12 + 7 = 19", "19 - 5 = 14"], 14). ``/`` is floor division, as
-    reasoning-gym computes it. Never evaluates text as code; ValueError for anything that is not
-    such an expression.
+    Each operation comes with the expression left after it (empty after the last):
+    ``"12 + 7 - 5"`` -> ([("12 + 7 = 19", "19 - 5"), ("19 - 5 = 14", "")], 14). ``/`` is floor
+    division, as reasoning-gym computes it. Never evaluates text as code; ValueError for
+    anything that is not such an expression.
     """
-    writer = _StepWriter(expression, precedence)
-    value = writer.run()
-    return writer.steps, value
+    root = _Parser(expression, precedence).parse()
+    steps: list[tuple[str, str]] = []
+    _reduce(root, root, steps)
+    return steps, root.value
 
 
 # Digits, operators, brackets and spaces, with at least one digit: the expression in a question.
@@ -220,8 +262,12 @@ def final_line(answer: str) -> str:
     return f"Final answer: {str(answer).strip()}"
 
 
-def worked_solution(expression: str, gold: str | None, precedence: bool = True) -> str | None:
+def worked_solution(expression: str, gold: str | None, precedence: bool = True,
+                    rest: bool = STEP_REST) -> str | None:
     """Step lines (``Step 1: 12 + 7 = 19``) then ``Final answer: N``; None unless N is the gold.
+
+    rest: each step line also says what is left (``Step 1: 12 + 7 = 19, leaving 19 - 5``), so
+    the next operation always starts from the line before it.
 
     The check keeps wrong arithmetic out of the examples: an expression the writer cannot parse,
     or whose value is not the gold answer (reasoning-gym's no-parentheses generator may write a
@@ -233,7 +279,8 @@ def worked_solution(expression: str, gold: str | None, precedence: bool = True) 
             return None
     except ValueError:
         return None
-    lines = [f"Step {i}: {s}" for i, s in enumerate(steps, 1)]
+    lines = [f"Step {i}: {op}" + (f", leaving {left}" if rest and left else "")
+             for i, (op, left) in enumerate(steps, 1)]
     return "\n".join(lines + [final_line(str(value))])
 
 
