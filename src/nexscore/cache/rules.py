@@ -27,6 +27,7 @@ import numpy as np
 
 ERROR = "error"
 WARNING = "warning"
+STRUCTURE, CONSISTENCY, TOLERATED = "structure", "consistency", "tolerated"
 CHUNK = 1 << 22        # entries compared per step (bounded temporary memory)
 
 
@@ -38,7 +39,9 @@ class Finding:
     file: the path of the file inside the cache (e.g. rows/row_ptr.int64), or a directory;
     rule: what is wrong and, where it helps, what the rule is;
     index: the first offending value of `file` (None when the file as a whole is at fault);
-    count: how many values break the rule.
+    count: how many values break the rule;
+    kind: STRUCTURE (a rule the reader applies on open), CONSISTENCY (base/ against rows/, or
+          the manifest: only the audit checks them), TOLERATED (damage spec §2 reads by its rule).
     """
 
     level: str
@@ -46,14 +49,15 @@ class Finding:
     rule: str
     index: int | None = None
     count: int = 1
+    kind: str = "structure"
 
     def line(self) -> str:
         where = self.file if self.index is None else f"{self.file}[{self.index}]"
         return f"{where}: {self.rule}" if where else self.rule
 
     def as_dict(self) -> dict:
-        return {"level": self.level, "file": self.file, "index": self.index, "count": self.count,
-                "rule": self.rule, "line": self.line()}
+        return {"level": self.level, "kind": self.kind, "file": self.file, "index": self.index,
+                "count": self.count, "rule": self.rule, "line": self.line()}
 
 
 def same_count(rel_a: str, a: np.ndarray, rel_b: str, b: np.ndarray) -> Finding | None:
@@ -95,8 +99,12 @@ def pointer(rel: str, ptr: np.ndarray, *, end: int, data: str, n_lists: int | No
     return None
 
 
+TOKENS_MAX = 1 << 62     # cumulative token counts above this are damage (their differences could wrap)
+
+
 def token_pointer(rel: str, tp: np.ndarray, *, rel_rows: str, n_rows: int) -> Finding | None:
-    """rows/token_row_ptr: one entry per row plus one, starting at 0.
+    """rows/token_row_ptr: one entry per row plus one, starting at 0, every value a count in
+    [0, 2^62] (so that no row's span t[i+1] - t[i] can wrap around in int64).
 
     Row spans of zero or fewer tokens are tolerated (spec §2 skips such rows; the golden edge
     corpus has one of -22 tokens), so monotonicity is not a structural rule here.
@@ -106,6 +114,11 @@ def token_pointer(rel: str, tp: np.ndarray, *, rel_rows: str, n_rows: int) -> Fi
                                    "one of them is truncated")
     if tp.size and int(tp[0]) != 0:
         return Finding(ERROR, rel, f"starts at {int(tp[0])}; the first pointer must be 0", index=0)
+    wild = np.flatnonzero((tp < 0) | (tp > TOKENS_MAX))
+    if wild.size:
+        i = int(wild[0])
+        return Finding(ERROR, rel, f"is {int(tp[i])}; cumulative token counts lie in [0, 2^62]", index=i,
+                       count=int(wild.size))
     return None
 
 

@@ -18,7 +18,7 @@ from ..errors import CacheError
 from . import rules
 from .layout import BASE_DIR, BASE_FILES, KEY_SPACE, RESERVED_LAYER, ROW_FILES, ROWS_DIR, UNIT_BITS
 from .reader import BaseArrays, Cache, RowArrays, map_part, open_cache, read_range, responses_in_rows
-from .rules import ERROR, WARNING, Finding
+from .rules import CONSISTENCY, ERROR, TOLERATED, WARNING, Finding
 
 CHUNK = 4_000_000
 # A float16 row mass is within 2^-11 of the float32 sum it rounds; the base mass is the
@@ -105,7 +105,7 @@ def _tolerated(part: str, files: dict, ptr: np.ndarray, keys_mm, mass_mm) -> lis
     out = []
     if n["reserved"]:
         out.append(Finding(WARNING, keys_rel, f"{n['reserved']:,} key(s) of the reserved layer "
-                           f"{RESERVED_LAYER}: ignored (spec §1)", first["reserved"], n["reserved"]))
+                           f"{RESERVED_LAYER}: ignored (spec §1)", first["reserved"], n["reserved"], TOLERATED))
     if n["beyond"]:
         lists = int(np.count_nonzero(np.diff(ptr) > 0))
         every = (f"; that is every non-empty {'row' if part == ROWS_DIR else 'response'}: "
@@ -113,13 +113,13 @@ def _tolerated(part: str, files: dict, ptr: np.ndarray, keys_mm, mass_mm) -> lis
             if lists_beyond == lists else ""
         out.append(Finding(WARNING, keys_rel, f"{n['beyond']:,} key(s) beyond the 2^22 key space in "
                            f"{lists_beyond:,} list(s): each such list is treated as empty (spec §2){every}",
-                           first["beyond"], n["beyond"]))
+                           first["beyond"], n["beyond"], TOLERATED))
     if n["nan"]:
         out.append(Finding(WARNING, mass_rel, f"{n['nan']:,} non-finite mass(es): read as 0 (spec §2)",
-                           first["nan"], n["nan"]))
+                           first["nan"], n["nan"], TOLERATED))
     if n["negative"]:
         out.append(Finding(WARNING, mass_rel, f"{n['negative']:,} negative mass(es): read as 0 (spec §2)",
-                           first["negative"], n["negative"]))
+                           first["negative"], n["negative"], TOLERATED))
     return out
 
 
@@ -138,7 +138,7 @@ def _token_spans(tp: np.ndarray) -> list[Finding]:
                                           f"{n_negative:,} row(s) span a negative number of tokens" if n_negative
                                           else "") if part)
     return [Finding(WARNING, ROW_FILES["token_row_ptr"][0], f"{what}: skipped when learning (spec §2){every}",
-                    _first(empty | negative, 0), n_empty + n_negative)]
+                    _first(empty | negative, 0), n_empty + n_negative, TOLERATED)]
 
 
 def _check_base_sums(rows, base) -> list[Finding]:
@@ -183,12 +183,13 @@ def _check_base_sums(rows, base) -> list[Finding]:
     keys_rel, mass_rel = BASE_FILES["keys"][0], BASE_FILES["mass"][0]
     if differing:
         r = differing[0]
-        out.append(Finding(ERROR, keys_rel, f"the keys of response {r} (and of {len(differing) - 1:,} more) "
-                           "differ from the keys of its rows; base must hold each row key of a response once",
-                           int(bp[r]), len(differing)))
+        more = f" (and of {len(differing) - 1:,} more)" if len(differing) > 1 else ""
+        out.append(Finding(ERROR, keys_rel, f"the keys of response {r}{more} differ from the keys of its rows; "
+                           "base must hold each row key of a response once", int(bp[r]), len(differing),
+                           CONSISTENCY))
     if mass_bad:
         out.append(Finding(ERROR, mass_rel, f"{mass_bad:,} mass(es) differ from the sum of their row masses "
-                           "beyond float16 rounding", first_mass_bad, mass_bad))
+                           "beyond float16 rounding", first_mass_bad, mass_bad, CONSISTENCY))
     return out
 
 
@@ -282,7 +283,7 @@ def _check_manifest(root: Path):
     try:
         Cache(root).manifest
     except CacheError as exc:
-        return Finding(ERROR, "manifest.json", str(exc).split(": ", 1)[-1])
+        return Finding(ERROR, "manifest.json", str(exc).split(": ", 1)[-1], kind=CONSISTENCY)
     return None
 
 

@@ -135,8 +135,9 @@ def run_learn(cache, out, *, rho: float = DEFAULT_RHO, min_run: int = DEFAULT_MI
     t0 = time.perf_counter()
     check_settings(rho, min_run)
     reader = open_cache(cache)
+    manifest = reader.manifest          # a damaged manifest fails before the learning, not after
     weights = _learn(reader, rho, min_run, progress, allow_zero_weights)
-    path = save_weights(out, weights, model=model_record(reader.manifest))
+    path = save_weights(out, weights, model=model_record(manifest))
     return LearnResult(path, weights, time.perf_counter() - t0)
 
 
@@ -163,12 +164,14 @@ def run(cache, out, *, rho: float = DEFAULT_RHO, min_run: int = DEFAULT_MIN_RUN,
     t0 = time.perf_counter()
     check_settings(rho, min_run)
     reader = open_cache(cache)
+    manifest = reader.manifest          # a damaged manifest or base/ fails before the learning, not after
+    reader.base
     weights = _learn(reader, rho, min_run, progress, allow_zero_weights)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     with ThreadPoolExecutor(1) as pool:    # writing 16 MB of weights overlaps the scoring
-        saved = pool.submit(save_weights, out / WEIGHTS_FILE, weights, model=model_record(reader.manifest))
-        scores = score_responses(cache, weights)
+        saved = pool.submit(save_weights, out / WEIGHTS_FILE, weights, model=model_record(manifest))
+        scores = score_responses(reader, weights)
         saved.result()
     write_npy(out / SCORES_FILE, scores)
     summary = run_summary(scores, rho, min_run, log_gap)

@@ -1,0 +1,362 @@
+"""Named regressions of issue 14: damaged caches and weights files end in one clear line.
+
+Each case is one a careless or hostile user met on main before the checks: a wrong number with
+exit 0, a traceback, or a runaway allocation. Now the reader refuses structural damage of the
+part a command reads (naming the file, the index and the rule), `nex cache verify` reports
+every finding without raising, and weights are checked on load.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import resource
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import run_nex, write_cache
+from damage import copy_cache, float_keys, read, weights_file, write, zero_tokens
+from nexscore.cache import open_cache
+from nexscore.cache.verify import audit_cache, describe_cache
+from nexscore.core import learn_weights, load_weights, score_responses
+from nexscore.errors import CacheError, WeightsError
+
+POOL = np.unique(np.random.default_rng(7).integers(1 << 16, 40 << 16, 3000)).astype(np.uint32)
+
+
+def _responses(n: int = 6, rows: int = 24, seed: int = 0):
+    """Responses of alternating 4-row bursts of new keys and reuse, so learning credits neurons."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n):
+        seen, resp = [], []
+        for i in range(rows):
+            explore = (i // 4) % 2 == 0
+            new = rng.choice(POOL, 30 if explore else 2, replace=False)
+            old = rng.choice(np.concatenate(seen), 25) if seen else np.empty(0, np.uint32)
+            keys = np.unique(np.concatenate([new, old]).astype(np.uint32))
+            seen.append(new.astype(np.uint32))
+            resp.append((keys, rng.uniform(0.2, 9, keys.size), 32 if i < rows - 1 else 7))
+        out.append(resp)
+    return out
+
+
+@pytest.fixture
+def cache(tmp_path):
+    return write_cache(tmp_path / "c", _responses())
+
+
+@pytest.fixture
+def weights(cache):
+    w = learn_weights(cache)
+    assert w.any()
+    return w
+
+
+PROGRESS = re.compile(r"^[\w ]+: \d+/\d+ \(\d+ s\)$")     # what a long step logs when stderr is no terminal
+
+
+def _one_line_error(proc, *needles):
+    assert proc.returncode not in (0, None), proc.stdout
+    assert "Traceback" not in proc.stderr, proc.stderr
+    lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip() and not PROGRESS.match(ln)]
+    assert len(lines) == 1 and lines[0].startswith("nex: error: "), proc.stderr
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+    return lines[0]
+
+
+def _run_limited(*args, gib: float = 1.5, timeout: int = 120) -> subprocess.CompletedProcess:
+    """`nex ARGS` in a process whose address space is capped: a runaway allocation fails."""
+    def cap():
+        limit = int(gib * (1 << 30))
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+    return subprocess.run([sys.executable, "-m", "nexscore", *map(str, args)], capture_output=True, text=True,
+                          preexec_fn=cap, timeout=timeout)
+
+
+def _lower(cache, rel, i=None):
+    p = read(cache, rel)
+    i = p.size // 2 if i is None else i
+    p[i] = p[i - 1] - 1
+    write(cache, rel, p)
+    return i
+
+
+# ------------------------------------------------------------------ pointers
+def test_non_monotone_row_ptr_is_refused(cache, tmp_path):
+    """Before: `nex run` scored it (NEX 0.682152 on synthetic16 against 0.681604), exit 0."""
+    i = _lower(cache, "rows/row_ptr.int64")
+    with pytest.raises(CacheError, match=rf"rows/row_ptr.int64\[{i}\]: is \d+ after \d+; pointers must not decrease"):
+        learn_weights(cache)
+    _one_line_error(run_nex("run", cache, "--out", tmp_path / "o"), f"rows/row_ptr.int64[{i}]", "must not decrease")
+    assert not (tmp_path / "o").exists()
+    proc = run_nex("cache", "verify", cache)
+    assert proc.returncode == 1 and f"error: rows/row_ptr.int64[{i}]" in proc.stdout
+    assert score_responses(cache, learn_weights(write_cache(tmp_path / "ok", _responses()))).size == 6  # base/ intact
+
+
+def test_non_monotone_sample_row_ptr_is_refused(cache, tmp_path):
+    i = _lower(cache, "rows/sample_row_ptr.int64", 3)
+    with pytest.raises(CacheError, match=rf"rows/sample_row_ptr.int64\[{i}\].*must not decrease"):
+        learn_weights(cache)
+    _one_line_error(run_nex("learn", cache, "--out", tmp_path / "w.npz"), "rows/sample_row_ptr.int64[3]")
+
+
+def test_non_monotone_base_ptr_is_refused_by_score(cache, weights, tmp_path):
+    _lower(cache, "base/row_ptr.int64", 2)
+    with pytest.raises(CacheError, match=r"base/row_ptr.int64\[2\]"):
+        score_responses(cache, weights)
+    np.savez(tmp_path / "w.npz", weights=weights)
+    _one_line_error(run_nex("score", cache, "-w", tmp_path / "w.npz"), "base/row_ptr.int64[2]")
+    assert learn_weights(cache).any()              # learning reads rows/ only
+
+
+@pytest.mark.parametrize("value", [2**63 - 1, 10**9, -1])
+@pytest.mark.parametrize("rel", ["rows/row_ptr.int64", "rows/sample_row_ptr.int64", "base/row_ptr.int64"])
+def test_wild_pointer_is_refused_before_any_allocation(cache, rel, value):
+    """Before: OverflowError for 2^63-1; a 10^9 in rows/row_ptr grew `nex run` to 7.8 GB."""
+    for i in (1, -1):
+        p = read(cache, rel)
+        p[i] = value
+        write(cache, rel, p)
+        with pytest.raises(CacheError, match=rel):
+            open_cache(cache).rows if rel.startswith("rows") else open_cache(cache).base
+
+
+@pytest.mark.parametrize("value", [2**63 - 1, 10**9])
+def test_wild_pointer_cli_stays_small(cache, tmp_path, value):
+    p = read(cache, "rows/row_ptr.int64")
+    p[p.size // 2] = value
+    write(cache, "rows/row_ptr.int64", p)
+    _one_line_error(_run_limited("run", cache, "--out", tmp_path / "o"), "rows/row_ptr.int64")
+
+
+def test_token_pointer_length_and_start(cache):
+    tp = read(cache, "rows/token_row_ptr.int64")
+    write(cache, "rows/token_row_ptr.int64", tp[:-1])
+    with pytest.raises(CacheError, match="rows/token_row_ptr.int64: has"):
+        learn_weights(cache)
+    tp[0] = 5
+    write(cache, "rows/token_row_ptr.int64", tp)
+    with pytest.raises(CacheError, match=r"rows/token_row_ptr.int64\[0\]: starts at 5"):
+        learn_weights(cache)
+
+
+# ------------------------------------------------------------------ keys and tolerated damage
+def test_keys_not_ascending_within_a_row_are_refused(cache, weights):
+    k = read(cache, "rows/keys.uint32")
+    k[1], k[2] = k[2], k[1]
+    write(cache, "rows/keys.uint32", k)
+    with pytest.raises(CacheError, match=r"rows/keys.uint32\[2\]: key \d+ follows \d+ within list 0: not ascending"):
+        learn_weights(cache)
+    k = read(cache, "base/keys.uint32")
+    k[5] = k[4]                                   # a duplicate within response 0
+    write(cache, "base/keys.uint32", k)
+    with pytest.raises(CacheError, match=r"base/keys.uint32\[5\]"):
+        score_responses(cache, weights)
+
+
+def test_all_zero_token_row_ptr_learns_nothing_and_run_says_so(cache, tmp_path):
+    """Before: verify said "ok" and `nex run` printed NEX 0.000000, "scored 16 of 16", exit 0.
+
+    The spec skips rows that span 0 tokens (the golden edge corpus even holds a row of -22
+    tokens), so this is tolerated damage: verify warns, learning gives all-zero weights, and
+    `nex run` refuses them unless --allow-zero-weights."""
+    zero_tokens(cache, None)
+    audit = audit_cache(cache)
+    assert audit.ok and any("every row" in f.rule for f in audit.warnings)
+    assert not learn_weights(cache).any()
+    _one_line_error(run_nex("run", cache, "--out", tmp_path / "o"), "learning credited no neuron",
+                    "--allow-zero-weights")
+    assert not (tmp_path / "o").exists()
+    _one_line_error(run_nex("learn", cache, "--out", tmp_path / "w.npz"), "learning credited no neuron")
+    proc = run_nex("run", cache, "--out", tmp_path / "o", "--allow-zero-weights")
+    assert proc.returncode == 0 and json.loads((tmp_path / "o/summary.json").read_text())["nex_score"] == 0.0
+
+
+def test_keys_as_float32_bit_patterns(cache, weights, tmp_path):
+    """Before: NEX 0.000000, exit 0. Keys >= 2^22 drop their lists (spec §2): every row is
+    dropped, verify says so, and `nex run` refuses to report the meaningless NEX."""
+    float_keys(cache, None, "rows/keys.uint32")
+    float_keys(cache, None, "base/keys.uint32")
+    audit = audit_cache(cache)
+    assert audit.ok and any("every non-empty row" in f.rule for f in audit.warnings)
+    assert any("every non-empty response: nothing is left to score" in f.rule for f in audit.warnings)
+    _one_line_error(run_nex("run", cache, "--out", tmp_path / "o"), "learning credited no neuron")
+    assert np.isnan(score_responses(cache, weights)).all()     # nothing retained: NaN, NEX n/a
+    np.savez(tmp_path / "w.npz", weights=weights)
+    proc = run_nex("score", cache, "-w", tmp_path / "w.npz")
+    assert proc.returncode == 0 and "n/a (no response could be scored)" in proc.stdout
+
+
+def test_score_reads_base_only(cache, weights):
+    want = score_responses(cache, weights)
+    for rel in ("rows/keys.uint32", "rows/token_row_ptr.int64"):
+        (cache / rel).write_bytes(b"\x01\x02\x03")
+    np.testing.assert_array_equal(score_responses(cache, weights), want)
+    with pytest.raises(CacheError):
+        learn_weights(cache)
+
+
+@pytest.mark.parametrize("how", ["missing", "directory", "dangling link", "truncated", "dtype"])
+def test_unusable_files_are_one_line(cache, tmp_path, how):
+    path = cache / "rows/w_sum.float16"
+    if how == "missing":
+        path.unlink()
+    elif how == "directory":
+        path.unlink()
+        path.mkdir()
+    elif how == "dangling link":
+        path.unlink()
+        path.symlink_to(tmp_path / "nowhere")
+    elif how == "truncated":
+        path.write_bytes(path.read_bytes()[:-1])
+    else:
+        read(cache, "rows/w_sum.float16").astype(np.float32).tofile(path)
+    with pytest.raises(CacheError, match="rows/w_sum.float16"):
+        learn_weights(cache)
+    _one_line_error(run_nex("run", cache, "--out", tmp_path / "o"), "rows/w_sum.float16")
+    proc = run_nex("cache", "verify", cache)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr and "rows/w_sum.float16" in proc.stdout
+
+
+# ------------------------------------------------------------------ verify never raises
+def test_verify_on_a_differing_base_key_set(cache):
+    """Before: IndexError in the base-sum check, the very damage it exists to report."""
+    k, p = read(cache, "base/keys.uint32"), read(cache, "base/row_ptr.int64")
+    k[p[3] - 1] += 1                               # last key of response 2: still ascending
+    write(cache, "base/keys.uint32", k)
+    audit = audit_cache(cache)
+    [finding] = audit.errors
+    assert finding.kind == "consistency" and finding.file == "base/keys.uint32" and finding.index == p[2]
+    assert "the keys of response 2 differ from the keys of its rows" in finding.rule
+    proc = run_nex("cache", "verify", cache, "--json")
+    doc = json.loads(proc.stdout)
+    assert proc.returncode == 1 and doc["n_errors"] == 1 and doc["findings"][0]["kind"] == "consistency"
+
+
+def test_verify_reports_several_findings_and_a_summary(cache):
+    _lower(cache, "rows/sample_row_ptr.int64", 2)
+    m = read(cache, "base/w_sum.float16")
+    m[:3] = [np.nan, -1, np.inf]
+    write(cache, "base/w_sum.float16", m)
+    (cache / "manifest.json").write_text("[1, 2]")
+    proc = run_nex("cache", "verify", cache)
+    lines = proc.stdout.strip().splitlines()
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert any("error: rows/sample_row_ptr.int64[2]" in ln for ln in lines)
+    assert any("error: manifest.json" in ln for ln in lines)
+    assert any("warning: base/w_sum.float16[0]: 2 non-finite" in ln for ln in lines)
+    assert lines[-1].endswith("2 error(s), 2 warning(s): the cache is damaged")
+
+
+@pytest.mark.parametrize("case", ["no such path", "a file", "empty dir", "rows is a file", "all directories"])
+def test_verify_never_raises(tmp_path, cache, case):
+    target = cache
+    if case == "no such path":
+        target = tmp_path / "nope"
+    elif case == "a file":
+        target = cache / "manifest.json"
+    elif case == "empty dir":
+        target = tmp_path / "empty"
+        target.mkdir()
+    elif case == "rows is a file":
+        import shutil
+
+        shutil.rmtree(cache / "rows")
+        (cache / "rows").write_text("x")
+    else:
+        for path in list(cache.rglob("*.*")):
+            if path.is_file() and path.parent != cache:
+                path.unlink()
+                path.mkdir()
+    audit = audit_cache(target)
+    assert not audit.ok and audit.lines()
+    proc = run_nex("cache", "verify", target)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr and proc.stdout.strip()
+
+
+def test_info_survives_odd_manifests(cache, tmp_path):
+    (cache / "manifest.json").write_text('{"model": "a string", "selection": 3}')
+    proc = run_nex("cache", "info", cache)
+    assert proc.returncode == 0 and "model      ?" in proc.stdout
+    (cache / "manifest.json").write_text("[1, 2]")
+    _one_line_error(run_nex("cache", "info", cache), "manifest.json")
+    _one_line_error(run_nex("run", cache, "--out", tmp_path / "o"), "manifest.json")
+
+
+def test_golden_edge_corpus_is_warnings_only(reference):
+    """The spec's own tolerated damage stays tolerated: no errors, one warning per kind."""
+    audit = audit_cache(reference / "edge/cache")
+    assert audit.ok and {f.kind for f in audit.warnings} == {"tolerated"}
+    text = "\n".join(audit.lines())
+    for needle in ("reserved layer 255", "beyond the 2^22 key space", "non-finite", "negative mass",
+                   "negative number of tokens"):
+        assert needle in text
+    assert describe_cache(reference / "edge/cache")["responses"] == 8
+
+
+def test_damaged_golden_synthetic16(reference, tmp_path):
+    """The issue's numbers: synthetic16 with a non-monotone rows/row_ptr no longer scores 0.682152."""
+    cache = copy_cache(reference / "synthetic16/cache", tmp_path / "c")
+    _lower(cache, "rows/row_ptr.int64")
+    _one_line_error(run_nex("run", cache, "--out", tmp_path / "o"), "rows/row_ptr.int64", "must not decrease")
+
+
+# ------------------------------------------------------------------ weights
+@pytest.mark.parametrize("kind, needle", [
+    ("nan", "not finite"), ("inf", "not finite"), ("zero", "every weight is 0"), ("long", "shape (4"),
+    ("short", "shape ("), ("float64", "dtype float64"), ("int", "dtype int32"), ("2d", "shape (2048, 2048)"),
+    ("truncated", "weights"), ("no_array", "no 'weights' array"),
+])
+def test_damaged_weights_are_refused_on_load(tmp_path, weights, kind, needle):
+    """Before: NaN weights made every GMF 0.0, inf every score NaN; zeros and arrays longer
+    than 2^22 were accepted, all with exit 0."""
+    path = tmp_path / "w.npz"
+    weights_file(path, kind, weights, np.random.default_rng(1))
+    with pytest.raises(WeightsError, match="w.npz") as err:
+        load_weights(path)
+    assert needle in str(err.value)
+
+
+def test_weights_header_cannot_size_an_allocation(tmp_path):
+    import io
+    import zipfile
+
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": "<f4", "fortran_order": False, "shape": (10**12,)})
+    with zipfile.ZipFile(tmp_path / "w.npz", "w") as z:
+        z.writestr("weights.npy", header.getvalue() + b"\0" * 64)
+    with pytest.raises(WeightsError, match=r"shape \(1000000000000,\)"):
+        load_weights(tmp_path / "w.npz")
+
+
+def test_weights_checksum_is_verified(tmp_path, weights):
+    np.savez(tmp_path / "w.npz", weights=weights)
+    data = bytearray((tmp_path / "w.npz").read_bytes())
+    data[len(data) // 2] ^= 0x40                   # inside the array's bytes
+    (tmp_path / "w.npz").write_bytes(bytes(data))
+    with pytest.raises(WeightsError, match="CRC"):
+        load_weights(tmp_path / "w.npz")
+
+
+def test_weights_npy_and_byte_order(tmp_path, weights):
+    np.save(tmp_path / "w.npy", weights.astype(">f4"))
+    got = load_weights(tmp_path / "w.npy")
+    assert got.dtype == np.float32 and got.dtype.isnative and np.array_equal(got, weights)
+
+
+def test_zero_weights_cli(cache, tmp_path):
+    np.savez(tmp_path / "zero.npz", weights=np.zeros(1 << 22, np.float32))
+    _one_line_error(run_nex("score", cache, "-w", tmp_path / "zero.npz"), "every weight is 0", "--allow-zero-weights")
+    proc = run_nex("score", cache, "-w", tmp_path / "zero.npz", "--allow-zero-weights")
+    assert proc.returncode == 0 and "NEX 0.000000" in proc.stdout
+    w = np.zeros(1 << 22, np.float32)
+    w[[3, 9]] = [np.nan, np.inf]
+    np.savez(tmp_path / "nan.npz", weights=w)
+    _one_line_error(run_nex("score", cache, "-w", tmp_path / "nan.npz"), "2 weight(s) are not finite")
