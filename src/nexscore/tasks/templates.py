@@ -5,7 +5,7 @@ needs traces with steps to segment. Showing it k solved examples of the same tas
 cheapest way to make it write them. Two kinds of template:
 
 - ``steps``: worked solutions written from the problem's own data, one operation per line with
-  the running value, then ``Final answer: N``. nexscore has a solution writer for arithmetic
+  its result and what is left to compute, then ``Final answer: N``. nexscore has a solution writer for arithmetic
   expressions (reasoning-gym's ``chain_sum`` and ``basic_arithmetic``); see `arithmetic_steps`.
 - ``answers``: question/answer pairs (``Final answer: N``) for any task with gold answers.
 
@@ -277,7 +277,7 @@ def worked_solution(expression: str, gold: str | None, precedence: bool = True,
         steps, value = arithmetic_steps(expression, precedence)
         if gold is None or int(str(gold).strip()) != value:
             return None
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: absurdly deep nesting
         return None
     lines = [f"Step {i}: {op}" + (f", leaving {left}" if rest and left else "")
              for i, (op, left) in enumerate(steps, 1)]
