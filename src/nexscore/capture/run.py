@@ -31,7 +31,6 @@ import numpy as np
 from .. import __version__, models
 from ..cache.writer import CacheWriter
 from ..errors import CacheError, InputError, check_at_least
-from ..generate.run import DEFAULT_MODEL
 from ..rundir import (CACHE, MLP_SHAPE, RUN_JSON, TOKENS, Candidate, check_same_settings, model_record,
                       read_candidates, read_run_json, require_run_dir, update_run_json)
 from .engine import RULES, Capturer, default_k
@@ -296,12 +295,12 @@ def run(run_dir=None, *, candidates=None, out=None, model: str | None = None, de
         cands = list(candidates)
     recorded = (run_info or {}).get("model")
     recorded = recorded if isinstance(recorded, dict) else {}
-    spec = model or recorded.get("spec") or DEFAULT_MODEL
+    spec = model or recorded.get("spec") or models.DEFAULT_MODEL
     policy = (policy or CapturePolicy()).resolved()
     if out.exists() and not overwrite:
         raise CacheError(f"{out} already exists; pass --overwrite to replace it (or choose another --out)")
     if loaded is None:
-        say(f"loading model {spec} ({device}, {dtype})")
+        say("loading model {} ({}, {})".format(spec, *models.resolve_device_dtype(device, dtype)))
         loaded = models.load_model(spec, device=device, dtype=dtype, need_tokenizer=False, mlp_spec=mlp_spec)
     info = loaded.info
     notes = []

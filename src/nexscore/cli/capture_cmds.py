@@ -184,6 +184,11 @@ def capture(
                      mlp_spec=mlp_spec, overwrite=overwrite, log=bars.log, progress=bars,
                      policy=CapturePolicy(k=k, selection=selection, block_size=block_size, batch_size=batch_size,
                                           max_batch_tokens=max_batch_tokens))
+    show_capture(result)
+
+
+def show_capture(result) -> None:
+    """Print what `capture.run` wrote (also used by `nex demo`)."""
     counts, policy = result.manifest.get("counts", {}), result.policy
     console().print(f"captured {counts.get('responses', result.n_responses):,} responses "
                     f"({counts.get('tokens', 0):,} tokens, {counts.get('rows', 0):,} rows, "

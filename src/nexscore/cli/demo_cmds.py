@@ -1,8 +1,9 @@
 """`nex demo`: the whole pipeline on the embedded default model, one command.
 
-Each stage is the same command a user would run by hand (`nex generate`, `nex capture`,
-`nex select`, `nex analyze exploration`, `nex report`), invoked in-process in order, so the
-demo's run directory can be inspected, resumed or extended with those commands afterwards.
+Each stage is the library call behind the command a user would run by hand (`generate.run`,
+`capture.run`, `select.run`, `analysis.exploration.run`, `report.build`), in order, each result
+printed as that command prints it, so the demo's run directory can be inspected, resumed or
+extended with those commands afterwards.
 """
 
 from __future__ import annotations
@@ -10,15 +11,17 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
+from typing import Optional
 
 import typer
 
-from . import load_commands
+from ..rundir import CACHE, REPORT, SCORES_PARQUET, SELECT_JSON
+from .common import console, stage_bars
+from .model_options import DEVICE, DTYPE, MLP_SPEC
 from .root import app
-from .common import console
 
 TASK = "rg:chain_sum"
-TASK_OPTS = ["min_terms=2", "max_terms=3", "min_digits=1", "max_digits=2"]
+TASK_OPTIONS = {"min_terms": 2, "max_terms": 3, "min_digits": 1, "max_digits": 2}
 
 
 def _in_ci() -> bool:
@@ -38,6 +41,7 @@ def demo(out: Path = typer.Option(Path("runs/demo"), "--out", "-o", help="Run di
                                         "are nearly free on a CPU: decoding is bound by reading the weights)."),
          seed: int = typer.Option(0, "--seed", help="Sampling seed."),
          model: str = typer.Option("default", "--model", "-m", help="Model to run (default: SmolLM2-135M-Instruct)."),
+         device: str = DEVICE, dtype: str = DTYPE, mlp_spec: Optional[Path] = MLP_SPEC,
          overwrite: bool = typer.Option(False, "--overwrite", help="Start the run directory afresh.")):
     """Run generate -> capture -> learn -> score -> select -> report on the embedded default.
 
@@ -47,34 +51,45 @@ def demo(out: Path = typer.Option(Path("runs/demo"), "--out", "-o", help="Run di
     and writes a report. Interrupt it at any time: running it again resumes where it stopped.
     Results: OUT/select.json, OUT/scores.parquet, OUT/report.html.
     """
-    from typer.main import get_command
+    # deferred: the stages load numpy, torch and transformers; `nex --help` should not
+    from .. import capture, generate, report, select
+    from ..analysis import exploration
+    from .capture_cmds import show_capture
+    from .generate_cmds import show_generate
+    from .report_cmds import show_exploration, show_report
+    from .select_cmds import show_select
 
     problems = problems if problems is not None else (12 if _in_ci() else 24)
-    cli = get_command(load_commands())      # the demo runs the other commands: load them all
     say = console(stderr=True)
+    model_options = dict(device=device, dtype=dtype, mlp_spec=mlp_spec)
+
+    def run_generate(bars):
+        show_generate(generate.run(out, model=model, task=TASK, task_options=dict(TASK_OPTIONS), problems=problems,
+                                   n=n, max_new_tokens=max_new_tokens, batch_size=batch_size, seed=seed,
+                                   overwrite=overwrite, log=bars.log, progress=bars, **model_options))
+
+    def run_capture(bars):
+        if (out / CACHE / "manifest.json").is_file():           # finished earlier: keep it
+            say.print(f"{out / CACHE} is complete; keeping it (delete it to capture again)")
+            return
+        policy = capture.CapturePolicy(block_size=block_size, selection=selection, batch_size=16)
+        show_capture(capture.run(out, policy=policy, log=bars.log, progress=bars, **model_options))
+
     stages = [
-        ("generate", ["generate", out, "--model", model, "--task", TASK,
-                      *[a for opt in TASK_OPTS for a in ("--task-opt", opt)],
-                      "--problems", problems, "--n", n, "--max-new-tokens", max_new_tokens,
-                      "--batch-size", batch_size, "--seed", seed] + (["--overwrite"] if overwrite else [])),
-        ("capture", ["capture", out, "--block-size", block_size, "--selection", selection,
-                     "--batch-size", 16]),
-        ("select", ["select", out]),
-        ("exploration", ["analyze", "exploration", out]),
-        ("report", ["report", out]),
+        ("generate", run_generate),
+        ("capture", run_capture),
+        ("select", lambda bars: show_select(select.run(out, progress=bars))),
+        ("exploration", lambda bars: show_exploration(exploration.run(out))),
+        ("report", lambda bars: show_report(report.build(out))),
     ]
-    if (out / "cache" / "manifest.json").is_file():
-        stages[1] = ("capture", None)                   # finished earlier: keep it
     timings = {}
-    for name, args in stages:
+    for name, stage in stages:
         say.rule(f"[bold]{name}")
         t0 = time.perf_counter()
-        if args is None:
-            say.print(f"{out / 'cache'} is complete; keeping it (delete it to capture again)")
-        else:
-            cli.main([str(a) for a in args], standalone_mode=False)
+        with stage_bars() as bars:
+            stage(bars)
         timings[name] = time.perf_counter() - t0
     say.rule("[bold]done")
     say.print("  ".join(f"{k} {v:.0f} s" for k, v in timings.items()) + f"   total {sum(timings.values()):.0f} s")
-    console().print(f"results: {out / 'report.html'}  (open it in a browser), {out / 'select.json'}, "
-                    f"{out / 'scores.parquet'}")
+    console().print(f"results: {out / REPORT}  (open it in a browser), {out / SELECT_JSON}, "
+                    f"{out / SCORES_PARQUET}")

@@ -79,10 +79,11 @@ def generate(
                      temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens, seed=seed,
                      batch_size=batch_size, engine=engine, device=device, dtype=dtype, mlp_spec=mlp_spec,
                      overwrite=overwrite, regrade=regrade, log=bars.log, progress=bars)
-    _print_summary(result)
+    show_generate(result)
 
 
-def _print_summary(s) -> None:
+def show_generate(s) -> None:
+    """Print what `generate.run` did (also used by `nex demo`)."""
     settings = s.settings
     out = console()
     if s.removed:

@@ -14,6 +14,7 @@ from ..errors import InputError
 from ..tasks import parse_task_options
 from .root import app
 from .common import console, stage_bars
+from .model_options import DEVICE, DTYPE, MLP_SPEC, MODEL
 
 PANEL = "Check and compare models"
 
@@ -37,8 +38,6 @@ OUT = typer.Option(None, "--out", "-o", help="Directory for the results [default
                    "directory, else ./ablate or ./transfer].")
 OVERWRITE = typer.Option(False, "--overwrite", help="Discard earlier results in OUT instead of reusing them.")
 FORCE = typer.Option(False, "--force", help="Use weights whose recorded model differs from the model given.")
-DEVICE = typer.Option("cpu", "--device", help="cpu, cuda, cuda:N, mps or auto.")
-DTYPE = typer.Option("float32", "--dtype", help="float32, bfloat16 or float16.")
 
 
 def _ints(text: str, what: str) -> list[int]:
@@ -111,14 +110,14 @@ def _spec(m: str, sets: str, **settings):
 
 
 @app.command(rich_help_panel=PANEL)
-def ablate(model: str = typer.Option("default", "--model", help="Model to edit (default: SmolLM2-135M-Instruct)."),
+def ablate(model: str = MODEL,
            weights: Path = WEIGHTS, m: str = M, sets: str = SETS,
            scale: float = typer.Option(0.0, "--scale", help="Factor for the chosen neurons' down-projection "
                                        "columns: 0 removes them, 0.5 halves their output."),
            task: str = TASK, task_opt: Optional[List[str]] = TASK_OPT, task_seed: int = TASK_SEED,
            problems: int = PROBLEMS, max_new_tokens: int = MAX_NEW, batch_size: int = BATCH, seed: int = SEED,
            out: Optional[Path] = OUT, overwrite: bool = OVERWRITE, force: bool = FORCE,
-           device: str = DEVICE, dtype: str = DTYPE):
+           device: str = DEVICE, dtype: str = DTYPE, mlp_spec: Optional[Path] = MLP_SPEC):
     """Remove the neurons NEX weights rank highest (and lowest, and random ones) and measure accuracy.
 
     For every m of --m, three sets of m neurons are chosen from the weights file: the most
@@ -143,7 +142,8 @@ def ablate(model: str = typer.Option("default", "--model", help="Model to edit (
     with stage_bars() as bars:
         result = ablate_experiment(model, weights, spec, task=task, task_options=parse_task_options(task_opt),
                                    task_seed=task_seed, problems=problems, out=out, overwrite=overwrite, force=force,
-                                   model_options=dict(device=device, dtype=dtype), log=bars.log, progress=bars)
+                                   model_options=dict(device=device, dtype=dtype, mlp_spec=mlp_spec),
+                                   log=bars.log, progress=bars)
     _print(result, "ablate")
 
 
@@ -154,7 +154,7 @@ def transfer(donor: str = typer.Option(..., "--donor", help="Model whose neurons
              task: str = TASK, task_opt: Optional[List[str]] = TASK_OPT, task_seed: int = TASK_SEED,
              problems: int = PROBLEMS, max_new_tokens: int = MAX_NEW, batch_size: int = BATCH, seed: int = SEED,
              out: Optional[Path] = OUT, overwrite: bool = OVERWRITE, force: bool = FORCE,
-             device: str = DEVICE, dtype: str = DTYPE):
+             device: str = DEVICE, dtype: str = DTYPE, mlp_spec: Optional[Path] = MLP_SPEC):
     """Transplant the neurons NEX weights rank highest from a donor into a recipient; measure the recipient.
 
     For every m of --m, three sets of m neurons are chosen from the weights file (learned on
@@ -178,5 +178,6 @@ def transfer(donor: str = typer.Option(..., "--donor", help="Model whose neurons
         result = transfer_experiment(donor, recipient, weights, spec, task=task,
                                      task_options=parse_task_options(task_opt), task_seed=task_seed,
                                      problems=problems, out=out, overwrite=overwrite, force=force,
-                                     model_options=dict(device=device, dtype=dtype), log=bars.log, progress=bars)
+                                     model_options=dict(device=device, dtype=dtype, mlp_spec=mlp_spec),
+                                     log=bars.log, progress=bars)
     _print(result, "transfer")

@@ -11,7 +11,9 @@ import typer
 from ..errors import NexError
 from ..tasks import parse_task_options
 from .root import app
+from ..models.loading import resolve_device_dtype
 from .common import console, stage_bars
+from .model_options import DEVICE, DTYPE, MLP_SPEC
 
 PANEL = "Check and compare models"
 
@@ -151,8 +153,7 @@ def rank(variants: List[str] = typer.Argument(..., help="Variants: a family dire
          selection: str = typer.Option("global", "--selection", help="Capture rule: global, per_layer or zscore."),
          batch_size: int = typer.Option(64, "--batch-size", help="Traces generated together."),
          boot: int = typer.Option(1000, "--boot", help="Bootstrap replicates over prompts (0: none)."),
-         device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:N, mps or auto."),
-         dtype: str = typer.Option("float32", "--dtype", help="float32, bfloat16 or float16."),
+         device: str = DEVICE, dtype: str = DTYPE, mlp_spec: Optional[Path] = MLP_SPEC,
          out: Path = typer.Option(Path("runs/rank"), "--out", "-o", help="Rank directory to write."),
          overwrite: bool = typer.Option(False, "--overwrite", help="Discard earlier results in OUT and start again.")):
     """Rank model variants by NEX on the same unlabeled prompts, with label-free baselines.
@@ -178,11 +179,12 @@ def rank(variants: List[str] = typer.Argument(..., help="Variants: a family dire
     """
     from .. import rank as ranking   # deferred: numpy and scipy load when the command runs
 
+    device, dtype = resolve_device_dtype(device, dtype)     # rank.json records what "auto" meant here
     settings = ranking.RankSettings(task=task, task_options=parse_task_options(task_opt), prompts=prompts, n=n,
                                     temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens, seed=seed,
                                     labeled=labeled, labeled_seed=labeled_seed, block_size=block_size, k=k,
                                     selection=selection, batch_size=batch_size, device=device, dtype=dtype,
-                                    n_boot=boot)
+                                    n_boot=boot, mlp_spec=str(mlp_spec) if mlp_spec else None)
     with stage_bars() as bars:
         result = ranking.run(list(variants), out, settings, overwrite=overwrite, log=bars.log, progress=bars)
     print_rank(result.doc)

@@ -54,7 +54,11 @@ def report(run_dir: Path = typer.Argument(..., help="Run directory (candidates.j
     """
     from ..report import build   # deferred: numpy and the report's modules load when the command runs
 
-    result = build(run_dir, out, max_problems=problems, tokenizer=tokenizer, use_tokenizer=not no_tokenizer)
+    show_report(build(run_dir, out, max_problems=problems, tokenizer=tokenizer, use_tokenizer=not no_tokenizer))
+
+
+def show_report(result) -> None:
+    """Print where `report.build` wrote the page (also used by `nex demo`)."""
     con = console()
     for n in result.notes:
         con.print(f"[yellow]note:[/yellow] {n}")
@@ -92,11 +96,15 @@ def exploration(run_dir: Path = typer.Argument(..., help="Run directory with can
     """
     from ..analysis import exploration as study   # deferred: numpy loads when the command runs
 
-    run = study.run(run_dir, bins=bins, threshold=threshold, quantile=quantile, n_boot=boot, seed=seed)
+    show_exploration(study.run(run_dir, bins=bins, threshold=threshold, quantile=quantile, n_boot=boot, seed=seed))
+
+
+def show_exploration(run) -> None:
+    """Print the inverted-U study of `analysis.exploration.run` (also used by `nex demo`)."""
     result = run.doc
     con = console()
     con.print(f"[bold]accuracy by exploration[/bold]: {result['n_labelled']} labelled traces, overall accuracy "
-              f"{_f(result['accuracy'])}; {bins} equal-count bins per proxy, low to high")
+              f"{_f(result['accuracy'])}; {result['settings']['bins']} equal-count bins per proxy, low to high")
     for name, p in result["proxies"].items():
         if not p.get("available"):
             con.print(f"  {name}: n/a", style="dim")

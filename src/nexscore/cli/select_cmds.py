@@ -66,11 +66,18 @@ def select(run_dir: Path = typer.Argument(..., help="Run directory holding candi
     per trace with its answer, correctness, GMF and every baseline statistic
     and oriented score (score_*: higher = more confident).
     """
-    from ..select.run import LABELS, METHODS, run   # deferred: numpy and scipy load when the command runs
+    from ..select.run import run   # deferred: numpy and scipy load when the command runs
 
     with stage_bars() as bars:
         result = run(run_dir, weights_file=weights, subsets=subsets, seed=seed, window=window, relearn=relearn,
                      progress=bars, allow_zero_weights=allow_zero_weights)
+    show_select(result)
+
+
+def show_select(result) -> None:
+    """Print the selection table, notes and output paths of `select.run` (also used by `nex demo`)."""
+    from ..select.run import LABELS, METHODS   # deferred: numpy and scipy load when the command runs
+
     _print_table(result.summary, [m for m, _ in METHODS], LABELS)
     out = console()
     for note in result.notes:

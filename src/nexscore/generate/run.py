@@ -34,7 +34,7 @@ from .engines import Request, TransformersEngine, VllmEngine, stop_token_ids, tr
 
 Progress = Callable[[str, int], Callable[[int], None]]    # progress(description, total) -> advance(n)
 
-DEFAULT_MODEL = "default"
+DEFAULT_MODEL = models.DEFAULT_MODEL
 ENGINES = ("transformers", "vllm")
 BATCH_DEFAULT = {"transformers": 8, "vllm": 256}  # traces generated (and checkpointed) together
 CHECKPOINT_SECONDS = 10.0  # longest stretch of finished work a hard kill (SIGKILL, power loss) loses

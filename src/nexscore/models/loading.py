@@ -40,6 +40,7 @@ class LoadedModel:
     info: dict = field(default_factory=dict)
 
 
+DEFAULT_MODEL = "default"     # the embedded SmolLM2-135M-Instruct GGUF (see `nex models`)
 # The defaults of every command that loads a model (--device, --dtype): the fastest place there
 # is, in its natural precision. On a machine without a GPU this is cpu and float32.
 DEFAULT_DEVICE = "auto"
