@@ -9,10 +9,11 @@ What is structural (an error, the cache is refused): files missing, unreadable o
 that is not a whole number of values; keys and masses of different counts; pointer arrays that
 are empty, of the wrong length, not starting at 0, decreasing anywhere, or not ending at the
 count of what they point into (together: every pointer lies within its data, so nothing later
-can index outside an array or size an allocation from a damaged value); keys that are not
-unique and ascending within a list. Damage the spec tolerates (§2: reserved layer, keys beyond
-2^22, non-finite or negative masses, rows spanning no tokens) is not checked here; the audit
-reports it as warnings and learning and scoring apply the spec's rule to it.
+can index outside an array or size an allocation from a damaged value); cumulative token
+counts outside [0, 2^62]; keys that are not unique and ascending within a list. Damage the spec
+tolerates (§2: reserved layer, keys beyond 2^22, non-finite or negative masses, rows spanning
+zero or fewer tokens) is not checked here; the audit reports it as warnings and learning and
+scoring apply the spec's rule to it.
 
 Cost: O(lists) for pointers and one streaming comparison over the keys, a few milliseconds
 per 10 million entries with the pages in memory (a small share of learning, which reads them
