@@ -7,12 +7,14 @@ problem keeps the measurement deterministic, so two models differ only by their 
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
 
 from .errors import InputError
+from .generate.engines import Request, TransformersEngine
 
 
 @dataclass
@@ -66,10 +68,6 @@ def evaluate(loaded, task, problems, *, max_new_tokens: int = 256, batch_size: i
     loaded: nexscore.models.load_model's result (model + tokenizer). problems: the task's
     Problem objects (e.g. task.problems(n)); every one must carry a gold answer.
     """
-    import time
-
-    from .generate.engines import Request, TransformersEngine
-
     if loaded.tokenizer is None:
         raise InputError("evaluation needs the model's tokenizer")
     problems = list(problems)

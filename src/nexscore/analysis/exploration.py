@@ -39,6 +39,9 @@ import numpy as np
 
 from ..errors import InputError
 from ..figures import exploration_figure
+from ..io import atomic_path, write_json
+from ..rundir import EXPLORATION_JSON
+from .rundir import open_run
 
 PROXIES = {
     "mean_entropy": "mean token entropy (nats)",
@@ -232,8 +235,6 @@ def analyse_exploration(run_dir, *, bins: int = DEFAULT_BINS, threshold: float |
                         quantile: float = DEFAULT_QUANTILE, n_boot: int = DEFAULT_BOOT, seed: int = 0,
                         level: float = DEFAULT_CI) -> dict:
     """Everything `nex analyze exploration` writes to exploration.json."""
-    from .rundir import open_run
-
     if bins < 2:
         raise InputError(f"--bins must be at least 2 (got {bins})")
     if n_boot < 1:
@@ -290,9 +291,6 @@ def analyse_exploration(run_dir, *, bins: int = DEFAULT_BINS, threshold: float |
 
 def write_exploration(run_dir, result: dict) -> dict:
     """exploration.json and, with matplotlib, exploration.svg in the run directory."""
-    from ..io import atomic_path, write_json
-    from .rundir import EXPLORATION_JSON
-
     run_dir = Path(run_dir)
     paths = {"json": write_json(run_dir / EXPLORATION_JSON, result)}
     svg = exploration_figure(result)

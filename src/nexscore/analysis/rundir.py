@@ -14,6 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ..cache import open_cache
+from ..cache.writer import read_responses, read_signals
+from ..core import row_phases
 from ..errors import CacheError, InputError, RunError
 # the run directory's names and readers (SELECT_JSON, WEIGHTS, EXPLORATION_JSON, read_json are
 # imported from here by the report)
@@ -110,15 +113,11 @@ class RunData:
     @cached_property
     def phases(self):
         """Slopes and E/X labels of every cache row (nexscore.core.row_phases)."""
-        from ..core import row_phases
-
         return row_phases(self.cache.path)
 
     @cached_property
     def signals(self) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
         """Per-token signals ({} when the capture recorded none) and their token_ptr."""
-        from ..cache.writer import read_signals
-
         try:
             return read_signals(self.cache.path)
         except CacheError:
@@ -168,9 +167,7 @@ class RunData:
 def open_run(run_dir) -> RunData:
     """Read and check a run directory: its traces must be the ones its cache captured."""
     run_dir = require_run(run_dir)
-    from ..cache import open_cache
-    from ..cache.writer import read_responses, read_signals
-    from ..select.run import check_alignment
+    from ..select.run import check_alignment  # deferred: the select package loads scipy.stats (0.4 s)
 
     cands = read_candidates(run_dir / CANDIDATES, need=IDS)     # validates, names bad lines
     records = [c.to_record() for c in cands]

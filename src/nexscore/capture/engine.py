@@ -32,6 +32,7 @@ import numpy as np
 
 from ..cache.layout import MAX_LAYERS, MAX_UNITS, UNIT_BITS
 from ..errors import InputError, ModelError
+from ..models.mlp import architecture, find_mlp_layers, text_config
 from .signals import CHUNK_ELEMENTS, SIGNALS, chunked_signals, logits_head
 
 RULES = ("global", "per_layer", "zscore")
@@ -114,7 +115,7 @@ def model_inputs(pb: PackedBatch, padding_side: str, device) -> dict:
     before it, and the pass can use the fused causal attention kernels (no L x L mask, far less
     memory on long traces). Left padding needs the mask.
     """
-    import torch
+    import torch  # deferred: torch is heavy (importing capture must not need it)
 
     inputs = {"input_ids": torch.from_numpy(pb.input_ids).to(device),
               "position_ids": torch.from_numpy(pb.position_ids).to(device)}
@@ -129,9 +130,7 @@ class Capturer:
     def __init__(self, model, *, k: int | None = None, selection: str = "global",
                  padding_side: str = "right", chunk_elements: int = CHUNK_ELEMENTS,
                  self_check: bool = True):
-        import torch
-
-        from ..models.mlp import architecture, find_mlp_layers, text_config
+        import torch  # deferred: torch is heavy (importing capture must not need it)
 
         if selection not in RULES:
             raise InputError(f"unknown selection rule '{selection}'; choose one of {', '.join(RULES)}")

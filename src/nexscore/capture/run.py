@@ -127,7 +127,7 @@ def _policy_doc(info: dict, policy: CapturePolicy, digest: str, n: int) -> dict:
 
 def _versions() -> dict:
     import torch  # deferred: torch and transformers are heavy (importing capture must not need them)
-    import transformers
+    import transformers  # deferred: as torch
 
     return {"nexscore": __version__, "torch": torch.__version__, "transformers": transformers.__version__}
 

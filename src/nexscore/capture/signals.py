@@ -14,6 +14,11 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
+from ..errors import ModelError
+from ..models.mlp import text_config
+
 SIGNALS = ("entropy", "logprob", "self_certainty", "top20_logprob")
 TOP_N = 20
 CHUNK_ELEMENTS = 1 << 22          # 4M logits (16 MB in float32) per chunk
@@ -25,12 +30,8 @@ def logits_head(model):
     The output projection plus the post-processing some families apply to it: Gemma 2/3's
     final soft-capping, Cohere's logit_scale, Granite's logits_scaling.
     """
-    from ..models.mlp import text_config
-
     head = model.get_output_embeddings()
     if head is None:
-        from ..errors import ModelError
-
         raise ModelError(f"{type(model).__name__} has no output embeddings (lm_head); "
                          "a causal LM is needed")
     cfg = text_config(model)
@@ -59,8 +60,6 @@ def signals_from_logits(logits, targets, *, inplace: bool = False) -> dict:
     inplace=True lets the function use `logits` (when already float32) as its scratch space:
     with it, the only other (T, V) tensor is one of probabilities.
     """
-    import torch
-
     v = logits.shape[-1]
     x = logits.float() if inplace else logits.float().clone()
     x.sub_(x.amax(dim=-1, keepdim=True))                  # x = logits - max
@@ -79,8 +78,7 @@ def chunked_signals(head, hidden, targets, chunk_elements: int = CHUNK_ELEMENTS,
 
     Returns float32 numpy arrays of length N.
     """
-    import numpy as np
-    import torch
+    import torch  # deferred: torch is heavy (importing capture must not need it)
 
     n = int(hidden.shape[0])
     out = {name: np.empty(n, np.float32) for name in SIGNALS}

@@ -13,6 +13,7 @@ import os
 import sys
 
 from ..errors import NexError
+from . import root
 
 # top-level command (or group) -> the module that registers it, in the order of `nex --help`
 COMMANDS = {
@@ -30,8 +31,6 @@ COMMANDS = {
 
 def load_commands(modules=None):
     """Import the given command modules (all when None) and return the root app."""
-    from . import root
-
     for name in dict.fromkeys(COMMANDS.values()) if modules is None else modules:
         importlib.import_module(f"{__name__}.{name}")     # registers its commands once
     root.reflow_helps(root.app)

@@ -19,7 +19,7 @@ app.add_typer(cache_app, name="cache", rich_help_panel="Inspect, study, annotate
 def info(cache: Path = typer.Argument(..., help="Cache directory (holds rows/ and base/)."),
          as_json: bool = typer.Option(False, "--json", help="Print the counts as JSON.")):
     """Counts of a cache: responses, rows, entries, tokens, layers seen, keys per row."""
-    from ..cache.verify import describe_cache
+    from ..cache.verify import describe_cache  # deferred: numpy and the cache load only when the command runs
 
     d = describe_cache(cache)
     if as_json:
@@ -80,7 +80,7 @@ def verify(cache: Path = typer.Argument(..., help="Cache directory to audit."),
     and scores by its rule: reserved-layer keys, keys beyond the 2^22 key space, NaN or
     negative masses, rows spanning no tokens.
     """
-    from ..cache.verify import audit_cache
+    from ..cache.verify import audit_cache  # deferred: numpy and the cache load only when the command runs
 
     audit = audit_cache(cache)
     if as_json:

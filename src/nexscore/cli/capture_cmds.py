@@ -9,6 +9,9 @@ from typing import Optional
 import typer
 
 from ..capture import CapturePolicy, run
+from ..models import files
+from ..models.architectures import TABLE_FILE, architecture_table
+from ..models.loading import describe_default
 from .root import app
 from .common import console, stage_bars
 from .model_options import DEVICE, DTYPE, MLP_SPEC
@@ -51,9 +54,6 @@ def models(as_json: bool = typer.Option(False, "--json", help="Print the listing
     for one it lacks, write an entry of the same fields to a file and pass
     it to any command that loads a model as --mlp-spec FILE.
     """
-    from ..models import files
-    from ..models.loading import describe_default
-
     if architectures:
         _print_architectures(as_json)
         return
@@ -104,14 +104,12 @@ def models(as_json: bool = typer.Option(False, "--json", help="Print the listing
 
 def _print_architectures(as_json: bool) -> None:
     """`nex models --architectures`: the architecture table, as a table or as JSON."""
-    from ..models.architectures import TABLE_FILE, architecture_table
-
     table = architecture_table()
     if as_json:
         print(json.dumps({"architectures": [e.to_dict() for e in table]}, indent=2))
         return
     from rich import box  # deferred: rich is heavy; only this listing draws a table
-    from rich.table import Table
+    from rich.table import Table  # deferred: as rich.box
 
     t = Table(title=f"Architectures ({TABLE_FILE}); a model matches by class name, then model_type",
               title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)

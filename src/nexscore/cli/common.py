@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import sys
+import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -23,7 +24,7 @@ def console(stderr: bool = False):
 
 
 def _rich_console(stderr: bool):
-    from rich.console import Console
+    from rich.console import Console  # deferred: rich costs a quarter of a quick command's start-up
 
     return Console(stderr=stderr, highlight=False)
 
@@ -84,7 +85,8 @@ def progress(total: int, description: str):
     if not sys.stderr.isatty():
         yield _log_progress(total, description)
         return
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,  # deferred: rich is heavy
+                               TimeRemainingColumn)
 
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TimeRemainingColumn(), console=_rich_console(stderr=True), transient=True) as bar:
@@ -96,8 +98,6 @@ LOG_EVERY = 30.0
 
 
 def _log_progress(total: int, description: str):
-    import time
-
     state = {"done": 0, "t0": time.perf_counter(), "last": time.perf_counter()}
 
     def advance(n=1):

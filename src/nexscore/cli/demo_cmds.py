@@ -16,9 +16,13 @@ from typing import Optional
 import typer
 
 from ..rundir import CACHE, REPORT, SCORES_PARQUET, SELECT_JSON
+from .capture_cmds import show_capture
 from .common import console, stage_bars
+from .generate_cmds import show_generate
 from .model_options import DEVICE, DTYPE, MLP_SPEC
+from .report_cmds import show_exploration, show_report
 from .root import app
+from .select_cmds import show_select
 
 TASK = "rg:chain_sum"
 TASK_OPTIONS = {"min_terms": 2, "max_terms": 3, "min_digits": 1, "max_digits": 2}
@@ -51,13 +55,8 @@ def demo(out: Path = typer.Option(Path("runs/demo"), "--out", "-o", help="Run di
     and writes a report. Interrupt it at any time: running it again resumes where it stopped.
     Results: OUT/select.json, OUT/scores.parquet, OUT/report.html.
     """
-    # deferred: the stages load numpy, torch and transformers; `nex --help` should not
-    from .. import capture, generate, report, select
-    from ..analysis import exploration
-    from .capture_cmds import show_capture
-    from .generate_cmds import show_generate
-    from .report_cmds import show_exploration, show_report
-    from .select_cmds import show_select
+    from .. import capture, generate, report, select  # deferred: the stages load scipy; `nex --help` should not
+    from ..analysis import exploration  # deferred: as the stages
 
     problems = problems if problems is not None else (12 if _in_ci() else 24)
     say = console(stderr=True)

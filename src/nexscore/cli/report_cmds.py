@@ -146,7 +146,7 @@ def annotate_export(run_dir: Path = typer.Argument(..., help="Run directory with
     made in the page; marks are also kept in the browser while working).
     Compare that file with the HMM: `nex annotate agree RUN_DIR LABELS.json`.
     """
-    from ..report.annotate import export_annotation
+    from ..report.annotate import export_annotation  # deferred: numpy loads when the command runs
 
     out_dir = out if out is not None else Path(run_dir) / "annotation"
     r = export_annotation(run_dir, out_dir, n=n, seed=seed, tokenizer=tokenizer, use_tokenizer=not no_tokenizer)
@@ -180,10 +180,10 @@ def annotate_agree(run_dir: Path = typer.Argument(..., help="The run directory t
     each response (--shuffles seeded permutations, averaged). Prints a
     table and writes RUN_DIR/agreement.json.
     """
-    from rich import box
-    from rich.table import Table
+    from rich import box  # deferred: rich is heavy; only this command draws a table
+    from rich.table import Table  # deferred: as rich.box
 
-    from ..analysis.annotation import agreement, write_agreement
+    from ..analysis.annotation import agreement, write_agreement  # deferred: numpy loads when the command runs
 
     res = agreement(run_dir, labels, rule=rule, tolerance=tolerance, n_shuffles=shuffles, seed=seed)
     path = write_agreement(out if out is not None else Path(run_dir) / "agreement.json", res)

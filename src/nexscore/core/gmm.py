@@ -19,6 +19,7 @@ so the caller can run scikit-learn itself on them.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -209,8 +210,7 @@ def fit_two_gaussians(x: np.ndarray, n: np.ndarray, *, max_iter: int = 50, tol: 
 
 def fit_two_gaussians_sklearn(z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """scikit-learn's own fit (the reference path), for rows the batch code hands back."""
-    from sklearn.mixture import GaussianMixture
-    import warnings
+    from sklearn.mixture import GaussianMixture  # deferred: scikit-learn is optional (dev extra), the core numpy only
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -8,7 +8,10 @@ the baseline of `benchmarks/`; it needs the `dev` extra (scikit-learn, hmmlearn)
 
 from __future__ import annotations
 
+import json
+import sys
 import warnings
+from pathlib import Path
 
 import numpy as np
 
@@ -49,8 +52,8 @@ def min_run_rule(labels, min_run):
 
 def segment_one(slopes, rho=0.95, min_run=2):
     """E/X labels of one response with scikit-learn's GMM and hmmlearn's Viterbi."""
-    from hmmlearn.hmm import GaussianHMM
-    from sklearn.mixture import GaussianMixture
+    from hmmlearn.hmm import GaussianHMM  # deferred: hmmlearn is optional (dev extra)
+    from sklearn.mixture import GaussianMixture  # deferred: scikit-learn is optional (dev extra)
 
     s = np.asarray(slopes, np.float64)
     if s.size < 3:
@@ -220,10 +223,6 @@ def score_responses_oracle(cache_dir, weights):
 
 def main(argv=None) -> None:
     """`python -m nexscore.core.oracle CACHE OUT_DIR`: the literal path, outputs as `nex run`."""
-    import json
-    import sys
-    from pathlib import Path
-
     cache, out = (argv or sys.argv[1:])[:2]
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

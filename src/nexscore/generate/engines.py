@@ -83,7 +83,7 @@ FIRST_ROUND = 32  # tokens of the first generation round (see TransformersEngine
 
 def _inverse_cdf(weights, u):
     """Per row: the first index whose cumulative weight reaches u * total weight."""
-    import torch
+    import torch  # deferred: torch is heavy (importing generate must not need it)
 
     cdf = weights.cumsum(dim=-1)
     target = (u * cdf[:, -1]).unsqueeze(1)
@@ -92,8 +92,8 @@ def _inverse_cdf(weights, u):
 
 
 def _make_sampler(seeds, temperature: float, top_p: float):
-    import torch
-    from transformers import LogitsProcessor
+    import torch  # deferred: torch is heavy (importing generate must not need it)
+    from transformers import LogitsProcessor  # deferred: as torch
 
     class SeededSampler(LogitsProcessor):
         """Chooses each row's next token from that row's own stream; returns a one-hot mask."""
@@ -188,8 +188,8 @@ class TransformersEngine:
 
     def _round(self, prefixes: list[list[int]], streams, steps: int) -> list[list[int]]:
         """Up to `steps` new tokens for each left-padded prefix, sampling from its own stream."""
-        import torch
-        from transformers import GenerationConfig, LogitsProcessorList
+        import torch  # deferred: torch is heavy (importing generate must not need it)
+        from transformers import GenerationConfig, LogitsProcessorList  # deferred: as torch
 
         device = next(self.model.parameters()).device
         width = max(len(p) for p in prefixes)
@@ -232,8 +232,8 @@ class VllmEngine:
                  revision: str | None = None, **llm_kwargs):
         _check_sampling(temperature, top_p, max_new_tokens)
         try:
-            import vllm  # noqa: F401
-            from vllm import LLM
+            import vllm  # noqa: F401 - deferred: optional (CUDA only) and heavy
+            from vllm import LLM  # deferred: as above
         except ImportError as exc:
             raise GenerateError(f"{VLLM_HINT} ({exc})") from None
         self.temperature = float(temperature)
@@ -252,10 +252,10 @@ class VllmEngine:
             raise GenerateError(f"vLLM could not load {location}: {type(exc).__name__}: {exc}") from exc
 
     def generate(self, requests: list[Request]) -> list[Completion]:
-        from vllm import SamplingParams
+        from vllm import SamplingParams  # deferred: vLLM is optional (CUDA only) and heavy
 
         try:
-            from vllm.inputs import TokensPrompt
+            from vllm.inputs import TokensPrompt  # deferred: as vllm
         except ImportError:  # very old vLLM: plain dicts
             TokensPrompt = dict  # noqa: N806
         if not requests:

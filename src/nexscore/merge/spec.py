@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -104,15 +105,13 @@ def read_family(path) -> FamilySpec:
         raise InputError(f"{p}: no such family file (a YAML file; see `nex merge --help` for the format)")
     text = p.read_text()
     if p.suffix.lower() == ".json":
-        import json
-
         try:
             doc = json.loads(text)
         except ValueError as exc:
             raise InputError(f"{p}: not valid JSON ({exc})") from None
     else:
         try:
-            import yaml
+            import yaml  # deferred: PyYAML is optional (merge extra)
         except ImportError:
             raise InputError("reading FAMILY.yaml needs PyYAML: pip install 'nexscore[merge]'") from None
         try:

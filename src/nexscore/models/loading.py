@@ -207,7 +207,7 @@ def _load_gguf(path: Path, *, need_tokenizer: bool, embedded: bool):
     NEXSCORE_GGUF_CACHE=0 to always read the GGUF itself.
     """
     import torch  # deferred: torch and transformers are heavy
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM, AutoTokenizer  # deferred: as torch
 
     if not path.is_file():
         raise ModelError(f"{path}: no such GGUF file")

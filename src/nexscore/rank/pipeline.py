@@ -35,9 +35,17 @@ from typing import Callable
 
 import numpy as np
 
+from ..cache.writer import read_signals
+from ..capture import CapturePolicy, capture_candidates
+from ..core import learn_weights, mean_score, save_weights, score_responses
 from ..errors import InputError, NexError, check_at_least
+from ..evaluate import evaluate
+from ..generate import Settings, generate_run
 from ..io import write_json
+from ..merge.build import FAMILY_JSON, family_variants
+from ..models import load_model
 from ..rundir import CACHE, WEIGHTS, check_same_settings, fingerprint, read_candidates
+from ..tasks import load_task
 from . import metrics
 
 RANK_JSON = "rank.json"
@@ -115,8 +123,6 @@ class VariantInput:
 def expand_inputs(items: list[str]) -> list[VariantInput]:
     """VARIANT arguments to named variants: a family directory (family.json) gives its finished
     variants; NAME=SPEC names a model spec; a bare spec is named after its directory or file."""
-    from ..merge.build import FAMILY_JSON, family_variants
-
     out: list[VariantInput] = []
     for item in items:
         name, spec = None, item
@@ -146,8 +152,6 @@ def expand_inputs(items: list[str]) -> list[VariantInput]:
 
 
 def _tasks(settings: RankSettings):
-    from ..tasks import load_task
-
     task = load_task(settings.task, **settings.task_options)
     labeled = None
     offset = 0
@@ -162,9 +166,7 @@ def _tasks(settings: RankSettings):
 
 
 def _per_trace_scores(cache_dir: Path, weights: np.ndarray, n_tokens: np.ndarray) -> dict[str, np.ndarray]:
-    from ..cache.writer import read_signals
-    from ..core import score_responses
-    from ..select.baselines import trace_stats
+    from ..select.baselines import trace_stats  # deferred: the select package loads scipy.stats (0.4 s)
 
     gmf = score_responses(cache_dir, weights).astype(np.float64)
     signals, ptr = read_signals(cache_dir)
@@ -199,12 +201,6 @@ def _mean(v: np.ndarray) -> float:
 def score_variant(v: VariantInput, vdir: Path, settings: RankSettings, *, log=None,
                   progress: Callable[[str, int], Callable[[int], None]] | None = None) -> dict:
     """Generate, capture, learn, score and evaluate one variant into vdir; returns variant.json's content."""
-    from ..capture import CapturePolicy, capture_candidates
-    from ..core import learn_weights, mean_score, save_weights
-    from ..evaluate import evaluate
-    from ..generate import Settings, generate_run
-    from ..models import load_model
-
     prog = progress or (lambda desc, total: (lambda n=1: None))
     seconds: dict[str, float] = {}
     t_all = time.perf_counter()

@@ -9,6 +9,7 @@ is embedded JSON read by an inline script: the file opens without a network.
 
 from __future__ import annotations
 
+import csv
 import datetime as _dt
 import math
 import time
@@ -59,14 +60,12 @@ def _scores_gmf(run_dir: Path, n: int) -> np.ndarray | None:
     values = None
     if pq_path.is_file():
         try:
-            import pyarrow.parquet as pq
+            import pyarrow.parquet as pq  # deferred: pyarrow is optional and heavy
 
             values = pq.read_table(pq_path, columns=["gmf"]).column("gmf").to_pylist()
         except Exception:  # noqa: BLE001 - unreadable or without pyarrow: fall back below
             values = None
     if values is None and csv_path.is_file():
-        import csv
-
         with open(csv_path, newline="") as fh:
             rows = list(csv.DictReader(fh))
         if rows and "gmf" in rows[0]:

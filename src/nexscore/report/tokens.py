@@ -68,9 +68,9 @@ def load_tokenizer(spec: str | None, base_dir: Path | None = None):
         raise ModelError("no model spec (run.json has no model.spec)")
     spec = str(spec).strip()
     kind, where = _resolve(spec, base_dir)
-    try:  # deferred: transformers is heavy, and optional
-        from transformers import AutoTokenizer
-        from transformers.utils import logging as hf_logging
+    try:
+        from transformers import AutoTokenizer  # deferred: transformers is heavy, and optional
+        from transformers.utils import logging as hf_logging  # deferred: as above
     except ImportError:
         raise ModelError("transformers is not installed (pip install 'nexscore[models]')") from None
     hf_logging.set_verbosity_error()

@@ -28,6 +28,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
 
 SIGNALS = ("entropy", "logprob", "self_certainty", "top20_logprob")
 DEFAULT_WINDOW = 2048
@@ -92,8 +93,6 @@ def lowest_group_confidence(conf: np.ndarray, window: int = DEFAULT_WINDOW) -> f
 
 def _windows_direct(conf: np.ndarray, window: int) -> np.ndarray:
     """Window means without the cumulative-sum trick (infinite values stay exact)."""
-    from numpy.lib.stride_tricks import sliding_window_view
-
     return sliding_window_view(conf, window).mean(axis=1)
 
 

@@ -27,7 +27,13 @@ from typing import Callable
 
 import numpy as np
 
+from ..cache import open_cache
+from ..cache.writer import read_responses, read_signals
+from ..core.gmf import score_responses
+from ..core.learn import accumulate
+from ..core.weights import load_weights, save_weights
 from ..errors import CacheError, InputError, RunError
+from ..io import write_json, write_table
 from ..rundir import (CACHE, CACHE_PARTIAL, CANDIDATES, IDS, SCORES, SELECT_JSON, WEIGHTS, Candidate,
                       cache_model_record, read_candidates, read_run_json, require_run_dir)
 from .baselines import DEFAULT_WINDOW, SCORE_METHODS, SIGNALS, TraceStats, method_scores, trace_stats
@@ -96,8 +102,6 @@ def _model_id(record: dict | None) -> str | None:
 
 def open_run_cache(run_dir: Path):
     """The run's cache, or an error that says how to make it."""
-    from ..cache import open_cache
-
     cache_dir = run_dir / CACHE
     if not cache_dir.is_dir():
         if (run_dir / CACHE_PARTIAL).is_dir():
@@ -160,9 +164,6 @@ def resolve_weights(run_dir: Path, cache, weights_file: Path | None, relearn: bo
     """Weights to score with: --weights FILE, else RUN_DIR/weights.npz, else learn and save it
     (reporting `progress("learning weights", n_responses)` while it learns). A FILE of all-zero
     weights is refused unless allow_zero_weights; the run's own are noted instead (`select_run`)."""
-    from ..core.learn import accumulate
-    from ..core.weights import load_weights, save_weights
-
     run_weights = run_dir / WEIGHTS
     if weights_file is not None:
         return load_weights(weights_file, allow_zero=allow_zero_weights), {"source": "file", "path": str(weights_file)}
@@ -203,9 +204,6 @@ def select_run(run_dir, *, weights_file=None, subsets: int = 200, seed: int = 0,
                progress: Progress | None = None, allow_zero_weights: bool = False) -> SelectResult:
     """Score, select and measure every method on a run directory, without writing the results
     (weights.npz is written when it learns them; `run` writes the rest too)."""
-    from ..cache.writer import read_responses, read_signals
-    from ..core.gmf import score_responses
-
     t0 = time.perf_counter()
     run_dir = require_run_dir(run_dir, "create it with `nex generate`")
     if subsets < 1:
@@ -452,12 +450,10 @@ def _score_columns(cands, pool, correct, stats: TraceStats, scores: dict) -> dic
 # ---------------------------------------------------------------------------------- writing
 def write_outputs(run_dir, result: SelectResult) -> dict[str, Path]:
     """select.json and scores.parquet (scores.csv when pyarrow is missing)."""
-    from ..io import write_json, write_table
-
     run_dir = Path(run_dir)
     paths = {"select": write_json(run_dir / SELECT_JSON, result.summary)}
     try:
-        import pyarrow  # noqa: F401
+        import pyarrow  # noqa: F401 - deferred: optional, and heavy to import
         paths["scores"] = write_table(run_dir / f"{SCORES}.parquet", result.columns)
     except ImportError:
         cols = dict(result.columns)

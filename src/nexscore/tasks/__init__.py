@@ -21,6 +21,7 @@ Importing this package imports neither reasoning-gym nor math-verify; loading a 
 
 from __future__ import annotations
 
+import difflib
 import json
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,8 @@ from typing import Any
 from ..errors import TaskError
 from .base import DEFAULT_INSTRUCTION, Graded, Problem, Prompt, Task, render_prompt
 from .extract import extract_final_answer
+from .jsonl import JsonlTask
+from .rg import ReasoningGymTask, _rg
 from .templates import Example, Template
 
 __all__ = ["load_task", "parse_task_options", "with_shots", "sources", "Task", "Problem", "Prompt", "Graded",
@@ -127,30 +130,19 @@ def load_task(name: str, **options) -> Task:
         raise TaskError(f"no task given; {known_tasks_hint()}")
     name = name.strip()
     if name.startswith("rg:") or name.startswith("reasoning_gym:"):
-        from .rg import ReasoningGymTask
-
         return ReasoningGymTask(name.split(":", 1)[1].strip(), options)
     if name.startswith("jsonl:"):
-        from .jsonl import JsonlTask
-
         return JsonlTask(name.split(":", 1)[1], options)
     if _is_jsonl_path(name):
-        from .jsonl import JsonlTask
-
         return JsonlTask(name, options)
     if ":" not in name:
         try:
-            from .rg import _rg
             rg = _rg()
         except TaskError:
             rg = None
         if rg is not None and name in rg.factory.DATASETS:
-            from .rg import ReasoningGymTask
-
             return ReasoningGymTask(name, options)
         if rg is not None:
-            import difflib
-
             close = difflib.get_close_matches(name, list(rg.factory.DATASETS), n=3)
             if close:
                 raise TaskError(f"unknown task '{name}'; did you mean "

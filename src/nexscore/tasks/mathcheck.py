@@ -34,7 +34,7 @@ def _timeout() -> int | None:
 
 
 def _parse(text: str):
-    from math_verify import parse
+    from math_verify import parse  # deferred: math-verify is optional and slow to import (sympy)
 
     try:
         return parse(text, parsing_timeout=_timeout())
@@ -104,7 +104,7 @@ def equivalent(gold: str | None, answer: str | None) -> bool:
         a = parse_number(_strip_currency(str(answer)).strip().rstrip("."))
         if g is not None and a is not None:
             return g == a
-        from math_verify import verify
+        from math_verify import verify  # deferred: math-verify is optional and slow to import (sympy)
 
         gp, ap = parse_math(str(gold)), parse_math(str(answer))
         if not gp or not ap:
