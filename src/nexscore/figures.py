@@ -1,5 +1,6 @@
 """Figures as inline SVG strings (matplotlib, no pyplot, no display needed): the report's, and
-the ones stages write beside their results (exploration.svg of `nex analyze exploration`).
+the ones stages write beside their results (exploration.svg of `nex analyze exploration`, the
+neuron grid's figure of `nex ablate` / `nex transfer`).
 
 A leaf module (numpy and, when a figure is drawn, matplotlib), so that the analyses that write
 a figure and the report that embeds it both use it without depending on each other.
@@ -28,6 +29,9 @@ CORRECT, WRONG = "#2e7d32", "#c62828"
 MISSING = "matplotlib is not installed, so this figure is left out: pip install 'nexscore[report]'"
 PROXY_AXIS = {"mean_entropy": "mean token entropy (nats)", "high_entropy_fraction": "share of high-entropy tokens",
               "explore_fraction": "share of rows labelled E"}
+NEURON_SET_COLORS = {"effective": "#1f6feb", "redundant": "#cf222e", "random": "#6e7781"}
+NEURON_SET_LABELS = {"effective": "most effective (largest weights)", "redundant": "most redundant (most negative)",
+                     "random": "random (effective set's per-layer counts)"}
 
 
 def available() -> bool:
@@ -41,9 +45,8 @@ def available() -> bool:
 
 def new_figure(w: float, h: float):
     """A matplotlib Figure of w x h inches on the SVG canvas (no pyplot state)."""
-    # deferred: matplotlib is optional and heavy
-    from matplotlib.backends.backend_svg import FigureCanvasSVG
-    from matplotlib.figure import Figure
+    from matplotlib.backends.backend_svg import FigureCanvasSVG  # deferred: matplotlib is optional and heavy
+    from matplotlib.figure import Figure  # deferred: as above
 
     fig = Figure(figsize=(w, h), layout="constrained")
     FigureCanvasSVG(fig)
@@ -241,3 +244,44 @@ def exploration_figure(result: dict) -> str | None:
     axes[0].set_ylabel("accuracy", fontsize=10)
     axes[0].legend(fontsize=7.5, frameon=False, loc="lower left")
     return to_svg(fig, "inverted-u")
+
+
+def neuron_grid_figure(doc: dict) -> str | None:
+    """`nex ablate` / `nex transfer`: accuracy (%) against m per neuron set, with 95 % intervals, the
+    unedited model as a band; None without matplotlib or data."""
+    if not available() or not doc.get("summary") or not doc.get("base"):
+        return None
+    kind = doc.get("kind", "ablate")
+    fig = new_figure(7.2, 3.6)
+    ax = fig.add_subplot()
+    ms = sorted({r["m"] for r in doc["summary"]})
+    base = doc["base"]
+    lo, hi = base.get("ci95") or [None, None]
+    ax.axhline(100 * base["accuracy"], color="#24292f", linewidth=1.4,
+               label="unedited " + ("model" if kind == "ablate" else "recipient"))
+    if lo is not None and hi is not None:
+        ax.axhspan(100 * lo, 100 * hi, color="#24292f", alpha=0.08, linewidth=0)
+    if kind == "transfer" and doc.get("donor"):
+        ax.axhline(100 * doc["donor"]["accuracy"], color="#8250df", linestyle="--", linewidth=1.2, label="donor")
+    offsets = {"effective": 0.97, "redundant": 1.0, "random": 1.03}
+    for name in ("effective", "redundant", "random"):
+        rows = sorted((r for r in doc["summary"] if r["set"] == name), key=lambda r: r["m"])
+        if not rows:
+            continue
+        xs = [r["m"] * offsets[name] for r in rows]
+        ys = [100 * r["accuracy"] for r in rows]
+        err = [[100 * (r["accuracy"] - r["ci95"][0]) for r in rows],
+               [100 * (r["ci95"][1] - r["accuracy"]) for r in rows]]
+        ax.errorbar(xs, ys, yerr=err, color=NEURON_SET_COLORS[name], marker="o", markersize=4, linewidth=1.6,
+                    capsize=3, label=NEURON_SET_LABELS[name], linestyle=":" if name == "random" else "-")
+    ax.set_xscale("log", base=2)
+    ax.set_xlim(min(ms) / 1.5, max(ms) * 1.5)
+    ax.set_xticks(ms)
+    ax.set_xticklabels([str(m) for m in ms])
+    ax.minorticks_off()
+    what = "ablated" if kind == "ablate" else "transplanted"
+    ax.set_xlabel(f"m: neurons {what}", fontsize=10)
+    ax.set_ylabel("accuracy (%)", fontsize=10)
+    style_axes(ax, "both")
+    ax.legend(fontsize=8, frameon=False, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    return to_svg(fig, f"neuron-{kind}")

@@ -28,13 +28,18 @@ from typing import Callable
 
 import numpy as np
 
-from ..core.weights import load_weights
+from .. import __version__
+from ..core.weights import load_weights, weights_model
 from ..errors import InputError
+from ..evaluate import bootstrap_ci, bootstrap_diff_ci, evaluate
+from ..figures import neuron_grid_figure
+from ..io import atomic_path, write_json
 from ..rundir import (CACHE, CANDIDATES, MLP_SHAPE, MODEL_IDENTITY, RUN_JSON, check_same_settings, file_sha256,
                       model_record)
 from ..models import load_model
 from ..tasks import load_task
 from .choose import SETS, check_grid, check_keys_fit, choose_sets, signed_counts
+from .edit import Snapshot, ablate, check_same_mlps, mlp_layers, transfer
 
 RESULT_FILES = {"ablate": "ablate.json", "transfer": "transfer.json"}
 # the labelled problems of rg:chain_sum unless the task options say otherwise: the demo's
@@ -97,8 +102,6 @@ def check_provenance(weights_path: Path, weights: np.ndarray, models: list[tuple
     with a model record that matches none is refused (unless force); one without a record is
     checked only for fitting the model (layer < n_layers, unit < intermediate_size), with a warning.
     """
-    from ..core.weights import weights_model
-
     record = weights_model(weights_path)
     info0 = models[0][1]
     check_keys_fit(weights, int(info0["n_layers"]), int(info0["intermediate_size"]), where=str(weights_path))
@@ -134,10 +137,9 @@ def _eval_json(ev) -> dict:
 
 
 def _versions() -> dict:
-    import torch
-    import transformers
+    import torch  # deferred: torch and transformers are heavy (importing neurons must not need them)
+    import transformers  # deferred: as torch
 
-    from .. import __version__
     return {"nexscore": __version__, "torch": torch.__version__, "transformers": transformers.__version__}
 
 
@@ -156,8 +158,6 @@ def load_previous(path: Path, fingerprint: dict, overwrite: bool) -> dict | None
 
 def summarise(doc: dict) -> list[dict]:
     """One row per measured (set, m), in grid order: accuracy, change vs base and vs random, intervals."""
-    from ..evaluate import bootstrap_ci, bootstrap_diff_ci
-
     base = doc.get("base")
     if not base:
         return []
@@ -184,8 +184,6 @@ def summarise(doc: dict) -> list[dict]:
 
 
 def _write(path: Path, doc: dict) -> None:
-    from ..io import write_json
-
     doc["summary"] = summarise(doc)
     doc["updated"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     write_json(path, doc)
@@ -196,9 +194,6 @@ def _grid(kind: str, *, target, donor, weights: np.ndarray, weights_path: Path, 
           spec: GridSpec, out_dir: Path, force: bool = False, overwrite: bool = False,
           on_progress: Callable[[int], None] | None = None,
           on_result: Callable[[str, dict], None] | None = None) -> GridResult:
-    from ..evaluate import evaluate
-    from .edit import Snapshot, ablate, check_same_mlps, mlp_layers, transfer
-
     t_start = time.perf_counter()
     weights_path = Path(weights_path)
     sets = tuple(spec.sets)
@@ -267,19 +262,15 @@ def _grid(kind: str, *, target, donor, weights: np.ndarray, weights_path: Path, 
                                    batch_size=spec.batch_size, on_progress=on_progress))
 
     n_measured = 0
-    if doc.get("base") is None:
-        doc["base"] = measure(target)
-        n_measured += 1
-        _write(path, doc)
-        on_result and on_result("base", doc["base"])
-    else:
-        n_reused += 1
-    if donor is not None:
-        if doc.get("donor") is None:
-            doc["donor"] = measure(donor)
+    # the unedited models: the target ("base") and, for a transfer, the donor
+    for key, unedited in (("base", target), ("donor", donor)):
+        if unedited is None:
+            continue
+        if doc.get(key) is None:
+            doc[key] = measure(unedited)
             n_measured += 1
             _write(path, doc)
-            on_result and on_result("donor", doc["donor"])
+            on_result and on_result(key, doc[key])
         else:
             n_reused += 1
     for m in ms:
@@ -307,12 +298,8 @@ def _grid(kind: str, *, target, donor, weights: np.ndarray, weights_path: Path, 
     _write(path, doc)
     fig = None
     try:
-        from ..report.neurons_check import grid_figure
-
-        svg = grid_figure(doc)
+        svg = neuron_grid_figure(doc)
         if svg is not None:
-            from ..io import atomic_path
-
             fig = Path(out_dir) / FIGURE_FILES[kind]
             with atomic_path(fig, ".svg") as tmp:
                 tmp.write_text(svg, encoding="utf-8")

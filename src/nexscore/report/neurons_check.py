@@ -1,8 +1,8 @@
 """Report section for `nex ablate` / `nex transfer` results (RUN_DIR/ablate.json, transfer.json).
 
 `check_section(run_dir)` returns the section's HTML, or "" when the run has neither file (the
-report then shows nothing about it). `grid_figure(doc)` draws accuracy against m for the three
-neuron sets with their bootstrap intervals, the unedited model as a band.
+report then shows nothing about it). Its figure, accuracy against m per neuron set, is
+`nexscore.figures.neuron_grid_figure` (the grid commands write it as a file too).
 """
 
 from __future__ import annotations
@@ -14,66 +14,21 @@ from .. import figures
 from .html import esc, figure, note, section, table
 
 FILES = (("ablate", "ablate.json"), ("transfer", "transfer.json"))
-SET_COLORS = {"effective": "#1f6feb", "redundant": "#cf222e", "random": "#6e7781"}
-SET_LABELS = {"effective": "most effective (largest weights)", "redundant": "most redundant (most negative)",
-              "random": "random (effective set's per-layer counts)"}
 SECTION_ID = "neuron-check"
 
 
-def _pct_ci(v, ci) -> str:
+def _pct_ci(v, ci, spec: str = ".1f") -> str:
+    """A share as percent with its interval, "61.5 [55.0, 68.0]" ("n/a" when unknown); spec "+.1f"
+    signs a change."""
     if v is None:
         return "n/a"
     lo, hi = (ci or [None, None])[:2]
-    tail = f" [{100 * lo:.1f}, {100 * hi:.1f}]" if lo is not None and hi is not None else ""
-    return f"{100 * v:.1f}{tail}"
+    tail = f" [{100 * lo:{spec}}, {100 * hi:{spec}}]" if lo is not None and hi is not None else ""
+    return f"{100 * v:{spec}}{tail}"
 
 
 def _signed_ci(v, ci) -> str:
-    if v is None:
-        return "n/a"
-    lo, hi = (ci or [None, None])[:2]
-    tail = f" [{100 * lo:+.1f}, {100 * hi:+.1f}]" if lo is not None and hi is not None else ""
-    return f"{100 * v:+.1f}{tail}"
-
-
-def grid_figure(doc: dict) -> str | None:
-    """Accuracy (%) against m per neuron set, with 95 % intervals; None without matplotlib or data."""
-    if not figures.available() or not doc.get("summary") or not doc.get("base"):
-        return None
-    kind = doc.get("kind", "ablate")
-    fig = figures.new_figure(7.2, 3.6)
-    ax = fig.add_subplot()
-    ms = sorted({r["m"] for r in doc["summary"]})
-    base = doc["base"]
-    lo, hi = base.get("ci95") or [None, None]
-    ax.axhline(100 * base["accuracy"], color="#24292f", linewidth=1.4,
-               label="unedited " + ("model" if kind == "ablate" else "recipient"))
-    if lo is not None and hi is not None:
-        ax.axhspan(100 * lo, 100 * hi, color="#24292f", alpha=0.08, linewidth=0)
-    if kind == "transfer" and doc.get("donor"):
-        ax.axhline(100 * doc["donor"]["accuracy"], color="#8250df", linestyle="--", linewidth=1.2, label="donor")
-    offsets = {"effective": 0.97, "redundant": 1.0, "random": 1.03}
-    for name in ("effective", "redundant", "random"):
-        rows = sorted((r for r in doc["summary"] if r["set"] == name), key=lambda r: r["m"])
-        if not rows:
-            continue
-        xs = [r["m"] * offsets[name] for r in rows]
-        ys = [100 * r["accuracy"] for r in rows]
-        err = [[100 * (r["accuracy"] - r["ci95"][0]) for r in rows],
-               [100 * (r["ci95"][1] - r["accuracy"]) for r in rows]]
-        ax.errorbar(xs, ys, yerr=err, color=SET_COLORS[name], marker="o", markersize=4, linewidth=1.6,
-                    capsize=3, label=SET_LABELS[name], linestyle=":" if name == "random" else "-")
-    ax.set_xscale("log", base=2)
-    ax.set_xlim(min(ms) / 1.5, max(ms) * 1.5)
-    ax.set_xticks(ms)
-    ax.set_xticklabels([str(m) for m in ms])
-    ax.minorticks_off()
-    what = "ablated" if kind == "ablate" else "transplanted"
-    ax.set_xlabel(f"m: neurons {what}", fontsize=10)
-    ax.set_ylabel("accuracy (%)", fontsize=10)
-    figures.style_axes(ax, "both")
-    ax.legend(fontsize=8, frameon=False, loc="center left", bbox_to_anchor=(1.01, 0.5))
-    return figures.to_svg(fig, f"neuron-{kind}")
+    return _pct_ci(v, ci, "+.1f")
 
 
 def _reading(doc: dict) -> str:
@@ -139,7 +94,7 @@ def _block(kind: str, doc: dict) -> str:
     reading = _reading(doc)
     if reading:
         body = f'<p class="headline">{esc(reading)}</p>' + body
-    svg = grid_figure(doc) if doc.get("summary") else None
+    svg = figures.neuron_grid_figure(doc) if doc.get("summary") else None
     if doc.get("summary"):
         body += figure(svg, "Accuracy against the number of edited neurons; bars are 95 % bootstrap intervals "
                             "over problems, the grey band the unedited model's.",
@@ -171,4 +126,4 @@ def check_section(run_dir) -> str:
     return section(SECTION_ID, "Neuron check", "".join(blocks), lead=lead)
 
 
-__all__ = ["check_section", "grid_figure"]
+__all__ = ["check_section"]
