@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -28,6 +29,25 @@ def atomic_path(path, suffix: str = "") -> Iterator[Path]:
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+@contextmanager
+def atomic_dir(path) -> Iterator[Path]:
+    """Yield an empty temporary directory beside `path`; it replaces `path` (a directory there
+    is removed first) if the block succeeds and is removed if not, so that `path` is never a
+    half-written directory."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        yield tmp
+        if path.exists():
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
         raise
 
 
@@ -87,8 +107,8 @@ def write_table(path, columns: dict) -> Path:
                 fh.write(",".join(_csv_cell(v) for v in row) + "\n")
     elif suffix == ".parquet":
         try:
-            import pyarrow as pa
-            import pyarrow.parquet as pq
+            import pyarrow as pa  # deferred: pyarrow is optional (parquet extra) and heavy
+            import pyarrow.parquet as pq  # deferred: as pyarrow
         except ImportError:
             raise InputError("writing .parquet needs pyarrow: pip install 'nexscore[parquet]' "
                              "(or write .csv instead)") from None

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..errors import InputError, NexError
-from ..io import write_json
+from ..io import read_json_object, write_json
 from .sources import (RECIPE_FILE, check_same_architecture, local_model_dir, noise_copy, read_config, text_cfg,
                       with_architectures)
 from .spec import FamilySpec, VariantPlan, substitute_models
@@ -52,14 +52,10 @@ def need_mergekit():
 
 
 def read_family_json(out_dir) -> dict | None:
+    """OUT/family.json of a family (None before the first build); InputError when it is damaged."""
     path = Path(out_dir) / FAMILY_JSON
-    if not path.is_file():
-        return None
-    try:
-        doc = json.loads(path.read_text())
-    except ValueError as exc:
-        raise InputError(f"{path}: not valid JSON ({exc}); delete it to rebuild the family") from None
-    if not isinstance(doc, dict) or not isinstance(doc.get("variants"), dict):
+    doc = read_json_object(path, fix="delete it to rebuild the family")
+    if doc is not None and not isinstance(doc.get("variants"), dict):
         raise InputError(f"{path}: not a family manifest (no 'variants' mapping)")
     return doc
 
@@ -87,9 +83,9 @@ def _layer_slices(cfg: dict, n_layers: int, where: str) -> list[dict]:
 
 
 def _run_mergekit(config: dict, out: Path, seed: int) -> None:
-    from mergekit.config import MergeConfiguration
-    from mergekit.merge import run_merge
-    from mergekit.options import MergeOptions
+    from mergekit.config import MergeConfiguration  # deferred: mergekit is optional and pulls in torch
+    from mergekit.merge import run_merge  # deferred: as above
+    from mergekit.options import MergeOptions  # deferred: as above
 
     try:
         cfg = MergeConfiguration.model_validate(config)
@@ -168,7 +164,7 @@ def _build_variant(plan: VariantPlan, spec: FamilySpec, cps: _Checkpoints, out_d
         (tmp / RECIPE_FILE).write_text(json.dumps({"variant": plan.name, **plan.recipe(),
                                                    "mergekit_resolved": resolved}, indent=1))
         try:
-            import yaml
+            import yaml  # deferred: PyYAML is optional here (only for this copy of the config)
 
             (tmp / "mergekit_config.yml").write_text(yaml.safe_dump(resolved, sort_keys=False))
         except ImportError:

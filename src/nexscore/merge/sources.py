@@ -15,6 +15,9 @@ import zlib
 from pathlib import Path
 
 from ..errors import InputError, ModelError
+from ..io import atomic_dir
+from ..models import files
+from ..models.loading import _load_gguf, _save_converted
 
 ARCH_KEYS = ("model_type", "hidden_size", "intermediate_size", "num_attention_heads", "num_key_value_heads",
              "vocab_size")
@@ -22,9 +25,6 @@ RECIPE_FILE = "nexscore_recipe.json"
 
 
 def _gguf_dir(path: Path, *, embedded: bool, fallback: Path | None) -> Path:
-    from ..models import files
-    from ..models.loading import _load_gguf, _save_converted
-
     sha = files.file_sha256(path)
     conv = files.converted_dir(sha)
     if files.conversion_enabled():
@@ -48,8 +48,6 @@ def _gguf_dir(path: Path, *, embedded: bool, fallback: Path | None) -> Path:
 
 def local_model_dir(spec: str, *, fallback: Path | None = None) -> Path:
     """A local transformers model directory for a model spec (default, a .gguf, a directory, a hub id)."""
-    from ..models import files
-
     s = str(spec).strip()
     if not s:
         raise InputError("empty model spec")
@@ -72,7 +70,7 @@ def local_model_dir(spec: str, *, fallback: Path | None = None) -> Path:
     if s.lower().endswith(".gguf") or s.startswith((".", "/", "~")):
         raise ModelError(f"{s}: no such file or directory")
     try:
-        from huggingface_hub import snapshot_download
+        from huggingface_hub import snapshot_download  # deferred: huggingface_hub is heavy to import
 
         return Path(snapshot_download(s.partition("@")[0], revision=s.partition("@")[2] or None,
                                       local_files_only=True))
@@ -125,7 +123,7 @@ def check_same_architecture(configs: dict[str, dict], *, layers: bool = True) ->
 def _aliases(shard: Path) -> dict[str, str]:
     """Tensors a safetensors file stores once under another name (safetensors' save_model keeps
     one of each set of tied tensors and records the others in its metadata: removed -> kept)."""
-    from safetensors import safe_open
+    from safetensors import safe_open  # deferred: safetensors is needed only to merge
 
     with safe_open(str(shard), "pt") as f:
         meta = f.metadata() or {}
@@ -142,7 +140,7 @@ def with_architectures(model_dir: Path, shim_dir: Path) -> Path:
     causal-LM class transformers maps the model_type to), weight files with tied tensors written
     under each name, and symbolic links to every other file.
     """
-    from safetensors.torch import load_file, save_file
+    from safetensors.torch import load_file, save_file  # deferred: imports torch
 
     model_dir = Path(model_dir)
     cfg = read_config(model_dir)
@@ -153,7 +151,8 @@ def with_architectures(model_dir: Path, shim_dir: Path) -> Path:
     want = dict(cfg)
     if not cfg.get("architectures"):
         try:
-            from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES as names
+            from transformers.models.auto.modeling_auto import (  # deferred: transformers is heavy
+                MODEL_FOR_CAUSAL_LM_MAPPING_NAMES as names)
         except ImportError:  # pragma: no cover - transformers is needed to merge anyway
             names = {}
         arch = names.get(text_cfg(cfg).get("model_type"))
@@ -168,10 +167,7 @@ def with_architectures(model_dir: Path, shim_dir: Path) -> Path:
             return shim_dir
     except (OSError, ValueError):
         pass
-    tmp = shim_dir.with_name(f".{shim_dir.name}.{os.getpid()}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
+    with atomic_dir(shim_dir) as tmp:
         for f in model_dir.iterdir():
             if f.name == "config.json" or f.name == RECIPE_FILE:
                 continue
@@ -184,12 +180,6 @@ def with_architectures(model_dir: Path, shim_dir: Path) -> Path:
                 os.symlink(f.resolve(), tmp / f.name)
         (tmp / "config.json").write_text(json.dumps(want, indent=2))
         (tmp / "nexscore_shim.json").write_text(json.dumps(stamp))
-        shutil.rmtree(shim_dir, ignore_errors=True)
-        shim_dir.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(tmp, shim_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return shim_dir
 
 
@@ -208,8 +198,8 @@ def noise_copy(src: Path, dst: Path, *, noise: float, seed: int, modules, recipe
     Written to a temporary directory and renamed into place; an existing copy with the same
     recipe is kept.
     """
-    import torch
-    from safetensors.torch import load_file, save_file
+    import torch  # deferred: torch is heavy (importing merge must not need it)
+    from safetensors.torch import load_file, save_file  # deferred: imports torch
 
     src, dst = Path(src), Path(dst)
     if (dst / RECIPE_FILE).is_file():
@@ -222,11 +212,8 @@ def noise_copy(src: Path, dst: Path, *, noise: float, seed: int, modules, recipe
     shards = sorted(src.glob("*.safetensors"))
     if not shards:
         raise InputError(f"{src}: no .safetensors weights; a derived checkpoint needs safetensors files")
-    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
     n_noisy = 0
-    try:
+    with atomic_dir(dst) as tmp:
         for shard in shards:
             tensors = load_file(str(shard))
             for name in sorted(tensors):
@@ -245,11 +232,4 @@ def noise_copy(src: Path, dst: Path, *, noise: float, seed: int, modules, recipe
         _copy_side_files(src, tmp)
         (tmp / RECIPE_FILE).write_text(json.dumps({"derive": recipe, "source_dir": str(src),
                                                    "tensors_with_noise": n_noisy}, indent=1))
-        if dst.exists():
-            shutil.rmtree(dst)
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(tmp, dst)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return dst

@@ -7,27 +7,25 @@ a report of a rank directory alone (it has no traces of its own: those are per v
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
 from .. import figures
 from ..errors import InputError
-from ..io import atomic_path
+from ..io import atomic_path, read_json_object
 from .html import esc, figure, fmt, page, render, section, table
 
 RANK_JSON = "rank.json"
 
 
 def read_rank(run_dir) -> dict | None:
-    path = Path(run_dir) / RANK_JSON
-    if not path.is_file():
-        return None
+    """rank.json of a directory; None when there is none or it is unreadable or holds no ranking
+    (the report then has no ranking section)."""
     try:
-        doc = json.loads(path.read_text())
-    except ValueError:
+        doc = read_json_object(Path(run_dir) / RANK_JSON, fix="run `nex rank` again")
+    except InputError:
         return None
-    return doc if isinstance(doc, dict) and isinstance(doc.get("variants"), list) else None
+    return doc if doc is not None and isinstance(doc.get("variants"), list) else None
 
 
 def _num(x):

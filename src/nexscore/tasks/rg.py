@@ -27,8 +27,8 @@ SUGGESTED = ["chain_sum", "basic_arithmetic", "products", "gcd", "lcm", "leg_cou
 
 def _rg():
     try:
-        import reasoning_gym
-        import reasoning_gym.factory
+        import reasoning_gym  # deferred: reasoning-gym is optional and slow to import
+        import reasoning_gym.factory  # deferred: as above
     except ImportError as exc:
         raise TaskError(f"reasoning-gym tasks need the reasoning-gym package ({exc}); {INSTALL_HINT}") from None
     return reasoning_gym
@@ -138,15 +138,20 @@ class ReasoningGymTask(Task):
         """Items 0, 1, ... of the same dataset and options with example_seed for seed."""
         ds = self._dataset(EXAMPLE_CANDIDATES, seed=self.template_spec.example_seed)
         for j in range(EXAMPLE_CANDIDATES):
-            try:
-                entry = ds[j]
-            except Exception as exc:  # noqa: BLE001 - a generator failure is the dataset's
-                raise TaskError(f"{self.name}: reasoning-gym could not generate example {j} "
-                                f"({type(exc).__name__}: {exc})") from None
-            answer = entry.get("answer")
-            yield Problem(problem_id=f"example-{j}", question=str(entry["question"]),
-                          answer=None if answer is None else str(answer),
-                          metadata=dict(entry.get("metadata") or {}), raw=entry)
+            yield self._item(ds, j, "example", f"example-{j}")
+
+    def _item(self, ds, j: int, what: str, problem_id: str) -> Problem:
+        """Item j of a generated dataset as a Problem; a generator failure is a TaskError that
+        names the item (`what` j)."""
+        try:
+            entry = ds[j]
+        except Exception as exc:  # noqa: BLE001 - a generator failure is the dataset's
+            raise TaskError(f"{self.name}: reasoning-gym could not generate {what} {j} "
+                            f"({type(exc).__name__}: {exc})") from None
+        answer = entry.get("answer")
+        return Problem(problem_id=problem_id, question=str(entry["question"]),
+                       answer=None if answer is None else str(answer),
+                       metadata=dict(entry.get("metadata") or {}), raw=entry)
 
     def solution_writer(self):
         """Worked steps for chain_sum and basic_arithmetic, computed from the item's expression.
@@ -177,17 +182,7 @@ class ReasoningGymTask(Task):
         self._check_disjoint(n)
         ds = self._dataset(n)
         self._ds = ds
-        out = []
-        for i in range(n):
-            try:
-                entry = ds[i]
-            except Exception as exc:  # noqa: BLE001 - a generator failure is the dataset's
-                raise TaskError(f"{self.name}: reasoning-gym could not generate problem {i} "
-                                f"({type(exc).__name__}: {exc})") from None
-            answer = entry.get("answer")
-            out.append(Problem(problem_id=f"{self.dataset}-{i}", question=str(entry["question"]),
-                               answer=None if answer is None else str(answer),
-                               metadata=dict(entry.get("metadata") or {}), raw=entry))
+        out = [self._item(ds, i, "problem", f"{self.dataset}-{i}") for i in range(n)]
         if self._numeric_opt == "auto":
             golds = [p.answer for p in out if p.answer is not None]
             self.numeric = bool(golds) and all(looks_numeric(g) for g in golds)
