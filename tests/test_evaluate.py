@@ -7,6 +7,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
+from conftest import CHAT_LLAMA, chain_sum, tiny_model, tiny_tokenizer, token_ids
 from nexscore.errors import InputError
 from nexscore.evaluate import bootstrap_ci, bootstrap_diff_ci
 
@@ -30,22 +31,14 @@ def test_paired_interval_is_the_interval_of_differences():
 
 
 def test_greedy_evaluation_is_independent_of_batching():
-    torch = pytest.importorskip("torch")
+    pytest.importorskip("torch")
     pytest.importorskip("transformers")
     pytest.importorskip("reasoning_gym")
-    from transformers import LlamaConfig, LlamaForCausalLM
-
     from nexscore.evaluate import evaluate
-    from nexscore.tasks import load_task
-    from test_tasks import tiny_tokenizer
 
     tok = tiny_tokenizer()
-    torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, bos_token_id=tok.bos_token_id,
-                      eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
-    lm = SimpleNamespace(model=LlamaForCausalLM(cfg).eval(), tokenizer=tok, info={})
-    task = load_task("rg:chain_sum", min_terms=2, max_terms=3, min_digits=1, max_digits=2)
+    lm = SimpleNamespace(model=tiny_model("llama", **token_ids(tok), **CHAT_LLAMA), tokenizer=tok, info={})
+    task = chain_sum()
     problems = task.problems(5)
     # A checker we control: "correct" when the greedy text has an even length. The point is
     # that each problem is graded on its own greedy answer, whatever its batch neighbours.

@@ -1,0 +1,123 @@
+"""rank.run and `nex rank` on tiny random models: every variant scored on the same prompts,
+a variant that cannot load reported and the others kept, family directories as input."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from conftest import invoke_nex as nex, tiny_model_dir
+
+
+def variant_dir(path, seed, scale=0.2):
+    """A tiny chat Llama saved in `path`, its weights drawn from `seed` with spread `scale`."""
+    return tiny_model_dir(path, seed=seed, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
+                          num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                          initializer_range=scale)
+
+
+RANK_ARGS = ["--task", "rg:chain_sum", "--task-opt", "min_terms=2", "--task-opt", "max_terms=2",
+             "--task-opt", "max_digits=1", "--prompts", "3", "--n", "2", "--max-new-tokens", "6", "--labeled", "4",
+             "--batch-size", "8", "--block-size", "2", "--boot", "50"]
+
+
+def test_rank_end_to_end_on_tiny_models(tmp_path, one_thread):
+    pytest.importorskip("reasoning_gym")
+    a = variant_dir(tmp_path / "a", 0)
+    b = variant_dir(tmp_path / "b", 1)
+    c = variant_dir(tmp_path / "c", 2, scale=0.05)
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "config.json").write_text("{}")              # not loadable
+    out = tmp_path / "rank"
+    res = nex("rank", a, f"second={b}", c, broken, *RANK_ARGS, "--out", out)
+    assert res.exit_code != 0
+    assert "variant 'broken'" in str(res.exception) and "other variants' results are kept" not in str(res.exception)
+    doc = json.loads((out / "rank.json").read_text())
+    names = [v["name"] for v in doc["variants"]]
+    assert names == ["a", "second", "c", "broken"]
+    status = {v["name"]: v["status"] for v in doc["variants"]}
+    assert status == {"a": "done", "second": "done", "c": "done", "broken": "failed"}
+    assert "variant 'broken'" in doc["variants"][3]["error"]
+    for v in doc["variants"][:3]:
+        s = v["scores"]
+        assert set(s) == {"nex", "self_certainty", "entropy", "perplexity", "length"}
+        assert 0.0 <= s["nex"] <= 1.0 and s["perplexity"] > 1.0 and s["length"] > 0
+        assert v["accuracy"]["n_problems"] == 4 and 0.0 <= v["accuracy"]["accuracy"] <= 1.0
+        vdir = out / "variants" / v["name"]
+        for f in ("run.json", "candidates.jsonl", "cache/manifest.json", "weights.npz", "accuracy.json",
+                  "variant.json"):
+            assert (vdir / f).exists(), f
+        assert len((vdir / "candidates.jsonl").read_text().splitlines()) == 6
+        # the same prompts for every variant; the labelled set is another seed's problems
+        acc = json.loads((vdir / "accuracy.json").read_text())
+        assert acc["task"]["options"]["seed"] == 1
+    pids = [json.loads((out / "variants" / n / "variant.json").read_text())["per_prompt"]["problem_ids"]
+            for n in ("a", "second", "c")]
+    assert pids[0] == pids[1] == pids[2] and len(pids[0]) == 3
+    comp = doc["comparison"]
+    assert comp["n_variants"] == 3 and comp["best"] in ("a", "second", "c")
+    assert set(comp["scores"]) == {"nex", "self_certainty", "entropy", "perplexity", "length"}
+    assert comp["scores"]["entropy"]["orientation"] == -1
+    # resuming: finished variants are kept, the broken one is tried again and still reported
+    res2 = nex("rank", a, f"second={b}", c, broken, *RANK_ARGS, "--out", out)
+    assert res2.exit_code != 0 and "done earlier, kept" in res2.output + str(res2.stderr_bytes or b"")
+    doc2 = json.loads((out / "rank.json").read_text())
+    assert [v["scores"] for v in doc2["variants"][:3]] == [v["scores"] for v in doc["variants"][:3]]
+    # other settings are refused unless --overwrite
+    res3 = nex("rank", a, *RANK_ARGS[:-2], "--boot", "50", "--n", "3", "--out", out)
+    assert res3.exit_code != 0 and "other settings" in str(res3.exception)
+    # the report of a rank directory
+    from nexscore.report import build_report
+
+    result = build_report(out)
+    html = result.path.read_text()
+    assert result.sections == ["rank"] and "Ranking variants" in html and "second" in html
+    assert "failed" in html
+    try:                                            # the scatter figure needs matplotlib
+        import matplotlib  # noqa: F401
+    except ImportError:
+        assert "matplotlib is not installed" in html
+    else:
+        assert 'aria-label="rank-scatter"' in html
+
+
+def test_rank_reads_a_family_directory(tmp_path, one_thread):
+    pytest.importorskip("reasoning_gym")
+    from nexscore.rank import expand_inputs
+
+    a = variant_dir(tmp_path / "a", 0)
+    fam = tmp_path / "fam"
+    fam.mkdir()
+    (fam / "family.json").write_text(json.dumps({"variants": {
+        "v1": {"status": "done", "path": str(a), "recipe": {"kind": "checkpoint"}},
+        "v2": {"status": "failed", "path": None, "error": "x"}}}))
+    got = expand_inputs([str(fam), f"other={a}"])
+    assert [(v.name, v.spec) for v in got] == [("v1", str(a)), ("other", str(a))]
+    assert got[0].recipe == {"kind": "checkpoint"}
+    from nexscore.errors import InputError
+
+    with pytest.raises(InputError, match="two variants are named 'v1'"):
+        expand_inputs([str(fam), f"v1={a}"])
+
+
+def test_rank_run_records_a_variant_that_cannot_load(tmp_path):
+    pytest.importorskip("reasoning_gym")
+    from nexscore import rank
+    from nexscore.errors import InputError
+
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "config.json").write_text("{}")
+    said = []
+    settings = rank.RankSettings(task="rg:chain_sum", task_options={}, prompts=2, n=1, labeled=0)
+    r = rank.run([str(broken)], tmp_path / "rank", settings, log=said.append)
+    assert said[0] == "ranking 1 variant(s): broken" and "[1/1] broken:" in said[1]
+    assert r.path == tmp_path / "rank" / rank.RANK_JSON and r.seconds > 0
+    assert [v["name"] for v in r.failed] == ["broken"] and "variant 'broken'" in r.failed[0]["error"]
+    assert json.loads(r.path.read_text())["variants"][0]["status"] == "failed"
+    assert r.doc["comparison"] == {"n_variants": 0, "best": None, "scores": r.doc["comparison"]["scores"]}
+    with pytest.raises(InputError, match="--prompts must be at least 1"):
+        rank.run([str(broken)], tmp_path / "other", rank.RankSettings(task="rg:chain_sum", task_options={}, prompts=0))
+    assert not (tmp_path / "other").exists()
