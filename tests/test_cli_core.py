@@ -32,8 +32,12 @@ def test_run_writes_reference_outputs(reference, tmp_path):
     proc = run_nex("run", reference / "example/cache", "--out", out)
     assert proc.returncode == 0, proc.stderr
     summary = json.loads((out / "summary.json").read_text())
+    cache, files = summary.pop("cache"), summary.pop("files")     # where the set came from, and its digests
     assert summary == {"n_responses": 1, "n_scored_responses": 1, "nex_score": pytest.approx(0.9868389964103699),
                        "rho": 0.95, "min_run": 2}
+    assert cache["path"] == str((reference / "example/cache").resolve()) and len(cache["sha256"]) == 64
+    assert sorted(files) == ["response_scores.npy", "weights.npz"] and sorted(p.name for p in out.iterdir()) == \
+        ["response_scores.npy", "summary.json", "weights.npz"]
     with np.load(out / "weights.npz") as z:
         assert z["weights"].shape == (1 << 22,) and z["weights"].dtype == np.float32
     assert np.load(out / "response_scores.npy").dtype == np.float32
@@ -183,8 +187,8 @@ def test_core_run_is_the_cli_run_as_a_library_call(reference, tmp_path):
 
     r = core.run(reference / "example/cache", tmp_path / "lib", progress=progress)
     assert r.nex_score == pytest.approx(0.9868389964103699, abs=1e-9)
-    assert r.summary == {"n_responses": 1, "n_scored_responses": 1, "nex_score": r.nex_score, "rho": 0.95,
-                         "min_run": 2}
+    assert {k: v for k, v in r.summary.items() if k not in ("cache", "files")} == {
+        "n_responses": 1, "n_scored_responses": 1, "nex_score": r.nex_score, "rho": 0.95, "min_run": 2}
     assert calls == [["learning weights", 1, 1]]
     assert r.scores.dtype == np.float32 and r.scores.shape == (1,)
     assert int(np.count_nonzero(r.weights)) == 2480 and r.seconds > 0

@@ -26,6 +26,11 @@ class ModelError(NexError):
     """A model cannot be found, loaded or hooked (missing package, unreachable hub, MLP not gated)."""
 
 
+class OutputError(NexError):
+    """An output cannot be written where asked: another command is writing it, it lies inside an
+    input, or it is of the wrong kind (a file where a directory is written, or the reverse)."""
+
+
 class RunError(NexError):
     """The files of a run directory do not belong together (e.g. a cache from another run)."""
 

@@ -347,6 +347,20 @@ def file_sha256(path) -> str:
     return h.hexdigest()
 
 
+def changed_files(directory, digests) -> list[str]:
+    """The files of a set that differ from what its manifest records ({name: sha256}, e.g.
+    summary.json's or select.json's "files"): missing, or of another sha256. [] when all match."""
+    directory = Path(directory)
+    if not isinstance(digests, dict):
+        return []
+    bad = []
+    for name, sha in digests.items():
+        path = directory / str(name)
+        if not path.is_file() or file_sha256(path) != sha:
+            bad.append(str(name))
+    return bad
+
+
 MODEL_IDENTITY = ("id", "source", "revision", "file_sha256")      # which weights, exactly
 MLP_SHAPE = ("n_layers", "intermediate_size")                      # what the neuron keys index
 MODEL_KEYS = ("spec",) + MODEL_IDENTITY + ("architecture", "model_type", "base_model") + MLP_SHAPE
@@ -375,4 +389,5 @@ __all__ = ["RUN_JSON", "CANDIDATES", "CACHE", "CACHE_PARTIAL", "WEIGHTS", "SELEC
            "SCORES_CSV", "EXPLORATION_JSON", "REPORT", "DERIVED", "FIELDS", "TOKENS", "IDS", "Candidate",
            "parse_candidate", "candidates_path", "read_candidates", "encode_candidate", "write_lines", "read_json",
            "read_run_json", "update_run_json", "fingerprint", "differences", "check_same_settings", "file_sha256",
+           "changed_files",
            "MODEL_IDENTITY", "MLP_SHAPE", "MODEL_KEYS", "model_record", "cache_model_record", "require_run_dir"]

@@ -1,4 +1,9 @@
-"""The v1 cache layout (NEX_SPEC.md §1): file names, dtypes and the key space."""
+"""The v1 cache layout (NEX_SPEC.md §1): file names, dtypes and the key space; and the cheap
+fingerprint of a cache that outputs record to say which cache they came from."""
+
+import hashlib
+import os
+from pathlib import Path
 
 import numpy as np
 
@@ -37,3 +42,28 @@ def split_key(key):
     """Unpack keys into (layer, unit) arrays."""
     key = np.asarray(key, np.uint32)
     return key >> UNIT_BITS, key & (MAX_UNITS - 1)
+
+
+FINGERPRINT_OF = "sha256 of manifest.json's bytes and of the name, size and mtime of each array file"
+
+
+def fingerprint(root) -> dict:
+    """Which cache, as it is on disk: {"path", "sha256", "of"} (FINGERPRINT_OF says what is hashed).
+
+    Rewriting any file of the cache changes the digest; copying the cache (new mtimes) does too.
+    Hashing the arrays' bytes instead would cost about a fifth of `nex run` on a 400-response
+    cache (66 ms for 77 MB, against well under 1 ms for this).
+    """
+    root = Path(root)
+    h = hashlib.sha256()
+    try:
+        h.update((root / MANIFEST).read_bytes())
+    except OSError:
+        h.update(b"no manifest")
+    for rel, _ in (*ROW_FILES.values(), *BASE_FILES.values()):
+        try:
+            st = os.stat(root / rel)
+            h.update(f"\n{rel} {st.st_size} {st.st_mtime_ns}".encode())
+        except OSError:
+            h.update(f"\n{rel} missing".encode())
+    return {"path": str(root.resolve()), "sha256": h.hexdigest(), "of": FINGERPRINT_OF}

@@ -2,9 +2,11 @@
 
 A cache is built in `<dir>.partial/` by appending one response at a time, and published by a
 single rename when `finish()` is called, so `<dir>` either holds a complete cache or does not
-exist. `checkpoint()` records how many bytes of every file belong to finished responses; a
-writer opened again on the same directory truncates the files to that point and carries on,
-so an interrupted capture resumes without loss and ends byte-identical to an uninterrupted one.
+exist (with replace=True, an existing cache is swapped for the new one in that same step,
+`nexscore.io.replace_dir`: `<dir>` holds the old cache or the new one, never a mix).
+`checkpoint()` records how many bytes of every file belong to finished responses; a writer
+opened again on the same directory truncates the files to that point and carries on, so an
+interrupted capture resumes without loss and ends byte-identical to an uninterrupted one.
 
 Beside the reference layout (rows/, base/) a cache written here holds:
 - `manifest.json`: how it was made (model, capture policy, counts, versions);
@@ -24,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import CacheError
+from ..io import replace_dir
 from .layout import KEY_SPACE, MANIFEST
 
 STATE = "writer_state.json"
@@ -57,11 +60,11 @@ def base_of_rows(keys: np.ndarray, mass: np.ndarray) -> tuple[np.ndarray, np.nda
 class CacheWriter:
     """Append responses to a cache; publish it with `finish()`."""
 
-    def __init__(self, out_dir, *, signal_names: tuple[str, ...] = (), resume: bool = True):
+    def __init__(self, out_dir, *, signal_names: tuple[str, ...] = (), resume: bool = True, replace: bool = False):
         self.final = Path(out_dir)
         self.stage = self.final.with_name(self.final.name + ".partial")
         self.signal_names = tuple(signal_names)
-        if self.final.exists():
+        if self.final.exists() and not replace:
             raise CacheError(f"{self.final} already exists; remove it or choose another output")
         files = dict(_DATA)
         for name in self.signal_names:
@@ -194,7 +197,7 @@ class CacheWriter:
         manifest["signals"] = list(self.signal_names)
         (st / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
         (st / STATE).unlink()
-        os.replace(st, self.final)
+        replace_dir(st, self.final)
         return self.final
 
 

@@ -22,6 +22,7 @@ import hashlib
 import json
 import shutil
 import time
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
@@ -31,6 +32,7 @@ import numpy as np
 from .. import __version__, models
 from ..cache.writer import CacheWriter
 from ..errors import CacheError, InputError, check_at_least
+from ..io import DIR, SHARED, claim_output
 from ..rundir import (CACHE, MLP_SHAPE, RUN_JSON, TOKENS, Candidate, check_same_settings, model_record,
                       read_candidates, read_run_json, require_run_dir, update_run_json)
 from .engine import RULES, Capturer, default_k
@@ -179,15 +181,24 @@ def capture_candidates(lm, candidates: Sequence[Candidate], out_dir, *,
     """Capture every candidate with a loaded model (`nexscore.models.LoadedModel`) into out_dir.
 
     Resumes an unfinished capture of the same candidates with the same model and policy;
-    refuses an existing out_dir unless overwrite. on_start(done, total) is called once
-    (done > 0 when resuming), on_progress(n) after each batch with the number of responses added.
+    refuses an existing out_dir unless overwrite, which keeps the old cache until the new one
+    takes its place in one step. One capture at a time writes out_dir (`claim_output`).
+    on_start(done, total) is called once (done > 0 when resuming), on_progress(n) after each
+    batch with the number of responses added.
     """
+    with claim_output(out_dir, kind=DIR) as out:
+        return _capture_into(lm, candidates, out, policy=policy, overwrite=overwrite, on_progress=on_progress,
+                             on_start=on_start, chunk_elements=chunk_elements)
+
+
+def _capture_into(lm, candidates: Sequence[Candidate], out: Path, *, policy: CapturePolicy | None,
+                  overwrite: bool, on_progress: Callable[[int], None] | None,
+                  on_start: Callable[[int, int], None] | None, chunk_elements: int) -> CaptureResult:
     t0 = time.perf_counter()
     policy = (policy or CapturePolicy()).resolved()
     candidates = list(candidates)
     if not candidates:
         raise InputError("no candidates to capture")
-    out = Path(out_dir)
     stage = out.with_name(out.name + ".partial")
     if out.exists():
         if not overwrite:
@@ -195,7 +206,7 @@ def capture_candidates(lm, candidates: Sequence[Candidate], out_dir, *,
         if out.is_dir() and not ((out / "manifest.json").exists() or (out / "rows").is_dir()
                                  or not any(out.iterdir())):
             raise CacheError(f"{out} exists and is not a cache; remove it yourself or choose another output")
-        shutil.rmtree(out) if out.is_dir() else out.unlink()
+        # an existing cache stays until the new one replaces it (CacheWriter(replace=True))
     if overwrite:
         shutil.rmtree(stage, ignore_errors=True)
     info = dict(lm.info)
@@ -213,7 +224,7 @@ def capture_candidates(lm, candidates: Sequence[Candidate], out_dir, *,
             resume = True
         else:
             _refuse_unfinished(stage, prev, doc)
-    writer = CacheWriter(out, signal_names=SIGNALS, resume=resume)
+    writer = CacheWriter(out, signal_names=SIGNALS, resume=resume, replace=overwrite)
     finished = False
     try:
         if not resume:
@@ -321,11 +332,13 @@ def run(run_dir=None, *, candidates=None, out=None, model: str | None = None, de
             if done:
                 bar["advance"](done)
 
-    result = capture_candidates(loaded, cands, out, policy=policy, overwrite=overwrite, on_start=on_start,
-                                on_progress=lambda n: bar["advance"](n) if bar else None)
-    result.notes = notes
-    if run_dir is not None:
-        result.run_json = _record_in_run(run_dir, info, result, out)
+    # the run directory is held while the capture runs: a `nex select` of it would read a cache being replaced
+    with claim_output(run_dir, kind=SHARED, owns=(RUN_JSON,)) if run_dir is not None else nullcontext():
+        result = capture_candidates(loaded, cands, out, policy=policy, overwrite=overwrite, on_start=on_start,
+                                    on_progress=lambda n: bar["advance"](n) if bar else None)
+        result.notes = notes
+        if run_dir is not None:
+            result.run_json = _record_in_run(run_dir, info, result, out)
     return result
 
 

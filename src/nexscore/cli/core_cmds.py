@@ -69,7 +69,10 @@ def run(cache: Path = typer.Argument(..., help="Cache to calibrate on and score.
     """Self-calibrate and score: learn weights on a cache, then score that same cache.
 
     Writes weights.npz (key 'weights'), response_scores.npy (float32 GMF per response, NaN
-    where unscored) and summary.json (n_responses, n_scored_responses, nex_score, rho, min_run).
+    where unscored) and summary.json (n_responses, n_scored_responses, nex_score, rho, min_run,
+    the cache's fingerprint and the sha256 of the two other files). OUT holds these three files
+    alone and is replaced as one set: an interrupted run leaves the previous set whole; a
+    directory of other files, or an OUT inside the cache, is refused before any work.
     """
     from ..core.run import run as core_run   # deferred: numpy and the core load when a command runs, not for --help
 

@@ -8,7 +8,13 @@
 `run` is self-calibration: learn weights on a cache, then score that same cache. It writes the
 published reference's output layout (`RUN_FILES`), and summary.json's fields are defined here
 (`run_summary`) so that the CLI, `nex demo` and Python callers write the same file. The weights
-(16 MB) are written on a second thread while the cache is scored: the two overlap.
+(16 MB) are written (and their digest taken) on a second thread while the cache is scored.
+
+Outputs (nexscore.io): each stage claims its output before any work (one writer at a time; an
+output inside the input cache, or `run --out` naming a file, is refused at once) and publishes
+it whole: `learn` and `score` one file each, `run` its directory as one set, swapped in by one
+rename, whose summary.json records the digests of the cache it came from and of its weights and
+scores (`check_run_dir` checks them).
 
 Progress: each function takes `progress(description, total) -> advance(n)`, called once per
 long step (here: learning, one tick per response), so a caller can show a bar or nothing.
@@ -25,8 +31,10 @@ from typing import Callable
 import numpy as np
 
 from ..cache import open_cache
-from ..errors import InputError
-from ..io import write_json, write_npy, write_table
+from ..cache.layout import fingerprint
+from ..errors import InputError, RunError
+from ..io import DIR, atomic_dir, claim_output, read_json_object, table_format, write_json, write_npy, write_table
+from ..rundir import changed_files, file_sha256
 from .gmf import log_gap as to_log_gap
 from .gmf import mean_score, score_responses
 from .learn import accumulate
@@ -134,11 +142,12 @@ def run_learn(cache, out, *, rho: float = DEFAULT_RHO, min_run: int = DEFAULT_MI
     Weights that credit no neuron are refused unless allow_zero_weights (`check_learned`)."""
     t0 = time.perf_counter()
     check_settings(rho, min_run)
-    reader = open_cache(cache)
-    manifest = reader.manifest          # a damaged manifest fails before the learning, not after
-    weights = _learn(reader, rho, min_run, progress, allow_zero_weights)
-    path = save_weights(out, weights, model=model_record(manifest))
-    return LearnResult(path, weights, time.perf_counter() - t0)
+    with claim_output(out, inputs=(cache,)) as target:
+        reader = open_cache(cache)
+        manifest = reader.manifest          # a damaged manifest fails before the learning, not after
+        weights = _learn(reader, rho, min_run, progress, allow_zero_weights)
+        save_weights(target, weights, model=model_record(manifest))
+    return LearnResult(Path(out), weights, time.perf_counter() - t0)
 
 
 def run_score(cache, weights, out=None, *, log_gap: bool = False, allow_zero_weights: bool = False) -> ScoreResult:
@@ -148,9 +157,14 @@ def run_score(cache, weights, out=None, *, log_gap: bool = False, allow_zero_wei
     t0 = time.perf_counter()
     if not isinstance(weights, np.ndarray):
         weights = load_weights(weights, allow_zero=allow_zero_weights)
-    scores = score_responses(cache, weights)
-    if out is not None:
-        out = write_table(out, {"response": np.arange(scores.size), "gmf": scores})
+    if out is None:
+        scores = score_responses(cache, weights)
+    else:
+        table_format(out)                   # an unknown format fails before the scoring
+        with claim_output(out, inputs=(cache,)) as target:
+            scores = score_responses(cache, weights)
+            write_table(target, {"response": np.arange(scores.size), "gmf": scores})
+        out = Path(out)
     return ScoreResult(scores, run_summary(scores, log_gap=log_gap), out, time.perf_counter() - t0)
 
 
@@ -159,21 +173,44 @@ def run(cache, out, *, rho: float = DEFAULT_RHO, min_run: int = DEFAULT_MIN_RUN,
     """`nex run`: learn weights on a cache, score that same cache, write `RUN_FILES` into `out`.
 
     weights.npz holds key 'weights' (2^22 float32) and the model record; response_scores.npy
-    the float32 GMF per response (NaN where unscored); summary.json `run_summary`'s fields.
+    the float32 GMF per response (NaN where unscored); summary.json `run_summary`'s fields, the
+    cache's fingerprint ("cache") and the sha256 of the two other files ("files").
+    `out` is a directory of these files alone, replaced as one set (`nexscore.io.atomic_dir`):
+    an interrupted run leaves the previous set whole.
     """
     t0 = time.perf_counter()
     check_settings(rho, min_run)
-    reader = open_cache(cache)
-    manifest = reader.manifest          # a damaged manifest or base/ fails before the learning, not after
-    reader.base
-    weights = _learn(reader, rho, min_run, progress, allow_zero_weights)
+    with claim_output(out, kind=DIR, inputs=(cache,), owns=RUN_FILES) as target:
+        reader = open_cache(cache)
+        manifest = reader.manifest          # a damaged manifest or base/ fails before the learning, not after
+        reader.base
+        weights = _learn(reader, rho, min_run, progress, allow_zero_weights)
+        with atomic_dir(target) as stage, ThreadPoolExecutor(1) as pool:
+            # writing 16 MB of weights, and hashing them, overlaps the scoring
+            saved = pool.submit(_save_and_hash, stage / WEIGHTS_FILE, weights, model_record(manifest))
+            scores = score_responses(reader, weights)
+            write_npy(stage / SCORES_FILE, scores)
+            summary = run_summary(scores, rho, min_run, log_gap)
+            summary["cache"] = fingerprint(reader.path)
+            summary["files"] = {WEIGHTS_FILE: saved.result(), SCORES_FILE: file_sha256(stage / SCORES_FILE)}
+            write_json(stage / SUMMARY_FILE, summary)
+    return CoreRunResult(Path(out), weights, scores, summary, time.perf_counter() - t0)
+
+
+def _save_and_hash(path: Path, weights: np.ndarray, model: dict | None) -> str:
+    save_weights(path, weights, model=model)
+    return file_sha256(path)
+
+
+def check_run_dir(out) -> dict:
+    """summary.json of a `run` output directory, checked against the files it names (their
+    sha256); RunError when one differs or is missing (the directory was changed by hand)."""
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    with ThreadPoolExecutor(1) as pool:    # writing 16 MB of weights overlaps the scoring
-        saved = pool.submit(save_weights, out / WEIGHTS_FILE, weights, model=model_record(manifest))
-        scores = score_responses(reader, weights)
-        saved.result()
-    write_npy(out / SCORES_FILE, scores)
-    summary = run_summary(scores, rho, min_run, log_gap)
-    write_json(out / SUMMARY_FILE, summary)
-    return CoreRunResult(out, weights, scores, summary, time.perf_counter() - t0)
+    summary = read_json_object(out / SUMMARY_FILE, fix=f"run `nex run CACHE --out {out}` again", error=RunError)
+    if summary is None:
+        raise RunError(f"{out}: no {SUMMARY_FILE}; run `nex run CACHE --out {out}` to make it")
+    bad = changed_files(out, summary.get("files"))
+    if bad:
+        raise RunError(f"{out}: {', '.join(bad)} differ(s) from what {SUMMARY_FILE} records; the files are not "
+                       f"one run's outputs: run `nex run CACHE --out {out}` again")
+    return summary

@@ -23,8 +23,9 @@ from ..analysis.rundir import EXPLORATION_JSON, SELECT_JSON, WEIGHTS, RunData, o
 from ..cache.layout import KEY_SPACE, split_key
 from ..cache.reader import read_range
 from ..core import load_weights, score_responses
-from ..errors import InputError
+from ..errors import InputError, RunError
 from ..io import atomic_path
+from ..rundir import changed_files
 from ..select.run import LABELS
 from .html import Markup, esc, figure, fmt, json_script, note, page, render, section, table
 from .neurons_check import check_section as _neurons_check
@@ -482,6 +483,10 @@ def _build(run_dir, out, *, max_problems: int, tokenizer: str | None, use_tokeni
     select = read_json(run_dir / SELECT_JSON)
     if select is None:
         notes.append(f"no select.json: run `nex select {run_dir}` for the selection results and GMF")
+    elif changed := changed_files(run_dir, select.get("files")):      # select.json names the digests of its set
+        raise RunError(f"{run_dir}: {', '.join(changed)} differ(s) from what "
+                       f"{SELECT_JSON} records (changed since `nex select` wrote them): run `nex select {run_dir}` "
+                       "again")
     gmf = _scores_gmf(run_dir, data.n)
     if gmf is None:
         wpath = _weights_path(run_dir, select)

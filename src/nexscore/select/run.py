@@ -14,7 +14,11 @@ Inputs (DESIGN.md, "The run directory"):
 - RUN_DIR/weights.npz        (optional) neuron weights; learned on RUN_DIR/cache when absent
 
 Outputs: RUN_DIR/select.json (settings, pool summary, every method's metrics, per-problem
-choices, notes) and RUN_DIR/scores.parquet (.csv without pyarrow), one row per trace.
+choices, notes) and RUN_DIR/scores.parquet (.csv without pyarrow), one row per trace; with
+weights.npz when they are learned, one set (`nexscore.io.atomic_files`): written together or
+not at all, select.json last, naming the sha256 of the others ("files") and the fingerprint of
+the cache ("cache"). `run` holds the run directory for the whole call: a second `nex select`
+(or `nex capture`) on it is refused.
 """
 
 from __future__ import annotations
@@ -28,20 +32,24 @@ from typing import Callable
 import numpy as np
 
 from ..cache import open_cache
+from ..cache.layout import fingerprint
 from ..cache.writer import read_responses, read_signals
 from ..core.gmf import score_responses
 from ..core.learn import accumulate
 from ..core.weights import load_weights, save_weights
 from ..errors import CacheError, InputError, RunError
-from ..io import write_json, write_table
-from ..rundir import (CACHE, CACHE_PARTIAL, CANDIDATES, IDS, SCORES, SELECT_JSON, WEIGHTS, Candidate,
-                      cache_model_record, read_candidates, read_run_json, require_run_dir)
+from ..io import SHARED, atomic_files, claim_output, write_json, write_table
+from ..rundir import (CACHE, CACHE_PARTIAL, CANDIDATES, IDS, SCORES_CSV, SCORES_PARQUET, SELECT_JSON, WEIGHTS,
+                      Candidate, cache_model_record, file_sha256, read_candidates, read_run_json, require_run_dir)
 from .baselines import DEFAULT_WINDOW, SCORE_METHODS, SIGNALS, TraceStats, method_scores, trace_stats
 from .metrics import Evaluator, Pool, auroc_summary, build_pool
 
 Progress = Callable[[str, int], Callable[[int], None]]    # progress(description, total) -> advance(n)
 
 RECAPTURE = "re-run `nex capture {run}` to capture this run's traces again"
+LEARNED = "learned (self-calibration on the run's own cache)"
+# what `nex select` writes into the run directory (one set; select.json names the others)
+OUTPUTS = (WEIGHTS, SCORES_PARQUET, SCORES_CSV, SELECT_JSON)
 
 # table order; kind: score (arg-max of a per-trace score), vote, expected, oracle
 METHODS = [
@@ -83,6 +91,8 @@ class SelectResult:
     notes: list[str] = field(default_factory=list)
     paths: dict[str, Path] = field(default_factory=dict)
     seconds: float = 0.0
+    learned: np.ndarray | None = None        # weights learned and not written yet (`write_outputs` writes them)
+    learned_model: dict | None = None        # the model record to keep with them
 
     @property
     def weights(self) -> dict:
@@ -161,24 +171,24 @@ def check_alignment(run_dir: Path, cands: list[Candidate], cache, responses: lis
 # ---------------------------------------------------------------------------------- weights
 def resolve_weights(run_dir: Path, cache, weights_file: Path | None, relearn: bool,
                     progress: Progress | None, notes: list[str], allow_zero_weights: bool = False):
-    """Weights to score with: --weights FILE, else RUN_DIR/weights.npz, else learn and save it
-    (reporting `progress("learning weights", n_responses)` while it learns). A FILE of all-zero
-    weights is refused unless allow_zero_weights; the run's own are noted instead (`select_run`)."""
+    """Weights to score with: --weights FILE, else RUN_DIR/weights.npz, else learned (reporting
+    `progress("learning weights", n_responses)` while it learns; source LEARNED: the caller
+    writes them). A FILE of all-zero weights is refused unless allow_zero_weights; the run's
+    own are noted instead (`select_run`). The info names the sha256 of a file read."""
     run_weights = run_dir / WEIGHTS
     if weights_file is not None:
-        return load_weights(weights_file, allow_zero=allow_zero_weights), {"source": "file", "path": str(weights_file)}
+        weights = load_weights(weights_file, allow_zero=allow_zero_weights)
+        return weights, {"source": "file", "path": str(weights_file), "sha256": file_sha256(weights_file)}
     if run_weights.is_file() and not relearn:
         manifest = Path(cache.path) / "manifest.json"
         ref = manifest if manifest.is_file() else Path(cache.path)
         if run_weights.stat().st_mtime < ref.stat().st_mtime:
             notes.append(f"{run_weights} is older than the cache: it may have been learned on an earlier "
                          "capture; pass --relearn to learn again on this cache")
-        return load_weights(run_weights, allow_zero=True), {"source": "run", "path": str(run_weights)}
+        weights = load_weights(run_weights, allow_zero=True)
+        return weights, {"source": "run", "path": str(run_weights), "sha256": file_sha256(run_weights)}
     acc = accumulate(cache, on_chunk=progress("learning weights", cache.n_responses) if progress else None)
-    weights = acc.weights()
-    save_weights(run_weights, weights, model=cache_model_record(cache.manifest))
-    return weights, {"source": "learned (self-calibration on the run's own cache)", "path": str(run_weights),
-                     "rho": 0.95, "min_run": 2}
+    return acc.weights(), {"source": LEARNED, "path": str(run_weights), "rho": 0.95, "min_run": 2}
 
 
 # ---------------------------------------------------------------------------------- select
@@ -192,18 +202,23 @@ def run(run_dir, *, weights_file=None, subsets: int = 200, seed: int = 0, window
     called when the weights are learned.
     """
     t0 = time.perf_counter()
-    result = select_run(run_dir, weights_file=weights_file, subsets=subsets, seed=seed, window=window,
-                        relearn=relearn, progress=progress, allow_zero_weights=allow_zero_weights)
-    result.paths = write_outputs(run_dir, result)
+    run_dir = require_run_dir(run_dir, "create it with `nex generate`")
+    with claim_output(run_dir, kind=SHARED, owns=OUTPUTS):
+        result = select_run(run_dir, weights_file=weights_file, subsets=subsets, seed=seed, window=window,
+                            relearn=relearn, progress=progress, allow_zero_weights=allow_zero_weights,
+                            save_learned=False)
+        result.paths = write_outputs(run_dir, result)
     result.seconds = time.perf_counter() - t0
     return result
 
 
 def select_run(run_dir, *, weights_file=None, subsets: int = 200, seed: int = 0,
                window: int = DEFAULT_WINDOW, relearn: bool = False,
-               progress: Progress | None = None, allow_zero_weights: bool = False) -> SelectResult:
+               progress: Progress | None = None, allow_zero_weights: bool = False,
+               save_learned: bool = True) -> SelectResult:
     """Score, select and measure every method on a run directory, without writing the results
-    (weights.npz is written when it learns them; `run` writes the rest too)."""
+    (weights.npz is written when it learns them, unless save_learned is False: then they are
+    kept in `result.learned` for `write_outputs` to write with the rest, as `run` does)."""
     t0 = time.perf_counter()
     run_dir = require_run_dir(run_dir, "create it with `nex generate`")
     if subsets < 1:
@@ -229,6 +244,15 @@ def select_run(run_dir, *, weights_file=None, subsets: int = 200, seed: int = 0,
 
     weights, weights_info = resolve_weights(run_dir, cache, weights_file, relearn, progress, notes,
                                             allow_zero_weights)
+    learned = learned_model = None
+    if weights_info["source"] == LEARNED:
+        learned_model = cache_model_record(cache.manifest)
+        if save_learned:
+            with claim_output(run_dir, kind=SHARED, owns=(WEIGHTS,)):
+                save_weights(run_dir / WEIGHTS, weights, model=learned_model)
+            weights_info["sha256"] = file_sha256(run_dir / WEIGHTS)
+        else:
+            learned = weights
     n_nonzero = int(np.count_nonzero(weights))
     weights_info["n_nonzero"] = n_nonzero
     if n_nonzero == 0:
@@ -287,6 +311,7 @@ def select_run(run_dir, *, weights_file=None, subsets: int = 200, seed: int = 0,
 
     summary = {
         "run_dir": str(run_dir),
+        "cache": fingerprint(cache.path),
         "settings": {
             "weights": weights_info, "subsets": subsets, "seed": seed, "window": window,
             "subset_design": "accuracy at n = expected accuracy of best-of-n over the subsets of n "
@@ -308,7 +333,8 @@ def select_run(run_dir, *, weights_file=None, subsets: int = 200, seed: int = 0,
         "notes": notes,
     }
     columns = _score_columns(cands, pool, correct, stats, scores)
-    return SelectResult(summary, columns, notes, seconds=time.perf_counter() - t0)
+    return SelectResult(summary, columns, notes, seconds=time.perf_counter() - t0, learned=learned,
+                        learned_model=learned_model)
 
 
 def _token_counts(cands, token_ptr, responses, cache) -> np.ndarray:
@@ -449,15 +475,29 @@ def _score_columns(cands, pool, correct, stats: TraceStats, scores: dict) -> dic
 
 # ---------------------------------------------------------------------------------- writing
 def write_outputs(run_dir, result: SelectResult) -> dict[str, Path]:
-    """select.json and scores.parquet (scores.csv when pyarrow is missing)."""
+    """select.json and scores.parquet (scores.csv when pyarrow is missing), with weights.npz when
+    `result.learned` holds weights not written yet: one set, published together or not at all
+    (`nexscore.io.atomic_files`). select.json, written last, records the sha256 of the others
+    under "files" (and so does `result.summary`); readers check them (`rundir.changed_files`)."""
     run_dir = Path(run_dir)
-    paths = {"select": write_json(run_dir / SELECT_JSON, result.summary)}
     try:
         import pyarrow  # noqa: F401 - deferred: optional, and heavy to import
-        paths["scores"] = write_table(run_dir / f"{SCORES}.parquet", result.columns)
+        scores_name, columns = SCORES_PARQUET, result.columns
     except ImportError:
         cols = dict(result.columns)
         cols["correct"] = np.array([np.nan if c is None else float(c) for c in cols["correct"]])
         cols["answer"] = np.array(["" if a is None else a for a in cols["answer"]], object)
-        paths["scores"] = write_table(run_dir / f"{SCORES}.csv", cols)
-    return paths
+        scores_name, columns = SCORES_CSV, cols
+    with claim_output(run_dir, kind=SHARED, owns=OUTPUTS) as target, atomic_files(target) as files:
+        digests = {}
+        if result.learned is not None:
+            path = files.path(WEIGHTS)
+            save_weights(path, result.learned, model=result.learned_model)
+            digests[WEIGHTS] = result.summary["settings"]["weights"]["sha256"] = file_sha256(path)
+        path = files.path(scores_name)
+        write_table(path, columns)
+        digests[scores_name] = file_sha256(path)
+        result.summary["files"] = digests
+        write_json(files.path(SELECT_JSON), result.summary)
+    result.learned = None
+    return {"select": run_dir / SELECT_JSON, "scores": run_dir / scores_name}
