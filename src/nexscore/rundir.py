@@ -174,7 +174,10 @@ def _json_lines(path: Path, hint: str, drop_unfinished: bool) -> Iterator[tuple[
     is reported alike whoever reads it."""
     if not path.is_file():
         raise InputError(f"{path}: no such candidates file; {hint}")
-    data = path.read_bytes()
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise InputError(f"{path}: cannot be read ({exc.strerror or exc})") from None
     if not data.strip():
         raise InputError(f"{path}: holds no candidates (the file is empty); {hint}")
     lines = data.split(b"\n")
@@ -187,7 +190,7 @@ def _json_lines(path: Path, hint: str, drop_unfinished: bool) -> Iterator[tuple[
         where = f"{path}, line {lineno}"
         try:
             obj = json.loads(line)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
             tail = " (the last line is cut short: the file is truncated)" if lineno == len(lines) else ""
             raise InputError(f"{where}: not valid JSON{tail} ({exc}); regenerate the file "
                              "(`nex generate` resumes) or remove the line") from None

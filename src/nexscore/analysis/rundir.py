@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from ..cache import open_cache
-from ..cache.writer import read_responses, read_signals
+from ..cache.writer import NoSignals, read_responses, read_signals
 from ..core import row_phases
 from ..errors import CacheError, InputError, RunError
 # the run directory's names and readers (SELECT_JSON, WEIGHTS, EXPLORATION_JSON, read_json are
@@ -119,8 +119,8 @@ class RunData:
     def signals(self) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
         """Per-token signals ({} when the capture recorded none) and their token_ptr."""
         try:
-            return read_signals(self.cache.path)
-        except CacheError:
+            return read_signals(self.cache.path, n_responses=self.cache.n_responses)
+        except NoSignals:
             return {}, None
 
     def rows_of(self, r: int) -> ResponseRows:
@@ -178,8 +178,8 @@ def open_run(run_dir) -> RunData:
                          f"the rows; run `nex capture {run_dir}` again")
     notes: list[str] = []
     try:
-        _, token_ptr = read_signals(cache.path)
-    except CacheError:
+        _, token_ptr = read_signals(cache.path, n_responses=cache.n_responses)
+    except NoSignals:
         token_ptr = None
         notes.append("the cache holds no per-token signals (entropy, ...): the entropy-based parts are n/a")
     check_alignment(run_dir, cands, cache, read_responses(cache.path), token_ptr, run_json, notes)

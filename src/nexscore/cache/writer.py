@@ -27,7 +27,9 @@ import numpy as np
 
 from ..errors import CacheError
 from ..io import replace_dir
+from . import rules
 from .layout import KEY_SPACE, MANIFEST
+from .mapped import map_array
 
 STATE = "writer_state.json"
 RESPONSES = "responses.jsonl"
@@ -206,27 +208,81 @@ def _n_lists(ptr_path: Path) -> int:
     return max(0, ptr_path.stat().st_size // 8 - 1)
 
 
-def read_signals(cache_dir) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """Per-token output signals of a cache: ({name: float32 values}, token_ptr per response)."""
+class NoSignals(CacheError):
+    """The cache holds no per-token signals (a reference-made cache, or one captured without)."""
+
+
+def read_signals(cache_dir, n_responses: int | None = None) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Per-token output signals of a cache: ({name: float32 values}, token_ptr per response).
+
+    NoSignals (a CacheError) when the cache holds none. Damaged signals are a CacheError naming
+    the file, the index and the rule (`rules`), never silently "no signals": token_ptr must be a
+    pointer array (first 0, non-decreasing, n_responses + 1 entries when given, last = the
+    number of tokens) and every signal file one float32 value per token.
+    """
     root = Path(cache_dir)
-    ptr_path = root / SIGNAL_PTR
-    if not ptr_path.is_file():
-        raise CacheError(f"{root}: no per-token signals (signals/token_ptr.int64); "
-                         "re-capture with `nex capture` to record them")
-    token_ptr = np.fromfile(ptr_path, dtype="<i8")
-    out = {}
-    for path in sorted((root / SIGNALS_DIR).glob("*.float32")):
-        values = np.memmap(path, dtype="<f4", mode="r") if path.stat().st_size else np.empty(0, np.float32)
-        if values.size != int(token_ptr[-1]):
-            raise CacheError(f"{path}: holds {values.size} values, expected {int(token_ptr[-1])}")
-        out[path.stem] = values
-    return out, token_ptr
+    if not (root / SIGNAL_PTR).exists():
+        raise NoSignals(f"{root}: no per-token signals ({SIGNAL_PTR}); re-capture with `nex capture` to record them")
+    ptr, problem = map_array(root, SIGNAL_PTR, np.dtype("<i8"))
+    values = {}
+    for path in ([] if problem else sorted((root / SIGNALS_DIR).glob("*.float32"))):
+        values[path.stem], problem = map_array(root, f"{SIGNALS_DIR}/{path.name}", np.dtype("<f4"))
+        if problem:
+            break
+    if problem is None:
+        first = next(iter(values), None)
+        n_tokens = values[first].size if first else (int(ptr[-1]) if ptr.size else 0)
+        problem = rules.pointer(SIGNAL_PTR, ptr, end=n_tokens, n_lists=n_responses, n_from="the cache",
+                                data=f"{SIGNALS_DIR}/{first}.float32 (tokens)" if first else "itself")
+        for name in values:
+            problem = problem or rules.same_count(f"{SIGNALS_DIR}/{first}.float32", values[first],
+                                                  f"{SIGNALS_DIR}/{name}.float32", values[name])
+    if problem is not None:
+        raise CacheError(f"{root}: {problem.line()}; the per-token signals are damaged: capture again "
+                         "(`nex capture RUN_DIR --overwrite`)")
+    return values, np.array(ptr)
+
+
+# the fields of a response record and their types (bool is never an int here)
+_RESPONSE_FIELDS = {"index": int, "problem_id": (str, int), "sample_id": int, "prompt_tokens": int,
+                    "n_tokens": int, "finish_reason": str}
 
 
 def read_responses(cache_dir) -> list[dict]:
-    """The per-response metadata table of a cache (empty for a reference-made cache)."""
+    """The per-response metadata table of a cache (empty for a reference-made cache).
+
+    A line that is not a JSON object (cut short, binary), or whose fields have the wrong type
+    (counts: non-negative integers; index: the line's position), is a CacheError naming the
+    file and the line.
+    """
     path = Path(cache_dir) / RESPONSES
     if not path.is_file():
         return []
-    with open(path) as fh:
-        return [json.loads(line) for line in fh if line.strip()]
+    fix = "the cache is damaged: capture again (`nex capture RUN_DIR --overwrite`)"
+    try:
+        lines = path.read_bytes().split(b"\n")
+    except OSError as exc:
+        raise CacheError(f"{path}: cannot be read ({exc.strerror or exc}); {fix}") from None
+    out = []
+    for lineno, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        where = f"{path}, line {lineno}"
+        try:
+            record = json.loads(line)
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+            cut = " (the last line is cut short: the file is truncated)" if lineno == len(lines) else ""
+            raise CacheError(f"{where}: not valid JSON{cut} ({type(exc).__name__}: {exc}); {fix}") from None
+        if not isinstance(record, dict):
+            raise CacheError(f"{where}: expected a JSON object per response, got {type(record).__name__}; {fix}")
+        for key, kind in _RESPONSE_FIELDS.items():
+            if key not in record:
+                continue
+            value = record[key]
+            if isinstance(value, bool) or not isinstance(value, kind) or (kind is int and value < 0):
+                want = {int: "a non-negative integer", str: "text"}.get(kind, "text or an integer")
+                raise CacheError(f"{where}: {key} must be {want}, got {json.dumps(value)[:40]}; {fix}")
+        if record.get("index", len(out)) != len(out):
+            raise CacheError(f"{where}: index {record['index']} on the line of response {len(out)}; {fix}")
+        out.append(record)
+    return out

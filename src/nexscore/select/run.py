@@ -33,11 +33,11 @@ import numpy as np
 
 from ..cache import open_cache
 from ..cache.layout import fingerprint
-from ..cache.writer import read_responses, read_signals
+from ..cache.writer import NoSignals, read_responses, read_signals
 from ..core.gmf import score_responses
 from ..core.learn import accumulate
 from ..core.weights import load_weights, save_weights
-from ..errors import CacheError, InputError, RunError
+from ..errors import InputError, RunError
 from ..io import SHARED, atomic_files, claim_output, write_json, write_table
 from ..rundir import (CACHE, CACHE_PARTIAL, CANDIDATES, IDS, SCORES_CSV, SCORES_PARQUET, SELECT_JSON, WEIGHTS,
                       Candidate, cache_model_record, file_sha256, read_candidates, read_run_json, require_run_dir)
@@ -231,8 +231,8 @@ def select_run(run_dir, *, weights_file=None, subsets: int = 200, seed: int = 0,
     cache = open_run_cache(run_dir)
     responses = read_responses(cache.path)
     try:
-        signals, token_ptr = read_signals(cache.path)
-    except CacheError:
+        signals, token_ptr = read_signals(cache.path, n_responses=cache.n_responses)
+    except NoSignals:
         signals, token_ptr = {}, None
     check_alignment(run_dir, cands, cache, responses, token_ptr, run_json, notes)
     missing = [s for s in SIGNALS if s not in signals]
