@@ -3,11 +3,12 @@ reason when absent), the CLI as a user runs it, small caches and run directories
 weights, tiny random models and a tokenizer built in-process.
 
 Layout: tests/<package>/test_<module>.py tests src/nexscore/<package>/<module>.py, and the
-top-level modules (rundir, evaluate) are tested by tests/test_<module>.py. A command's tests sit
-with the stage it runs: in the stage's test_run.py (the library call and the command side by
-side), or in test_cli.py of that package's folder where a stage has many; tests/cli/ holds only
-what belongs to no single stage (the shared model options, `nex demo`). A folder's conftest.py
-holds the fixtures its files share (a tiny model, a model directory).
+top-level modules (rundir, evaluate, io, the package's __init__) are tested by
+tests/test_<module>.py. A command's tests sit with the stage it runs: in the stage's test_run.py
+(the library call and the command side by side), or in test_cli.py of that package's folder
+where a stage has many; tests/cli/ holds only what belongs to no single stage (the application
+and its help, the shared model options, `nex demo`). A folder's conftest.py holds the fixtures
+its files share (a tiny model, a model directory, a small cache).
 
 Helpers are plain functions a test imports by name (`from conftest import run_nex`; tests/ is on
 pytest's pythonpath); fixtures are found by pytest. Torch, transformers, tokenizers and
@@ -23,6 +24,7 @@ import importlib.util
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -74,14 +76,20 @@ def invoke_nex(*args):
     return CliRunner().invoke(app, [str(a) for a in args])
 
 
-def assert_one_line_error(proc: subprocess.CompletedProcess, *needles: str) -> None:
-    """The command failed with one line on stderr, no traceback, and that line says each needle."""
-    assert proc.returncode != 0
+# what a long step logs on stderr when it is no terminal (cli.common.progress), before an error
+PROGRESS_LINE = re.compile(r"^[\w ]+: \d+/\d+ \(\d+ s\)$")
+
+
+def assert_one_line_error(proc: subprocess.CompletedProcess, *needles: str) -> str:
+    """The command failed with one `nex: error:` line on stderr (progress lines aside), no
+    traceback, and that line says each needle; returns the line."""
+    assert proc.returncode != 0, proc.stdout
     assert "Traceback" not in proc.stderr, proc.stderr
-    lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
-    assert len(lines) == 1, proc.stderr
+    lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip() and not PROGRESS_LINE.match(ln)]
+    assert len(lines) == 1 and lines[0].startswith("nex: error: "), proc.stderr
     for needle in needles:
         assert needle in lines[0], lines[0]
+    return lines[0]
 
 
 def write_cache(path: Path, responses, signals=None):
@@ -94,6 +102,31 @@ def write_cache(path: Path, responses, signals=None):
         mass = np.concatenate([np.asarray(m, np.float32) for _, m, _ in rows]) if rows else np.empty(0, np.float32)
         w.add(keys, mass, [len(k) for k, _, _ in rows], [t for _, _, t in rows])
     return w.finish({})
+
+
+def learnable_responses(n: int = 6, rows: int = 24, seed: int = 0) -> list:
+    """Responses for write_cache whose learning credits neurons: alternating 4-row bursts of new
+    keys (30 drawn from a pool of 3,000) and reuse (2 new, 25 seen before); the last row of a
+    response spans 7 tokens, the others 32."""
+    pool = np.unique(np.random.default_rng(7).integers(1 << 16, 40 << 16, 3000)).astype(np.uint32)
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n):
+        seen, resp = [], []
+        for i in range(rows):
+            explore = (i // 4) % 2 == 0
+            new = rng.choice(pool, 30 if explore else 2, replace=False)
+            old = rng.choice(np.concatenate(seen), 25) if seen else np.empty(0, np.uint32)
+            keys = np.unique(np.concatenate([new, old]).astype(np.uint32))
+            seen.append(new.astype(np.uint32))
+            resp.append((keys, rng.uniform(0.2, 9, keys.size), 32 if i < rows - 1 else 7))
+        out.append(resp)
+    return out
+
+
+def learnable_cache(path: Path) -> Path:
+    """A cache of six learnable_responses: learning on it gives weights that are not all 0."""
+    return write_cache(path, learnable_responses())
 
 
 def write_candidates(path: Path, pairs, per_problem: int) -> Path:
@@ -194,8 +227,6 @@ def build_run(root: Path, *, select: bool = True, tokenizer_dir: Path | None = N
 
 def embedded_json(html: str, element_id: str):
     """The JSON a page embeds in <script type="application/json" id=element_id>, unescaped."""
-    import re
-
     m = re.search(rf'<script type="application/json" id="{element_id}">(.*?)</script>', html, re.S)
     assert m, f"no embedded {element_id}"
     return json.loads(m.group(1).replace("<\\/", "</").replace("<\\!--", "<!--"))

@@ -1,8 +1,8 @@
 """Caches and weights files damaged on purpose, and the spec's own repair of tolerated damage.
 
-Shared by the fuzz test (test_fuzz.py), the named regression tests (test_cache_checks.py) and
-the command-line fuzz table (tools/fuzz_cli.py). Every damage is a function of a cache (or
-weights) path and a numpy Generator, so a seed reproduces it exactly.
+Shared by the fuzz test (cache/test_fuzz.py), the named regression tests (cache/test_rules.py,
+core/test_weights.py) and the command-line fuzz table (tools/fuzz_cli.py). Every damage is a
+function of a cache (or weights) path and a numpy Generator, so a seed reproduces it exactly.
 
 `repair` rewrites a structurally sound cache the way NEX_SPEC.md §2 reads it: reserved-layer
 entries removed, lists holding a key beyond 2^22 emptied, non-finite and negative masses set to

@@ -1,13 +1,20 @@
-"""core.weights: the weights formula, and the weights file with the record of the model its
-cache came from (`nex learn` writes it; plain readers still see arrays)."""
+"""core.weights: the weights formula, the weights file with the record of the model its cache
+came from (`nex learn` writes it; plain readers still see arrays), and damaged weights files
+refused on load with one clear line (issue 14)."""
 
 from __future__ import annotations
 
-import numpy as np
+import io
+import zipfile
 
-from conftest import random_weights
-from nexscore.core import weights_from_masses
+import numpy as np
+import pytest
+
+from conftest import assert_one_line_error, learnable_cache, random_weights, run_nex
+from damage import weights_file
+from nexscore.core import learn_weights, weights_from_masses
 from nexscore.core.weights import load_weights, save_weights, weights_model
+from nexscore.errors import WeightsError
 from nexscore.rundir import cache_model_record
 
 
@@ -51,3 +58,76 @@ def test_nex_learn_records_the_model_of_the_cache(tmp_path):
     assert res.exit_code == 0, res.output
     assert weights_model(tmp_path / "w.npz") == {"id": "tiny-a", "file_sha256": None, "n_layers": 3,
                                                  "intermediate_size": 64}
+
+
+def test_weights_file_holds_what_np_savez_writes(tmp_path):
+    """The copy-free npz writer gives the same entries as np.savez, byte for byte."""
+    w = np.random.default_rng(0).standard_normal(1 << 22).astype(np.float32)
+    extra = {"grid": np.arange(6).reshape(2, 3)[:, ::2]}
+    save_weights(tmp_path / "w.npz", w, model={"id": "m"}, **extra)
+    np.savez(tmp_path / "ref.npz", weights=w, model_json=np.array('{"id": "m"}'), **extra)
+    ours, ref = zipfile.ZipFile(tmp_path / "w.npz"), zipfile.ZipFile(tmp_path / "ref.npz")
+    assert sorted(ours.namelist()) == sorted(ref.namelist())
+    for name in ref.namelist():
+        assert ours.read(name) == ref.read(name), name
+
+
+# ---------------------------------------------------------------------------- damaged weights files
+@pytest.fixture
+def weights(tmp_path):
+    """Weights learned on a cache whose learning credits neurons."""
+    w = learn_weights(learnable_cache(tmp_path / "c"))
+    assert w.any()
+    return w
+
+
+@pytest.mark.parametrize("kind, needle", [
+    ("nan", "not finite"), ("inf", "not finite"), ("zero", "every weight is 0"), ("long", "shape (4"),
+    ("short", "shape ("), ("float64", "dtype float64"), ("int", "dtype int32"), ("2d", "shape (2048, 2048)"),
+    ("truncated", "weights"), ("no_array", "no 'weights' array"),
+])
+def test_damaged_weights_are_refused_on_load(tmp_path, weights, kind, needle):
+    """Before: NaN weights made every GMF 0.0, inf every score NaN; zeros and arrays longer
+    than 2^22 were accepted, all with exit 0."""
+    path = tmp_path / "w.npz"
+    weights_file(path, kind, weights, np.random.default_rng(1))
+    with pytest.raises(WeightsError, match="w.npz") as err:
+        load_weights(path)
+    assert needle in str(err.value)
+
+
+def test_weights_header_cannot_size_an_allocation(tmp_path):
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": "<f4", "fortran_order": False, "shape": (10**12,)})
+    with zipfile.ZipFile(tmp_path / "w.npz", "w") as z:
+        z.writestr("weights.npy", header.getvalue() + b"\0" * 64)
+    with pytest.raises(WeightsError, match=r"shape \(1000000000000,\)"):
+        load_weights(tmp_path / "w.npz")
+
+
+def test_weights_checksum_is_verified(tmp_path, weights):
+    np.savez(tmp_path / "w.npz", weights=weights)
+    data = bytearray((tmp_path / "w.npz").read_bytes())
+    data[len(data) // 2] ^= 0x40                   # inside the array's bytes
+    (tmp_path / "w.npz").write_bytes(bytes(data))
+    with pytest.raises(WeightsError, match="CRC"):
+        load_weights(tmp_path / "w.npz")
+
+
+def test_weights_npy_and_byte_order(tmp_path, weights):
+    np.save(tmp_path / "w.npy", weights.astype(">f4"))
+    got = load_weights(tmp_path / "w.npy")
+    assert got.dtype == np.float32 and got.dtype.isnative and np.array_equal(got, weights)
+
+
+def test_zero_weights_cli(tmp_path):
+    cache = learnable_cache(tmp_path / "c")
+    np.savez(tmp_path / "zero.npz", weights=np.zeros(1 << 22, np.float32))
+    assert_one_line_error(run_nex("score", cache, "-w", tmp_path / "zero.npz"), "every weight is 0",
+                          "--allow-zero-weights")
+    proc = run_nex("score", cache, "-w", tmp_path / "zero.npz", "--allow-zero-weights")
+    assert proc.returncode == 0 and "NEX 0.000000" in proc.stdout
+    w = np.zeros(1 << 22, np.float32)
+    w[[3, 9]] = [np.nan, np.inf]
+    np.savez(tmp_path / "nan.npz", weights=w)
+    assert_one_line_error(run_nex("score", cache, "-w", tmp_path / "nan.npz"), "2 weight(s) are not finite")

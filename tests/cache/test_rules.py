@@ -1,52 +1,36 @@
-"""Named regressions of issue 14: damaged caches and weights files end in one clear line.
+"""cache.rules, as the reader and the audit apply them: the named regressions of issue 14.
 
 Each case is one a careless or hostile user met on main before the checks: a wrong number with
 exit 0, a traceback, or a runaway allocation. Now the reader refuses structural damage of the
-part a command reads (naming the file, the index and the rule), `nex cache verify` reports
-every finding without raising, and weights are checked on load.
+part a command reads (naming the file, the index and the rule), and `nex cache verify` reports
+every finding without raising. (The damaged weights files of the same issue:
+tests/core/test_weights.py.)
 """
 
 from __future__ import annotations
 
 import json
-import re
 import resource
+import shutil
 import subprocess
 import sys
 
 import numpy as np
 import pytest
 
-from conftest import run_nex, write_cache
-from damage import copy_cache, float_keys, read, weights_file, write, zero_tokens
+from conftest import assert_one_line_error, learnable_cache, run_nex
+from damage import copy_cache, float_keys, read, write, zero_tokens
 from nexscore.cache import open_cache
 from nexscore.cache.verify import audit_cache, describe_cache
-from nexscore.core import learn_weights, load_weights, score_responses
-from nexscore.errors import CacheError, WeightsError
-
-POOL = np.unique(np.random.default_rng(7).integers(1 << 16, 40 << 16, 3000)).astype(np.uint32)
-
-
-def _responses(n: int = 6, rows: int = 24, seed: int = 0):
-    """Responses of alternating 4-row bursts of new keys and reuse, so learning credits neurons."""
-    rng = np.random.default_rng(seed)
-    out = []
-    for _ in range(n):
-        seen, resp = [], []
-        for i in range(rows):
-            explore = (i // 4) % 2 == 0
-            new = rng.choice(POOL, 30 if explore else 2, replace=False)
-            old = rng.choice(np.concatenate(seen), 25) if seen else np.empty(0, np.uint32)
-            keys = np.unique(np.concatenate([new, old]).astype(np.uint32))
-            seen.append(new.astype(np.uint32))
-            resp.append((keys, rng.uniform(0.2, 9, keys.size), 32 if i < rows - 1 else 7))
-        out.append(resp)
-    return out
+from nexscore.core import learn_weights, score_responses
+from nexscore.errors import CacheError
 
 
 @pytest.fixture
 def cache(tmp_path):
-    return write_cache(tmp_path / "c", _responses())
+    """Overrides tests/cache/conftest.py's small cache: these damages need responses whose
+    learning credits neurons."""
+    return learnable_cache(tmp_path / "c")
 
 
 @pytest.fixture
@@ -54,19 +38,6 @@ def weights(cache):
     w = learn_weights(cache)
     assert w.any()
     return w
-
-
-PROGRESS = re.compile(r"^[\w ]+: \d+/\d+ \(\d+ s\)$")     # what a long step logs when stderr is no terminal
-
-
-def _one_line_error(proc, *needles):
-    assert proc.returncode not in (0, None), proc.stdout
-    assert "Traceback" not in proc.stderr, proc.stderr
-    lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip() and not PROGRESS.match(ln)]
-    assert len(lines) == 1 and lines[0].startswith("nex: error: "), proc.stderr
-    for needle in needles:
-        assert needle in lines[0], lines[0]
-    return lines[0]
 
 
 def _run_limited(*args, gib: float = 1.5, timeout: int = 120) -> subprocess.CompletedProcess:
@@ -93,18 +64,19 @@ def test_non_monotone_row_ptr_is_refused(cache, tmp_path):
     i = _lower(cache, "rows/row_ptr.int64")
     with pytest.raises(CacheError, match=rf"rows/row_ptr.int64\[{i}\]: is \d+ after \d+; pointers must not decrease"):
         learn_weights(cache)
-    _one_line_error(run_nex("run", cache, "--out", tmp_path / "o"), f"rows/row_ptr.int64[{i}]", "must not decrease")
+    assert_one_line_error(run_nex("run", cache, "--out", tmp_path / "o"), f"rows/row_ptr.int64[{i}]",
+                          "must not decrease")
     assert not (tmp_path / "o").exists()
     proc = run_nex("cache", "verify", cache)
     assert proc.returncode == 1 and f"error: rows/row_ptr.int64[{i}]" in proc.stdout
-    assert score_responses(cache, learn_weights(write_cache(tmp_path / "ok", _responses()))).size == 6  # base/ intact
+    assert score_responses(cache, learn_weights(learnable_cache(tmp_path / "ok"))).size == 6  # base/ intact
 
 
 def test_non_monotone_sample_row_ptr_is_refused(cache, tmp_path):
     i = _lower(cache, "rows/sample_row_ptr.int64", 3)
     with pytest.raises(CacheError, match=rf"rows/sample_row_ptr.int64\[{i}\].*must not decrease"):
         learn_weights(cache)
-    _one_line_error(run_nex("learn", cache, "--out", tmp_path / "w.npz"), "rows/sample_row_ptr.int64[3]")
+    assert_one_line_error(run_nex("learn", cache, "--out", tmp_path / "w.npz"), "rows/sample_row_ptr.int64[3]")
 
 
 def test_non_monotone_base_ptr_is_refused_by_score(cache, weights, tmp_path):
@@ -112,7 +84,7 @@ def test_non_monotone_base_ptr_is_refused_by_score(cache, weights, tmp_path):
     with pytest.raises(CacheError, match=r"base/row_ptr.int64\[2\]"):
         score_responses(cache, weights)
     np.savez(tmp_path / "w.npz", weights=weights)
-    _one_line_error(run_nex("score", cache, "-w", tmp_path / "w.npz"), "base/row_ptr.int64[2]")
+    assert_one_line_error(run_nex("score", cache, "-w", tmp_path / "w.npz"), "base/row_ptr.int64[2]")
     assert learn_weights(cache).any()              # learning reads rows/ only
 
 
@@ -133,7 +105,7 @@ def test_wild_pointer_cli_stays_small(cache, tmp_path, value):
     p = read(cache, "rows/row_ptr.int64")
     p[p.size // 2] = value
     write(cache, "rows/row_ptr.int64", p)
-    _one_line_error(_run_limited("run", cache, "--out", tmp_path / "o"), "rows/row_ptr.int64")
+    assert_one_line_error(_run_limited("run", cache, "--out", tmp_path / "o"), "rows/row_ptr.int64")
 
 
 def test_token_pointer_length_and_start(cache):
@@ -171,10 +143,10 @@ def test_all_zero_token_row_ptr_learns_nothing_and_run_says_so(cache, tmp_path):
     audit = audit_cache(cache)
     assert audit.ok and any("every row" in f.rule for f in audit.warnings)
     assert not learn_weights(cache).any()
-    _one_line_error(run_nex("run", cache, "--out", tmp_path / "o"), "learning credited no neuron",
-                    "--allow-zero-weights")
+    assert_one_line_error(run_nex("run", cache, "--out", tmp_path / "o"), "learning credited no neuron",
+                          "--allow-zero-weights")
     assert not (tmp_path / "o").exists()
-    _one_line_error(run_nex("learn", cache, "--out", tmp_path / "w.npz"), "learning credited no neuron")
+    assert_one_line_error(run_nex("learn", cache, "--out", tmp_path / "w.npz"), "learning credited no neuron")
     proc = run_nex("run", cache, "--out", tmp_path / "o", "--allow-zero-weights")
     assert proc.returncode == 0 and json.loads((tmp_path / "o/summary.json").read_text())["nex_score"] == 0.0
 
@@ -187,7 +159,7 @@ def test_keys_as_float32_bit_patterns(cache, weights, tmp_path):
     audit = audit_cache(cache)
     assert audit.ok and any("every non-empty row" in f.rule for f in audit.warnings)
     assert any("every non-empty response: nothing is left to score" in f.rule for f in audit.warnings)
-    _one_line_error(run_nex("run", cache, "--out", tmp_path / "o"), "learning credited no neuron")
+    assert_one_line_error(run_nex("run", cache, "--out", tmp_path / "o"), "learning credited no neuron")
     assert np.isnan(score_responses(cache, weights)).all()     # nothing retained: NaN, NEX n/a
     np.savez(tmp_path / "w.npz", weights=weights)
     proc = run_nex("score", cache, "-w", tmp_path / "w.npz")
@@ -220,7 +192,7 @@ def test_unusable_files_are_one_line(cache, tmp_path, how):
         read(cache, "rows/w_sum.float16").astype(np.float32).tofile(path)
     with pytest.raises(CacheError, match="rows/w_sum.float16"):
         learn_weights(cache)
-    _one_line_error(run_nex("run", cache, "--out", tmp_path / "o"), "rows/w_sum.float16")
+    assert_one_line_error(run_nex("run", cache, "--out", tmp_path / "o"), "rows/w_sum.float16")
     proc = run_nex("cache", "verify", cache)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr and "rows/w_sum.float16" in proc.stdout
 
@@ -266,8 +238,6 @@ def test_verify_never_raises(tmp_path, cache, case):
         target = tmp_path / "empty"
         target.mkdir()
     elif case == "rows is a file":
-        import shutil
-
         shutil.rmtree(cache / "rows")
         (cache / "rows").write_text("x")
     else:
@@ -286,8 +256,8 @@ def test_info_survives_odd_manifests(cache, tmp_path):
     proc = run_nex("cache", "info", cache)
     assert proc.returncode == 0 and "model      ?" in proc.stdout
     (cache / "manifest.json").write_text("[1, 2]")
-    _one_line_error(run_nex("cache", "info", cache), "manifest.json")
-    _one_line_error(run_nex("run", cache, "--out", tmp_path / "o"), "manifest.json")
+    assert_one_line_error(run_nex("cache", "info", cache), "manifest.json")
+    assert_one_line_error(run_nex("run", cache, "--out", tmp_path / "o"), "manifest.json")
 
 
 def test_golden_edge_corpus_is_warnings_only(reference):
@@ -305,58 +275,4 @@ def test_damaged_golden_synthetic16(reference, tmp_path):
     """The issue's numbers: synthetic16 with a non-monotone rows/row_ptr no longer scores 0.682152."""
     cache = copy_cache(reference / "synthetic16/cache", tmp_path / "c")
     _lower(cache, "rows/row_ptr.int64")
-    _one_line_error(run_nex("run", cache, "--out", tmp_path / "o"), "rows/row_ptr.int64", "must not decrease")
-
-
-# ------------------------------------------------------------------ weights
-@pytest.mark.parametrize("kind, needle", [
-    ("nan", "not finite"), ("inf", "not finite"), ("zero", "every weight is 0"), ("long", "shape (4"),
-    ("short", "shape ("), ("float64", "dtype float64"), ("int", "dtype int32"), ("2d", "shape (2048, 2048)"),
-    ("truncated", "weights"), ("no_array", "no 'weights' array"),
-])
-def test_damaged_weights_are_refused_on_load(tmp_path, weights, kind, needle):
-    """Before: NaN weights made every GMF 0.0, inf every score NaN; zeros and arrays longer
-    than 2^22 were accepted, all with exit 0."""
-    path = tmp_path / "w.npz"
-    weights_file(path, kind, weights, np.random.default_rng(1))
-    with pytest.raises(WeightsError, match="w.npz") as err:
-        load_weights(path)
-    assert needle in str(err.value)
-
-
-def test_weights_header_cannot_size_an_allocation(tmp_path):
-    import io
-    import zipfile
-
-    header = io.BytesIO()
-    np.lib.format.write_array_header_1_0(header, {"descr": "<f4", "fortran_order": False, "shape": (10**12,)})
-    with zipfile.ZipFile(tmp_path / "w.npz", "w") as z:
-        z.writestr("weights.npy", header.getvalue() + b"\0" * 64)
-    with pytest.raises(WeightsError, match=r"shape \(1000000000000,\)"):
-        load_weights(tmp_path / "w.npz")
-
-
-def test_weights_checksum_is_verified(tmp_path, weights):
-    np.savez(tmp_path / "w.npz", weights=weights)
-    data = bytearray((tmp_path / "w.npz").read_bytes())
-    data[len(data) // 2] ^= 0x40                   # inside the array's bytes
-    (tmp_path / "w.npz").write_bytes(bytes(data))
-    with pytest.raises(WeightsError, match="CRC"):
-        load_weights(tmp_path / "w.npz")
-
-
-def test_weights_npy_and_byte_order(tmp_path, weights):
-    np.save(tmp_path / "w.npy", weights.astype(">f4"))
-    got = load_weights(tmp_path / "w.npy")
-    assert got.dtype == np.float32 and got.dtype.isnative and np.array_equal(got, weights)
-
-
-def test_zero_weights_cli(cache, tmp_path):
-    np.savez(tmp_path / "zero.npz", weights=np.zeros(1 << 22, np.float32))
-    _one_line_error(run_nex("score", cache, "-w", tmp_path / "zero.npz"), "every weight is 0", "--allow-zero-weights")
-    proc = run_nex("score", cache, "-w", tmp_path / "zero.npz", "--allow-zero-weights")
-    assert proc.returncode == 0 and "NEX 0.000000" in proc.stdout
-    w = np.zeros(1 << 22, np.float32)
-    w[[3, 9]] = [np.nan, np.inf]
-    np.savez(tmp_path / "nan.npz", weights=w)
-    _one_line_error(run_nex("score", cache, "-w", tmp_path / "nan.npz"), "2 weight(s) are not finite")
+    assert_one_line_error(run_nex("run", cache, "--out", tmp_path / "o"), "rows/row_ptr.int64", "must not decrease")

@@ -1,13 +1,18 @@
-"""The core commands as a user runs them: outputs, and one-line errors for bad input."""
+"""core.run: `nex run`, `nex learn` and `nex score` as a user runs them (outputs, one-line
+errors for bad input) and the library stages they call (core.run, run_learn, run_score)."""
 
 from __future__ import annotations
 
 import json
+import zipfile
 
 import numpy as np
 import pytest
 
-from conftest import run_nex, write_cache
+from conftest import assert_one_line_error, run_nex, write_cache
+from nexscore import core
+from nexscore.core.weights import weights_model
+from nexscore.errors import CacheError, InputError
 
 ROWS = [[([1, 2, 3], [1, 2, 3], 32), ([2, 4], [1, 1], 32), ([5, 6], [2, 1], 7), ([1, 6], [1, 1], 32)],
         [([7, 8], [1, 1], 32), ([9], [1], 3)]]
@@ -16,15 +21,6 @@ ROWS = [[([1, 2, 3], [1, 2, 3], 32), ([2, 4], [1, 1], 32), ([5, 6], [2, 1], 7), 
 @pytest.fixture
 def cache(tmp_path):
     return write_cache(tmp_path / "c", ROWS)
-
-
-def _one_line_error(proc, *needles):
-    assert proc.returncode != 0
-    assert "Traceback" not in proc.stderr
-    lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
-    assert len(lines) == 1, proc.stderr
-    for needle in needles:
-        assert needle in lines[0], lines[0]
 
 
 def test_run_writes_reference_outputs(reference, tmp_path):
@@ -65,120 +61,40 @@ def test_learn_then_score_csv_and_parquet(reference, tmp_path):
     np.testing.assert_allclose(pq.read_table(tmp_path / "s.parquet")["gmf"].to_numpy(), gold, atol=1e-6)
 
 
-def test_cache_info_and_verify(cache, reference):
-    proc = run_nex("cache", "info", cache)
-    assert proc.returncode == 0 and "responses  2" in proc.stdout
-    proc = run_nex("cache", "info", cache, "--json")
-    assert json.loads(proc.stdout)["entries"] == 12
-    assert run_nex("cache", "verify", cache).returncode == 0
-    # the edge corpus holds only damage the spec tolerates: warnings, exit 0 (1 with --strict)
-    proc = run_nex("cache", "verify", reference / "edge/cache")
-    assert proc.returncode == 0 and "warning:" in proc.stdout and "error:" not in proc.stdout
-    assert "non-finite" in proc.stdout and "beyond the 2^22" in proc.stdout
-    assert run_nex("cache", "verify", reference / "edge/cache", "--strict").returncode == 1
-
-
 def test_errors_are_one_line(tmp_path, cache):
-    _one_line_error(run_nex("run", tmp_path / "nope", "--out", tmp_path / "o"), "no such directory")
+    assert_one_line_error(run_nex("run", tmp_path / "nope", "--out", tmp_path / "o"), "no such directory")
     (tmp_path / "plain").mkdir()
-    _one_line_error(run_nex("learn", tmp_path / "plain", "--out", tmp_path / "w.npz"), "not a NEX cache")
+    assert_one_line_error(run_nex("learn", tmp_path / "plain", "--out", tmp_path / "w.npz"), "not a NEX cache")
     np.savez(tmp_path / "bad.npz", weights=np.zeros(10, np.float32))
-    _one_line_error(run_nex("score", cache, "-w", tmp_path / "bad.npz"), "shape (10,)")
+    assert_one_line_error(run_nex("score", cache, "-w", tmp_path / "bad.npz"), "shape (10,)")
     np.savez(tmp_path / "other.npz", w=np.zeros(10, np.float32))
-    _one_line_error(run_nex("score", cache, "-w", tmp_path / "other.npz"), "no 'weights' array")
+    assert_one_line_error(run_nex("score", cache, "-w", tmp_path / "other.npz"), "no 'weights' array")
     (tmp_path / "junk.npz").write_text("not a zip")
-    _one_line_error(run_nex("score", cache, "-w", tmp_path / "junk.npz"), "not a readable weights file")
-    _one_line_error(run_nex("score", cache, "-w", tmp_path / "missing.npz"), "no such weights file")
-    _one_line_error(run_nex("run", cache, "--out", tmp_path / "o", "--rho", "1.5"), "--rho")
-    _one_line_error(run_nex("score", cache, "-w", tmp_path / "bad.npz", "--out", tmp_path / "x.txt"), "shape")
+    assert_one_line_error(run_nex("score", cache, "-w", tmp_path / "junk.npz"), "not a readable weights file")
+    assert_one_line_error(run_nex("score", cache, "-w", tmp_path / "missing.npz"), "no such weights file")
+    assert_one_line_error(run_nex("run", cache, "--out", tmp_path / "o", "--rho", "1.5"), "--rho")
+    assert_one_line_error(run_nex("score", cache, "-w", tmp_path / "bad.npz", "--out", tmp_path / "x.txt"), "shape")
     keys = cache / "rows/keys.uint32"
     keys.write_bytes(keys.read_bytes()[:-1])
-    _one_line_error(run_nex("run", cache, "--out", tmp_path / "o"), "truncated")
+    assert_one_line_error(run_nex("run", cache, "--out", tmp_path / "o"), "truncated")
 
 
 def test_unknown_table_format(cache, tmp_path):
     w = np.zeros(1 << 22, np.float32)
     w[1] = 0.5                                    # all-zero weights are refused before the table
     np.savez(tmp_path / "w.npz", weights=w)
-    _one_line_error(run_nex("score", cache, "-w", tmp_path / "w.npz", "--out", tmp_path / "x.txt"),
-                    "use .csv or .parquet")
-
-
-def test_help_reads_like_a_manual():
-    proc = run_nex("--help")
-    assert proc.returncode == 0
-    for cmd in ("learn", "score", "run", "cache"):
-        assert cmd in proc.stdout
-    assert "Self-calibrate" in run_nex("run", "--help").stdout
-
-
-def test_every_command_is_in_the_lazy_map():
-    """`nex CMD` loads only CMD's module: the map must name every registered command."""
-    from nexscore.cli import COMMANDS, app
-
-    names = {c.name or c.callback.__name__ for c in app.registered_commands}
-    names |= {g.name for g in app.registered_groups}
-    assert names == set(COMMANDS)
-
-
-def test_a_lone_command_module_keeps_the_group(tmp_path):
-    """With only core_cmds loaded, `nex run CACHE` still takes its command name."""
-    import subprocess
-    import sys
-
-    proc = subprocess.run([sys.executable, "-m", "nexscore", "run", str(tmp_path / "none"), "--out",
-                           str(tmp_path / "o")], capture_output=True, text=True)
-    assert proc.returncode == 2 and "no such directory" in proc.stderr
-
-
-def test_arguments_show_their_help():
-    """Argument help reaches `--help` (typer 0.25 loses it with click 8.5: pinned below)."""
-    from typer.testing import CliRunner
-
-    from nexscore.cli import app
-
-    out = CliRunner().invoke(app, ["run", "--help"], env={"COLUMNS": "120"}).output
-    assert "Cache to calibrate on and score." in out
-
-
-@pytest.mark.parametrize("text", ["[bold]NEX[/bold] 0.5", r"needs nexscore\[merge]", "list [1, 2]",
-                                  "[dim]a[/dim] [red]b[/red] [link=file:///x]c[/link]", "x [bold cyan]y[/]"])
-def test_plain_output_reads_as_rich_renders_it(text):
-    from rich.text import Text
-
-    from nexscore.cli.common import strip_markup
-
-    assert strip_markup(text) == Text.from_markup(text).plain
-
-
-def test_weights_file_holds_what_np_savez_writes(tmp_path):
-    """The copy-free npz writer gives the same entries as np.savez, byte for byte."""
-    import zipfile
-
-    from nexscore.core.weights import save_weights
-
-    w = np.random.default_rng(0).standard_normal(1 << 22).astype(np.float32)
-    extra = {"grid": np.arange(6).reshape(2, 3)[:, ::2]}
-    save_weights(tmp_path / "w.npz", w, model={"id": "m"}, **extra)
-    np.savez(tmp_path / "ref.npz", weights=w, model_json=np.array('{"id": "m"}'), **extra)
-    ours, ref = zipfile.ZipFile(tmp_path / "w.npz"), zipfile.ZipFile(tmp_path / "ref.npz")
-    assert sorted(ours.namelist()) == sorted(ref.namelist())
-    for name in ref.namelist():
-        assert ours.read(name) == ref.read(name), name
+    assert_one_line_error(run_nex("score", cache, "-w", tmp_path / "w.npz", "--out", tmp_path / "x.txt"),
+                          "use .csv or .parquet")
 
 
 # ---------------------------------------------------------------------------- the library stages
 def _zip_entries(path) -> dict:
-    import zipfile
-
     with zipfile.ZipFile(path) as z:
         return {name: z.read(name) for name in z.namelist()}
 
 
 def test_core_run_is_the_cli_run_as_a_library_call(reference, tmp_path):
     """core.run writes what `nex run` writes, byte for byte (the npz's entries: its zip headers hold times)."""
-    from nexscore import core
-
     calls = []
 
     def progress(description, total):
@@ -200,9 +116,6 @@ def test_core_run_is_the_cli_run_as_a_library_call(reference, tmp_path):
 
 
 def test_core_learn_and_score_stages(reference, tmp_path):
-    from nexscore import core
-    from nexscore.core.weights import weights_model
-
     learned = core.run_learn(reference / "example/cache", tmp_path / "w.npz")
     assert (learned.n_nonzero, learned.n_effective, learned.n_redundant) == (2480, 2103, 377)
     assert learned.path == tmp_path / "w.npz" and weights_model(learned.path) is None   # no model in its manifest
@@ -216,9 +129,6 @@ def test_core_learn_and_score_stages(reference, tmp_path):
 
 
 def test_core_stages_check_their_settings_before_reading(tmp_path):
-    from nexscore import core
-    from nexscore.errors import CacheError, InputError
-
     with pytest.raises(InputError, match="--rho must lie strictly between 0 and 1"):
         core.run(tmp_path / "nowhere", tmp_path / "o", rho=1.0)
     with pytest.raises(InputError, match="--min-run must be at least 1"):
@@ -226,16 +136,3 @@ def test_core_stages_check_their_settings_before_reading(tmp_path):
     with pytest.raises(CacheError):
         core.run(tmp_path / "nowhere", tmp_path / "o")
     assert not (tmp_path / "o").exists()
-
-
-def test_stage_functions_are_reachable_from_the_package():
-    import nexscore
-    from nexscore import analysis, core, rank, report, select
-    from nexscore.analysis import exploration
-    from nexscore.neurons import ablate_experiment, transfer_experiment
-
-    assert nexscore.core.run is core.run and nexscore.select.run is select.run
-    assert nexscore.report.build is report.build and nexscore.rank.run is rank.run
-    assert callable(exploration.run) and analysis is nexscore.analysis
-    assert callable(ablate_experiment) and callable(transfer_experiment)
-    assert select.run.__module__ == "nexscore.select.run" and report.build.__module__ == "nexscore.report.build"
