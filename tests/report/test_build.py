@@ -56,6 +56,12 @@ def test_report_end_to_end(tmp_path):
     sel = json.loads((run / "select.json").read_text())
     nex_acc = sel["methods"]["nex"]["accuracy_at_N"]
     assert f"{100 * nex_acc:.1f} %" in html                  # the headline quotes select.json
+    nex = sel["methods"]["nex"]                              # length control beside AUROC, with intervals
+    assert "AUROC within length quartiles" in html and "partial ρ given length" in html
+    assert f"same length quartile its AUROC is <b>{nex['auroc_length_strata']:.3f}</b>" in html
+    lo, hi = nex["auroc_length_strata_ci"]
+    assert f'{nex["auroc_length_strata"]:.3f}<span class="ci">[{lo:.2f}, {hi:.2f}]</span>' in html
+    assert f'{sel["methods"]["majority_vote"]["auroc_vote_share"]:.3f}†<span class="ci">' in html
 
     data = viewer_data(html)
     rs = data["responses"]

@@ -8,8 +8,9 @@ import math
 import numpy as np
 import pytest
 
-from nexscore.select.metrics import (Evaluator, argmax_curve, auroc, auroc_summary, build_pool,
-                                     oracle_pass)
+from nexscore.select.metrics import (Evaluator, argmax_curve, auroc, auroc_summary, bootstrap_over_problems,
+                                     build_pool, length_control, length_strata, oracle_pass, partial_spearman,
+                                     stratified_auroc, vote_share)
 
 
 def test_auroc_matches_sklearn_with_ties_and_nan():
@@ -177,3 +178,121 @@ def test_partially_labelled_pool_uses_labelled_problems():
     assert pool.labelled.tolist() == [True, False]
     assert ev.score_method(np.array([0.9, 0.1, 0.5, 0.5]))["accuracy_at_n"] == 1.0
     assert ev.random()["accuracy_at_n"] == 0.5
+
+
+# ------------------------------------------------------------------------------- length control
+def test_length_strata_are_quartiles_and_ties_share_one():
+    assert length_strata(np.arange(1, 9, dtype=float)).tolist() == [0, 0, 1, 1, 2, 2, 3, 3]
+    # cuts at the quartiles 2.75, 4.5, 6.25; the three 5s share a stratum; NaN is in none
+    assert length_strata([1, 2, 3, 4, 5, 5, 5, 8, np.nan]).tolist() == [0, 0, 1, 1, 2, 2, 2, 3, -1]
+    # half the traces have length 3: cuts 3, 3.5, 9.25, so the stratum (3, 3.5] is empty
+    assert length_strata([3, 3, 3, 3, 4, 9, 10, 12]).tolist() == [0, 0, 0, 0, 2, 2, 3, 3]
+    assert length_strata([3] * 7 + [8]).tolist() == [0] * 7 + [1]     # equal cut points merge strata
+
+
+def test_stratified_auroc_by_hand():
+    # stratum 0: right {3}, wrong {1, 2} -> 2 wins of 2 pairs; stratum 1: right {5, 5}, wrong {5, 9}
+    # -> ties 0.5 + 0.5, losses 0 + 0 -> 1 of 4 pairs; stratum 2: only right traces, adds nothing
+    scores = np.array([1, 2, 3, 5, 5, 5, 9, 7, 8])
+    labels = np.array([0, 0, 1, 1, 1, 0, 0, 1, 1], bool)
+    strata = np.array([0, 0, 0, 1, 1, 1, 1, 2, 2])
+    assert stratified_auroc(scores, labels, strata) == pytest.approx((2 + 1) / (2 + 4))
+    # one stratum = the plain AUROC, NaN scores lowest as there
+    s = np.array([0.3, np.nan, 0.9, 0.1, 0.5])
+    y = np.array([1, 0, 1, 0, 0], bool)
+    assert stratified_auroc(s, y, np.zeros(5, int)) == pytest.approx(auroc(s, y))
+    assert stratified_auroc(s, y, np.array([0, 0, -1, 1, 1])) == pytest.approx(1.0)   # -1: in no stratum
+    assert math.isnan(stratified_auroc(s, y, np.array([0, 1, 0, 1, 1])))              # no mixed stratum
+
+
+# 32 traces, 8 per length quartile; within each quartile the right traces sit symmetrically
+# around its middle, so length tells nothing inside a quartile, while longer quartiles are
+# right more often (2, 4, 6, 6 of 8 right): a score equal to length has a high AUROC.
+LEN = np.arange(1, 33, dtype=float)
+RIGHT = np.array([0, 0, 0, 1, 1, 0, 0, 0,  0, 1, 0, 1, 1, 0, 1, 0,
+                  1, 1, 0, 1, 1, 0, 1, 1,  1, 1, 0, 1, 1, 0, 1, 1], bool)
+
+
+def test_a_score_equal_to_length_has_no_signal_beyond_length():
+    assert auroc(LEN, RIGHT) > 0.7
+    assert stratified_auroc(LEN, RIGHT, length_strata(LEN)) == pytest.approx(0.5)
+    assert partial_spearman(LEN, RIGHT, LEN) == 0.0
+    assert partial_spearman(-LEN ** 2, RIGHT, LEN) == 0.0          # any monotone function of length
+    assert stratified_auroc(-LEN, RIGHT, length_strata(LEN)) == pytest.approx(0.5)
+
+
+def test_a_score_independent_of_length_keeps_its_auroc():
+    rng = np.random.default_rng(1)
+    signal = RIGHT + rng.normal(0, 0.6, LEN.size)       # knows correctness, not length
+    plain = auroc(signal, RIGHT)
+    assert 0.75 < plain < 1
+    assert stratified_auroc(signal, RIGHT, length_strata(LEN)) == pytest.approx(plain, abs=0.08)
+    assert partial_spearman(signal, RIGHT, LEN) > 0.4
+    # a perfect score: 1 whatever the strata
+    assert stratified_auroc(RIGHT.astype(float), RIGHT, length_strata(LEN)) == 1.0
+
+
+def test_partial_spearman_is_the_partial_correlation_of_the_ranks():
+    from scipy.stats import spearmanr
+
+    rng = np.random.default_rng(2)
+    n = 80
+    length = rng.integers(5, 60, n).astype(float)                  # with ties
+    y = rng.random(n) < 1 / (1 + np.exp((length - 30) / 10))
+    score = -length + rng.normal(0, 15, n)
+    r = spearmanr(np.c_[score, y, length]).statistic
+    want = (r[0, 1] - r[0, 2] * r[1, 2]) / math.sqrt((1 - r[0, 2] ** 2) * (1 - r[1, 2] ** 2))
+    assert partial_spearman(score, y, length) == pytest.approx(want)
+    # constant length: nothing to control for, the plain Spearman correlation
+    assert partial_spearman(score, y, np.ones(n)) == pytest.approx(spearmanr(score, y).statistic)
+    # NaN scores rank lowest, NaN lengths are left out, one class is undefined
+    s2 = score.copy()
+    s2[:3] = np.nan
+    filled = np.where(np.isnan(s2), np.nanmin(s2) - 1, s2)
+    assert partial_spearman(s2, y, length) == pytest.approx(partial_spearman(filled, y, length))
+    l2 = length.copy()
+    l2[:5] = np.nan
+    assert partial_spearman(score, y, l2) == pytest.approx(partial_spearman(score[5:], y[5:], length[5:]))
+    assert math.isnan(partial_spearman(score, np.ones(n, bool), length))
+
+
+def test_bootstrap_over_problems_draws_as_evaluate_does():
+    from nexscore.evaluate import bootstrap_ci
+
+    v = np.random.default_rng(3).random(30)
+    ci = bootstrap_over_problems(lambda idx: [v[idx].mean(), np.nan], 30, n_boot=500, seed=4)
+    assert tuple(ci[0]) == pytest.approx(bootstrap_ci(v, n_boot=500, seed=4))   # same draws, same interval
+    assert np.isnan(ci[1]).all()                                                # never finite: NaN
+    assert (bootstrap_over_problems(lambda idx: [v[idx].mean()], 30, n_boot=50, seed=4)
+            == bootstrap_over_problems(lambda idx: [v[idx].mean()], 30, n_boot=50, seed=4)).all()
+
+
+def test_vote_share_by_hand(pool):
+    np.testing.assert_allclose(vote_share(pool), [1 / 3, 2 / 3, 2 / 3, 2 / 3, 2 / 3, 1 / 3, 0, 1, 0, 0])
+    # GMF votes: p0 "7" 0.9 vs "8" 0.5 + 0.4; p1 "12" 1.2 vs "13" 0.6 (the NaN votes 0)
+    np.testing.assert_allclose(vote_share(pool, GMF), [0.5, 0.5, 0.5, 2 / 3, 2 / 3, 1 / 3, 0, 1, 0, 0])
+
+
+def test_length_control_on_a_pool():
+    # 8 problems of 4 traces (LEN and RIGHT above): the length score loses its signal under control
+    pids = [f"p{i // 4}" for i in range(32)]
+    pool = build_pool(pids, [str(int(c)) for c in RIGHT], list(RIGHT))
+    rng = np.random.default_rng(5)
+    signal = RIGHT + rng.normal(0, 0.6, 32)
+    out = length_control(pool, {"length": LEN, "signal": signal}, LEN, n_boot=200, seed=0)
+    ln, sg = out["length"], out["signal"]
+    assert ln["auroc_pooled"] == pytest.approx(auroc(LEN, RIGHT))
+    assert ln["auroc_pooled"] == pytest.approx(auroc_summary(pool, LEN)["auroc_pooled"])
+    assert ln["auroc_length_strata"] == pytest.approx(0.5) and ln["partial_spearman_given_length"] == 0.0
+    assert sg["auroc_length_strata"] > 0.75 and sg["partial_spearman_given_length"] > 0.4
+    for r in (ln, sg):
+        assert r["auroc_ci"][0] < r["auroc_pooled"] < r["auroc_ci"][1]
+        assert r["auroc_length_strata_ci"][0] < r["auroc_length_strata_ci"][1]
+    assert sg["partial_spearman_given_length_ci"][0] > 0
+    assert ln["partial_spearman_given_length_ci"] == [0.0, 0.0]     # every resample: nothing beyond length
+    assert out == length_control(pool, {"length": LEN, "signal": signal}, LEN, n_boot=200, seed=0)
+    # unlabelled problems are left out; none labelled: NaN everywhere
+    unl = build_pool(["p", "p", "q"], ["1", "2", "3"], [None, None, None])
+    r = length_control(unl, {"s": np.array([0.1, 0.2, 0.3])}, np.array([1.0, 2, 3]), n_boot=20)["s"]
+    assert all(math.isnan(v) for v in (r["auroc_pooled"], r["auroc_length_strata"],
+                                       r["partial_spearman_given_length"], *r["auroc_ci"]))

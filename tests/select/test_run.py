@@ -111,12 +111,58 @@ def test_select_reproducible(tmp_path):
     assert a["methods"] == b["methods"] and a["problems"] == b["problems"]
 
 
+def test_select_reports_length_control(tmp_path):
+    from nexscore.select.metrics import auroc, build_pool, length_control, vote_share
+
+    run = make_run(tmp_path, n_problems=6, n_samples=6, single=False, no_answer_problem=False, seed=2)
+    proc = run_nex("select", run, "--subsets", 20)
+    assert proc.returncode == 0, proc.stderr
+    assert "length control" in proc.stdout and "len-strat AUROC" in proc.stdout and "partial ρ" in proc.stdout
+    summary = json.loads((run / "select.json").read_text())
+    methods, settings = summary["methods"], summary["settings"]["length_control"]
+    assert settings["strata"] == 4 and settings["n_boot"] == 1000 and settings["level"] == 0.95
+    assert "vote share" in settings["rule"] and settings["length"] == "response tokens"
+    # the same numbers from the written scores table and the candidates, through the metric functions
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(run / "scores.parquet").to_pydict()
+    pool = build_pool(table["problem_id"], table["answer"], table["correct"])
+    per_trace = {name[len("score_"):]: np.array(v, float) for name, v in table.items() if name.startswith("score_")}
+    gmf = np.array(table["gmf"], float)
+    per_trace.update(nex_vote=vote_share(pool, gmf), majority_vote=vote_share(pool))
+    want = length_control(pool, per_trace, np.array(table["n_tokens"], float), seed=0)
+    keys = ("auroc_ci", "auroc_length_strata", "auroc_length_strata_ci", "partial_spearman_given_length",
+            "partial_spearman_given_length_ci")
+    for name, m in methods.items():
+        if m["kind"] in ("expected", "oracle"):
+            assert not any(k in m for k in keys)
+            continue
+        for k in keys:
+            assert m[k] == pytest.approx(want[name][k])
+        assert 0 <= m["auroc_length_strata"] <= 1 and -1 <= m["partial_spearman_given_length"] <= 1
+        assert all(lo <= hi for lo, hi in (m["auroc_ci"], m["auroc_length_strata_ci"],
+                                           m["partial_spearman_given_length_ci"]))
+        if m["kind"] == "score":     # the existing AUROC is the one the interval belongs to
+            assert m["auroc_pooled"] == pytest.approx(want[name]["auroc_pooled"])
+        else:                        # a vote: its AUROC is the vote share's; auroc_pooled stays null
+            assert m["auroc_pooled"] is None and m["auroc_vote_share"] == pytest.approx(want[name]["auroc_pooled"])
+    assert methods["majority_vote"]["auroc_vote_share"] == pytest.approx(
+        auroc(vote_share(pool), np.array(table["correct"], bool)))
+    for name in ("shortest", "longest"):    # nothing but length
+        m = methods[name]
+        assert m["auroc_pooled"] != 0.5
+        assert m["partial_spearman_given_length"] == 0.0 and m["partial_spearman_given_length_ci"] == [0.0, 0.0]
+
+
 def test_select_without_correct(tmp_path):
     run = make_run(tmp_path, with_correct=False)
     r = select_run(run, subsets=10)
     m = r.summary["methods"]
     assert m["nex"]["accuracy_at_N"] is None and m["nex"]["auroc_pooled"] is None
     assert m["random"]["accuracy_at_N"] is None and m["oracle"]["accuracy_at_N"] is None
+    assert m["nex"]["auroc_length_strata"] is None and m["nex"]["auroc_ci"] == [None, None]
+    assert m["majority_vote"]["auroc_vote_share"] is None
+    assert m["shortest"]["partial_spearman_given_length_ci"] == [None, None]
     assert all(p["choices"]["nex"]["sample_id"] is not None for p in r.summary["problems"])
     assert any("n/a" in n and "correct" in n for n in r.notes)
 

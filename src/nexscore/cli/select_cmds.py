@@ -23,6 +23,14 @@ def _fmt(x, digits=3) -> str:
     return "n/a" if x is None else f"{x:.{digits}f}"
 
 
+def _fmt_ci(x, ci, digits=2) -> str:
+    """A value with its interval, compact: 0.35 [0.17,0.55]; n/a without a value."""
+    if x is None:
+        return "n/a"
+    lo, hi = ci or (None, None)
+    return _fmt(x, digits) + ("" if lo is None or hi is None else f" [{lo:.{digits}f},{hi:.{digits}f}]")
+
+
 @app.command(rich_help_panel="Pipeline: from problems to a choice")
 def select(run_dir: Path = typer.Argument(..., help="Run directory holding candidates.jsonl and cache/."),
            weights: Path = typer.Option(None, "--weights", "-w",
@@ -60,6 +68,11 @@ def select(run_dir: Path = typer.Argument(..., help="Run directory holding candi
     for the votes exact where a problem has at most --subsets subsets of
     size n, else estimated on --subsets seeded random subsets); AUROC of each
     score for correctness, over all traces and within problems; oracle pass@n.
+    Length control, so a score that only measures length shows as such: the
+    AUROC within quartiles of response length and the Spearman partial
+    correlation of score and correctness given length; these and the AUROC
+    with 95 % bootstrap intervals over problems (a vote's score: the trace's
+    vote share).
 
     Writes RUN_DIR/select.json (settings, metrics, per-problem choices,
     notes) and RUN_DIR/scores.parquet (scores.csv without pyarrow): one row
@@ -120,3 +133,35 @@ def _print_table(summary: dict, order: list[str], labels: dict[str, str]) -> Non
     out.print("acc@n: expected accuracy of best-of-n (~: estimated on random subsets); AUROC: score vs "
               "correctness over all traces; within: mean over problems with right and wrong traces "
               "(their number)", style="dim")
+    _print_length_table(summary, order, labels)
+
+
+def _print_length_table(summary: dict, order: list[str], labels: dict[str, str]) -> None:
+    """AUROC beside its length controls, for every method with a per-trace score (select.json's
+    auroc_ci, auroc_length_strata, partial_spearman_given_length and their intervals)."""
+    from rich import box   # deferred: rich loads to print a result, not for --help
+    from rich.table import Table   # deferred: as above
+
+    rows = [(name, summary["methods"][name]) for name in order
+            if summary["methods"][name].get("available") and "auroc_length_strata" in summary["methods"][name]]
+    if not rows:
+        return
+    table = Table(title="length control: does a score know more than the trace's length?",
+                  title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+    table.add_column("method", no_wrap=True)
+    table.add_column("AUROC [95% CI]", justify="right", no_wrap=True)
+    table.add_column("len-strat AUROC", justify="right", no_wrap=True)
+    table.add_column("partial ρ", justify="right", no_wrap=True)
+    for name, m in rows:
+        vote = m.get("auroc_vote_share") is not None
+        auroc_s = _fmt_ci(m["auroc_vote_share"] if vote else m.get("auroc_pooled"), m.get("auroc_ci"))
+        table.add_row(labels[name] + ("†" if vote else ""), auroc_s,
+                      _fmt_ci(m.get("auroc_length_strata"), m.get("auroc_length_strata_ci")),
+                      _fmt_ci(m.get("partial_spearman_given_length"), m.get("partial_spearman_given_length_ci")),
+                      style="bold" if name in ("nex", "nex_vote") else None)
+    out = console()
+    out.print(table)
+    out.print("len-strat: AUROC within response-length quartiles (pooled by right x wrong pairs; 0.5 = "
+              "nothing beyond length); partial ρ: Spearman partial correlation with correctness given "
+              "length (0 = nothing beyond length); †: a vote's score is the trace's vote share; "
+              "[95% bootstrap CI over problems]", style="dim")

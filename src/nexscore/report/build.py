@@ -152,6 +152,11 @@ def _header(data: RunData, select: dict | None, gmf_auroc: float | None) -> tupl
             if gmf_auroc is not None:
                 headline += (f" Over all traces, GMF separates right from wrong with AUROC "
                              f"<b>{fmt(gmf_auroc)}</b> (0.5 = chance).")
+                strata = (m.get("nex") or {}).get("auroc_length_strata")
+                if strata is not None:
+                    partial = (m.get("nex") or {}).get("partial_spearman_given_length")
+                    headline += (f" Among traces of the same length quartile its AUROC is <b>{fmt(strata)}</b>; its "
+                                 f"partial rank correlation with correctness given length is {fmt(partial)}.")
         else:
             headline = ("The candidates carry no correctness labels, so accuracies are n/a; the picks of every "
                         "method are still listed in select.json.")
@@ -180,27 +185,38 @@ def _selection_section(select: dict | None, run_dir: Path) -> str:
     while n < n_max:
         pts.append(n)
         n *= 2
-    headers = ["method", "what it picks", f"acc@{n_max}", "AUROC",
-               "AUROC within"] + [f"acc@{p}" for p in pts]
+    headers = ["method", "what it picks", f"acc@{n_max}", "AUROC", "AUROC within",
+               "AUROC within length quartiles", "partial ρ given length"] + [f"acc@{p}" for p in pts]
     rows, classes = [], []
     for name, m in methods.items():
         label = LABELS.get(name, name)
         desc = ("html", f'<div class="desc">{esc(m.get("description", ""))}</div>')
         if not m.get("available"):
-            rows.append([label, desc, "n/a", "n/a", "n/a"] + ["n/a"] * len(pts))
+            rows.append([label, desc, "n/a", "n/a", "n/a", "n/a", "n/a"] + ["n/a"] * len(pts))
             classes.append("dim")
             continue
         curve = m.get("accuracy_curve") or {}
         exact = set(m.get("curve_exact") or [])
         within = m.get("auroc_within")
         within_s = fmt(within) + (f" ({m.get('auroc_within_problems')})" if within is not None else "")
-        rows.append([label, desc, fmt(m.get("accuracy_at_N")), fmt(m.get("auroc_pooled")), within_s]
+        vote = m.get("auroc_vote_share") is not None
+        auroc = _with_ci(m["auroc_vote_share"] if vote else m.get("auroc_pooled"), m.get("auroc_ci"),
+                         "†" if vote else "")
+        rows.append([label, desc, fmt(m.get("accuracy_at_N")), auroc, within_s,
+                     _with_ci(m.get("auroc_length_strata"), m.get("auroc_length_strata_ci")),
+                     _with_ci(m.get("partial_spearman_given_length"), m.get("partial_spearman_given_length_ci"))]
                     + [fmt(curve.get(str(p))) + ("" if p in exact else "~") for p in pts])
         classes.append("hl" if name in ("nex", "nex_vote") else ("dim" if name == "oracle" else ""))
     body = table(headers, rows, "methods", classes, align="ll")
     body += ("<p class='lead'>acc@n: expected accuracy of the pick among n candidates per problem (~: estimated "
              "on random subsets, otherwise exact); AUROC: how well the method's score separates right from wrong "
-             "traces over all traces; within: the mean over problems with both (their number).</p>")
+             "traces over all traces, with its 95 % bootstrap interval over problems (†: a vote's score is the "
+             "trace's vote share, the share of its problem's votes cast for its answer); within: the mean over "
+             "problems with both (their number). Length control: the AUROC within quartiles of response "
+             "length (the chance that a right trace outscores a wrong one of the same length quartile; 0.5 = "
+             "nothing beyond length) and the Spearman partial correlation of score and correctness given "
+             "length (0 = nothing beyond length), each with its bootstrap interval: a score that only "
+             "measures length has a high AUROC and neither of these.</p>")
     svg = figures.accuracy_curves(methods, LABELS)
     body += figure(svg, "Accuracy of the chosen trace as the number of candidates grows. NEX in bold blue; "
                         "random is flat; oracle = some candidate is right.", figures.MISSING)
@@ -210,6 +226,15 @@ def _selection_section(select: dict | None, run_dir: Path) -> str:
                 "".join(f"<li>{esc(x)}</li>" for x in notes) + "</ul></details>"
     return section("selection", "Selection: NEX against label-free baselines", body,
                    "Each method picks one of the sampled traces per problem without seeing the answer key.")
+
+
+def _with_ci(x, ci, mark: str = ""):
+    """A table cell: the value, then its interval on a line of its own (n/a without a value)."""
+    if x is None:
+        return "n/a"
+    lo, hi = ci or (None, None)
+    interval = "" if lo is None or hi is None else f'<span class="ci">[{fmt(lo, 2)}, {fmt(hi, 2)}]</span>'
+    return ("html", f"{esc(fmt(x))}{esc(mark)}{interval}")
 
 
 def _gmf_section(data: RunData, gmf: np.ndarray | None, select: dict | None) -> str:

@@ -1,4 +1,5 @@
-"""Metrics of best-of-N selection: accuracy at N and at every n <= N, AUROC, oracle pass@n.
+"""Metrics of best-of-N selection: accuracy at N and at every n <= N, AUROC, length control,
+oracle pass@n.
 
 The pool is padded to P problems x N slots (`Pool`). Accuracy is the mean over problems of
 the expected correctness of each method's pick (see `rules` for ties and NaN).
@@ -22,6 +23,12 @@ the expected correctness of each method's pick (see `rules` for ties and NaN).
   selection, so every method is judged on the same traces. Pooled = over all labelled
   traces; within = the mean over the problems that have both a correct and an incorrect
   trace (their number is reported).
+- length control of a per-trace score (`length_control`): AUROC within response-length
+  quartiles (pooled over the quartiles, weighted by their right x wrong pairs), the Spearman
+  partial correlation of score and correctness given length, and percentile bootstrap
+  intervals over problems of these and of the pooled AUROC (`bootstrap_over_problems`). A
+  score that only measures length has a high AUROC, a length-stratified AUROC near 0.5 and a
+  partial correlation near 0. A vote's per-trace score is the trace's vote share (`vote_share`).
 
 Only problems whose candidates all carry a known `correct` enter accuracy and AUROC.
 """
@@ -31,6 +38,7 @@ from __future__ import annotations
 import itertools
 import math
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 from scipy.special import gammaln
@@ -99,14 +107,8 @@ def build_pool(problem_ids: list, answers: list, correct: list) -> Pool:
 
 def auroc(scores: np.ndarray, labels: np.ndarray) -> float:
     """AUROC of scores for binary labels; NaN scores rank lowest; NaN if one class is absent."""
-    scores = np.asarray(scores, np.float64)
     labels = np.asarray(labels, bool)
-    n_pos = int(labels.sum())
-    n_neg = labels.size - n_pos
-    if n_pos == 0 or n_neg == 0:
-        return float("nan")
-    ranks = rankdata(np.where(np.isnan(scores), -np.inf, scores))   # average ranks for ties
-    return float((ranks[labels].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+    return _auroc_from_ranks(_score_ranks(np.asarray(scores, np.float64)), labels)
 
 
 def auroc_summary(pool: Pool, scores: np.ndarray) -> dict:
@@ -298,3 +300,210 @@ class Evaluator:
         return {"credit": per_problem, "accuracy_at_n": _mean_over_labelled(self.pool, per_problem),
                 "curve": {n: _mean_over_labelled(self.pool, oracle_pass(self.pool, n)) for n in self.ns},
                 "curve_exact": list(self.ns)}
+
+
+# ---------------------------------------------------------------------------------- length control
+LENGTH_STRATA = 4          # quartiles of response tokens
+N_BOOT = 1000              # bootstrap resamples of the problems
+CI_LEVEL = 0.95
+LENGTH_CONTROL_RULE = (
+    "length control: (a) auroc_length_strata = the probability that a right trace outscores a wrong "
+    "one of the same length quartile (ties count one half): response-token quartiles cut over the "
+    "pooled labelled traces (ties in length share a quartile), the Mann-Whitney count of each quartile "
+    "summed and divided by its right x wrong pairs summed, i.e. the per-quartile AUROC weighted by "
+    "its pairs; a quartile with one class contributes nothing. (b) partial_spearman_given_length = "
+    "the Pearson correlation of the ranks of score and correctness after regressing each on the ranks "
+    "of length (0 when the score's ranks are a linear function of length's ranks: it holds nothing "
+    "beyond length). NaN scores rank lowest, as in AUROC; traces of unknown length are left out of "
+    "both. Intervals (*_ci, auroc_ci for auroc_pooled): percentile bootstrap over the labelled "
+    "problems (resampled with replacement, every statistic recomputed on the resample, quartile cuts "
+    "included; the same resamples for every method), seeded with the run's seed. Votes have no "
+    "per-trace score of their own: theirs is the trace's vote share (the share of its problem's "
+    "votes, GMF-weighted for the NEX vote, cast for its answer; 0 without an answer); its pooled "
+    "AUROC is auroc_vote_share")
+
+
+def vote_share(pool: Pool, weights: np.ndarray | None = None) -> np.ndarray:
+    """Per trace (flat, candidate order): the share of its problem's votes cast for its answer.
+
+    The per-trace score of a vote: the vote picks the answer of the largest share. weights: each
+    candidate's vote (None = one each; NaN votes 0, as in `rules.vote_select`). A trace without an
+    answer, or in a problem whose votes sum to 0, gets 0.
+    """
+    w = np.ones(pool.index.shape) if weights is None else np.nan_to_num(pool.gather(weights, 0.0), nan=0.0)
+    w = np.where(pool.valid & (pool.groups >= 0), w, 0.0)
+    share = np.zeros(pool.index.shape)
+    for p in range(len(pool.problem_ids)):
+        size = int(pool.sizes[p])
+        g, wp = pool.groups[p, :size], w[p, :size]
+        total = wp.sum()
+        if total <= 0:
+            continue
+        per_group = np.bincount(g[g >= 0], weights=wp[g >= 0], minlength=max(int(g.max()) + 1, 1))
+        share[p, :size] = np.where(g >= 0, per_group[np.maximum(g, 0)] / total, 0.0)
+    out = np.zeros(int(pool.index.max()) + 1 if pool.index.size else 0)
+    out[pool.index[pool.valid]] = share[pool.valid]
+    return out
+
+
+def length_strata(lengths: np.ndarray, n_strata: int = LENGTH_STRATA) -> np.ndarray:
+    """Stratum of every trace by length: cut at the 1/n_strata quantiles of the finite lengths.
+
+    Stratum k holds the lengths in (c_k, c_k+1] (the lowest from the minimum), so equal lengths
+    always share a stratum; equal cut points merge strata, and a stratum may be empty (the
+    indices are then not contiguous). NaN length: -1 (in no stratum).
+    """
+    lengths = np.asarray(lengths, np.float64)
+    ok = np.isfinite(lengths)
+    out = np.full(lengths.shape, -1, np.int64)
+    if not ok.any():
+        return out
+    cuts = np.unique(np.quantile(lengths[ok], np.arange(1, n_strata) / n_strata))
+    out[ok] = np.searchsorted(cuts, lengths[ok], side="left")
+    return out
+
+
+def _score_ranks(scores: np.ndarray) -> np.ndarray:
+    """Average ranks of scores (ties share), NaN lowest: the ranks AUROC and selection use."""
+    return rankdata(np.where(np.isnan(scores), -np.inf, np.asarray(scores, np.float64)))
+
+
+def _auroc_from_ranks(ranks: np.ndarray, labels: np.ndarray) -> float:
+    n_pos = int(labels.sum())
+    n_neg = labels.size - n_pos
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    return float((ranks[labels].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def _stratified_from_ranks(ranks: np.ndarray, labels: np.ndarray, strata: np.ndarray) -> float:
+    """`stratified_auroc` from the score's ranks: rank within each stratum at once (stratum
+    first, then rank), then the Mann-Whitney count and the pairs of every stratum."""
+    keep = strata >= 0
+    r, y, k = ranks[keep], labels[keep], strata[keep]
+    if not r.size:
+        return float("nan")
+    counts = np.bincount(k)
+    within = rankdata(k * (r.size + 1.0) + r) - (np.cumsum(counts) - counts)[k]
+    n_pos = np.bincount(k, weights=y.astype(np.float64), minlength=counts.size)
+    wins = np.bincount(k, weights=np.where(y, within, 0.0), minlength=counts.size) - n_pos * (n_pos + 1) / 2
+    pairs = n_pos * (counts - n_pos)
+    mixed = pairs > 0
+    return float(wins[mixed].sum() / pairs[mixed].sum()) if mixed.any() else float("nan")
+
+
+def stratified_auroc(scores: np.ndarray, labels: np.ndarray, strata: np.ndarray) -> float:
+    """P(a right trace outscores a wrong one of the same stratum), ties one half: the per-stratum
+    AUROC weighted by its right x wrong pairs. Strata < 0 and one-class strata add nothing; NaN
+    when no stratum holds both classes. NaN scores rank lowest."""
+    return _stratified_from_ranks(_score_ranks(scores), np.asarray(labels, bool), np.asarray(strata, np.int64))
+
+
+def _residual(ranks: np.ndarray, control: np.ndarray) -> np.ndarray:
+    """ranks minus their least-squares fit on the centred control ranks (plain centring when the
+    control is constant)."""
+    r = ranks - ranks.mean()
+    cc = float(control @ control)
+    return r - (float(r @ control) / cc) * control if cc > 0 else r
+
+
+def _partial_from_residuals(rx: np.ndarray, ry: np.ndarray) -> float:
+    """Correlation of two rank residuals; 0 when the score's is zero, NaN when correctness's is."""
+    scale = 1e-9 * max(rx.size, 1)        # ranks are at most the count: a relative zero test
+    ny, nx = float(np.sqrt(ry @ ry)), float(np.sqrt(rx @ rx))
+    if ny <= scale:
+        return float("nan")
+    if nx <= scale:
+        return 0.0
+    return float(np.clip((rx @ ry) / (nx * ny), -1.0, 1.0))
+
+
+def partial_spearman(scores: np.ndarray, labels: np.ndarray, lengths: np.ndarray) -> float:
+    """Spearman partial correlation of score and correctness given length.
+
+    Rank all three (average ranks for ties, NaN scores lowest), regress the score's and the
+    correctness's ranks on length's ranks, correlate the residuals. 0 when the score's ranks are a
+    linear function of length's (nothing left beyond length, e.g. score = +-length); NaN with one
+    class, or when correctness is a linear function of length's ranks. Traces of NaN length are
+    left out.
+    """
+    lengths = np.asarray(lengths, np.float64)
+    ok = np.isfinite(lengths)
+    labels = np.asarray(labels, np.float64)[ok]
+    if labels.size < 2 or np.all(labels == labels[0]):
+        return float("nan")
+    z = rankdata(lengths[ok])
+    z -= z.mean()
+    return _partial_from_residuals(_residual(_score_ranks(np.asarray(scores, np.float64)[ok]), z),
+                                   _residual(rankdata(labels), z))
+
+
+def bootstrap_over_problems(statistic: Callable[[np.ndarray], np.ndarray], n_problems: int, *,
+                            n_boot: int = N_BOOT, seed: int = 0, level: float = CI_LEVEL) -> np.ndarray:
+    """Percentile bootstrap intervals of statistics of a set of problems.
+
+    statistic(idx) -> 1-D array of values of the problems idx (drawn with replacement, repeats
+    kept). The draws are those of `nexscore.evaluate.bootstrap_ci` (`rng.integers(0, n, (n_boot,
+    n))` from `default_rng(seed)`), so the same seed resamples the same problems. Returns (k, 2):
+    the interval of every value over its finite replicates, NaN where none is finite.
+    """
+    if n_problems == 0 or n_boot < 1:
+        width = np.asarray(statistic(np.arange(n_problems))).size
+        return np.full((width, 2), np.nan)
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, n_problems, size=(n_boot, n_problems))
+    values = np.array([np.asarray(statistic(idx), np.float64) for idx in draws])
+    a = (1.0 - level) / 2.0
+    out = np.full((values.shape[1], 2), np.nan)
+    for j in range(values.shape[1]):
+        v = values[:, j][np.isfinite(values[:, j])]
+        if v.size:
+            out[j] = np.quantile(v, a), np.quantile(v, 1.0 - a)
+    return out
+
+
+def length_control(pool: Pool, scores: dict, lengths: np.ndarray, *, n_boot: int = N_BOOT,
+                   seed: int = 0, level: float = CI_LEVEL) -> dict:
+    """AUROC with its interval, length-stratified AUROC and partial Spearman given length (with
+    intervals) of every per-trace score, over the labelled problems (see LENGTH_CONTROL_RULE).
+
+    scores: name -> flat per-trace score. All methods share the bootstrap resamples. Returns
+    name -> {auroc_pooled, auroc_ci, auroc_length_strata, auroc_length_strata_ci,
+    partial_spearman_given_length, partial_spearman_given_length_ci} (NaN where undefined).
+    """
+    names = list(scores)
+    lab = np.flatnonzero(pool.labelled)
+    valid = pool.valid[lab]
+    y = (pool.correct[lab] > 0.5)
+    length = pool.gather(np.asarray(lengths, np.float64))[lab]
+    s = np.stack([pool.gather(np.asarray(scores[k], np.float64))[lab] for k in names]) if names \
+        else np.zeros((0,) + y.shape)
+
+    def statistic(idx: np.ndarray) -> np.ndarray:
+        ok = valid[idx]
+        yy, ll = y[idx][ok], length[idx][ok]
+        strata = length_strata(ll)
+        known = np.isfinite(ll)
+        one_class = not known.any() or np.all(yy[known] == yy[known][0])
+        if not one_class:
+            z = rankdata(ll[known])
+            z -= z.mean()
+            ry = _residual(rankdata(yy[known].astype(np.float64)), z)
+        out = []
+        for sk in s[:, idx][:, ok]:
+            r = _score_ranks(sk)
+            partial = float("nan") if one_class else _partial_from_residuals(
+                _residual(r if known.all() else _score_ranks(sk[known]), z), ry)
+            out += [_auroc_from_ranks(r, yy), _stratified_from_ranks(r, yy, strata), partial]
+        return np.array(out, np.float64)
+
+    point = statistic(np.arange(lab.size))
+    ci = bootstrap_over_problems(statistic, lab.size, n_boot=n_boot, seed=seed, level=level)
+    result = {}
+    for i, name in enumerate(names):
+        j = 3 * i
+        result[name] = {"auroc_pooled": float(point[j]), "auroc_ci": ci[j].tolist(),
+                        "auroc_length_strata": float(point[j + 1]), "auroc_length_strata_ci": ci[j + 1].tolist(),
+                        "partial_spearman_given_length": float(point[j + 2]),
+                        "partial_spearman_given_length_ci": ci[j + 2].tolist()}
+    return result

@@ -42,7 +42,8 @@ from ..io import SHARED, atomic_files, claim_output, write_json, write_table
 from ..rundir import (CACHE, CACHE_PARTIAL, CANDIDATES, IDS, SCORES_CSV, SCORES_PARQUET, SELECT_JSON, WEIGHTS,
                       Candidate, cache_model_record, file_sha256, read_candidates, read_run_json, require_run_dir)
 from .baselines import DEFAULT_WINDOW, SCORE_METHODS, SIGNALS, TraceStats, method_scores, trace_stats
-from .metrics import Evaluator, Pool, auroc_summary, build_pool
+from .metrics import (CI_LEVEL, LENGTH_CONTROL_RULE, LENGTH_STRATA, N_BOOT, Evaluator, Pool, auroc_summary,
+                      build_pool, length_control, vote_share)
 
 Progress = Callable[[str, int], Callable[[int], None]]    # progress(description, total) -> advance(n)
 
@@ -308,6 +309,10 @@ def select_run(run_dir, *, weights_file=None, subsets: int = 200, seed: int = 0,
         r["kind"] = kind
         r["available"] = True
         results[name] = r
+    per_trace = {name: scores[name] for name, kind in METHODS if kind == "score" and name in scores}
+    per_trace.update(nex_vote=vote_share(pool, gmf), majority_vote=vote_share(pool))
+    for name, control in length_control(pool, per_trace, n_tokens, seed=seed).items():
+        results[name]["length_control"] = control
 
     summary = {
         "run_dir": str(run_dir),
@@ -326,6 +331,8 @@ def select_run(run_dir, *, weights_file=None, subsets: int = 200, seed: int = 0,
                          f"mean C_t, the whole trace if shorter; tail = mean C_t over the last {window} tokens"),
             "answer_normalisation": "strip $, \\boxed{}, \\text{}, trailing period; lowercase; collapse "
                                     "spaces; canonical numbers (1,000 = 1000, 12.0 = 12)",
+            "length_control": {"rule": LENGTH_CONTROL_RULE, "length": "response tokens",
+                               "strata": LENGTH_STRATA, "n_boot": N_BOOT, "level": CI_LEVEL, "seed": seed},
         },
         "pool": _pool_summary(pool, gmf),
         "methods": {name: _method_summary(name, r, pool) for name, r in results.items()},
@@ -405,9 +412,24 @@ def _method_summary(name: str, r: dict, pool: Pool) -> dict:
             out["problems_with_tied_pick"] = int((r["n_tied"] > 1).sum())
     else:
         out["auroc_pooled"] = out["auroc_within"] = None
+    if "length_control" in r:
+        out.update(_length_control_summary(r["length_control"], kind))
     if kind == "vote":
         out["problems_with_tied_pick"] = int((r["n_tied"] > 1).sum())
         out["problems_without_answer"] = int((r["n_tied"] == 0).sum())
+    return out
+
+
+def _length_control_summary(control: dict, kind: str) -> dict:
+    """select.json's length-control keys of one method (`metrics.length_control`; null where
+    undefined). A vote's pooled AUROC is that of its vote share (auroc_vote_share): its
+    auroc_pooled stays null."""
+    out = {"auroc_ci": [_num(v) for v in control["auroc_ci"]]}
+    if kind == "vote":
+        out["auroc_vote_share"] = _num(control["auroc_pooled"])
+    for key in ("auroc_length_strata", "partial_spearman_given_length"):
+        out[key] = _num(control[key])
+        out[f"{key}_ci"] = [_num(v) for v in control[f"{key}_ci"]]
     return out
 
 
