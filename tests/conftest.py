@@ -512,3 +512,50 @@ def _toy_class():
 def toy_decoder(seed: int = 0, inter: int = 24):
     """The toy decoder (class ToyForCausalLM) that TOY_SPEC describes, weights drawn from `seed`."""
     return _toy_class()(seed=seed, inter=inter)
+
+
+# ---------------------------------------------------------------------------- cache surgery
+def copy_responses(out: Path, parts, layer_map=None) -> Path:
+    """A v1 cache (rows/ and base/, no manifest) holding chosen responses of caches one after the
+    other, their arrays copied as stored: parts = [(cache dir, response indices or None for all)].
+    layer_map (a list: the new layer of each layer) rewrites the keys' layers, which must keep
+    every row's keys ascending. What learning in place on those responses must equal bit for bit."""
+    from nexscore.cache import open_cache
+    from nexscore.cache.layout import BASE_FILES, ROW_FILES
+
+    sp_out, rp_out, tp_out, keys, mass = [0], [0], [0], [], []
+    bp_out, bkeys, bmass = [0], [], []
+    for cache_dir, chosen in parts:
+        c = open_cache(cache_dir)
+        rows, base = c.rows, c.base
+        sp, rp, tp = (np.asarray(a, np.int64) for a in (rows.sample_row_ptr, rows.row_ptr, rows.token_row_ptr))
+        bp = np.asarray(base.ptr, np.int64)
+        for r in (range(rows.n_responses) if chosen is None else chosen):
+            a, b = sp[r], sp[r + 1]
+            for i in range(a, b):
+                keys.append(np.asarray(rows.keys[rp[i]:rp[i + 1]]))
+                mass.append(np.asarray(rows.mass[rp[i]:rp[i + 1]]))
+                rp_out.append(rp_out[-1] + int(rp[i + 1] - rp[i]))
+                tp_out.append(tp_out[-1] + int(tp[i + 1] - tp[i]))
+            sp_out.append(sp_out[-1] + int(b - a))
+            bkeys.append(np.asarray(base.keys[bp[r]:bp[r + 1]]))
+            bmass.append(np.asarray(base.mass[bp[r]:bp[r + 1]]))
+            bp_out.append(bp_out[-1] + int(bp[r + 1] - bp[r]))
+
+    def relayer(k):
+        k = np.concatenate(k).astype(np.uint32) if k else np.empty(0, np.uint32)
+        if layer_map is None:
+            return k
+        table = np.arange(256, dtype=np.uint32)
+        table[:len(layer_map)] = layer_map
+        return (table[k >> 16] << 16) | (k & 0xFFFF)
+
+    arrays = {ROW_FILES["sample_row_ptr"]: sp_out, ROW_FILES["row_ptr"]: rp_out, ROW_FILES["token_row_ptr"]: tp_out,
+              ROW_FILES["keys"]: relayer(keys), ROW_FILES["mass"]: np.concatenate(mass) if mass else [],
+              BASE_FILES["ptr"]: bp_out, BASE_FILES["keys"]: relayer(bkeys),
+              BASE_FILES["mass"]: np.concatenate(bmass) if bmass else []}
+    for (rel, dtype), values in arrays.items():
+        path = Path(out) / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.asarray(values, dtype).tofile(path)
+    return Path(out)

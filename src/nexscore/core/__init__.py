@@ -2,7 +2,9 @@
 
 Stage calls (what `nex run`, `nex learn` and `nex score` do, files included): `run`,
 `run_learn`, `run_score` (see `core.run`'s module); the method's pieces: `learn_weights`,
-`score_responses`, `segment`, `row_phases`, ...
+`score_responses`, `segment`, `row_phases`, ...; `core.calibrate`: which responses weights are
+learned on and which they score (self, split, pooled, file), the one owner of learning on a set
+of responses.
 """
 
 from .gmf import log_gap, mean_score, nex_score, score_responses

@@ -17,8 +17,9 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from ..cache.layout import KEY_SPACE
+from ..cache.layout import KEY_SPACE, MAX_LAYERS, MAX_UNITS, UNIT_BITS
 from ..cache.reader import Cache, RowArrays, open_cache, read_range
+from ..errors import InputError
 from . import kernels
 from .credit import Rows, reuse_credit
 from .kernels import FirstSeen
@@ -192,7 +193,9 @@ def default_threads() -> int:
 
 def accumulate(cache: Cache, *, rho: float = 0.95, min_run: int = 2, start: int = 0,
                stop: int | None = None, on_chunk: Callable[[int], None] | None = None,
-               segmentation: list | None = None, threads: int | None = None) -> Accumulators:
+               segmentation: list | None = None, threads: int | None = None,
+               responses: np.ndarray | None = None, layer_map: np.ndarray | None = None,
+               into: Accumulators | None = None) -> Accumulators:
     """Effective / redundant masses of responses [start, stop) of a cache.
 
     Chunks are processed on `threads` worker threads (numpy releases the GIL in its heavy
@@ -200,20 +203,70 @@ def accumulate(cache: Cache, *, rho: float = 0.95, min_run: int = 2, start: int 
     weights, are the same whatever the thread count.
     on_chunk(n) is called with the number of responses done after each chunk (progress);
     `segmentation`, when given, receives one `Segmentation` per chunk.
+
+    responses: learn on these responses of [start, stop) only (ascending indices), read in
+    place: the credit is that of a cache holding just them, bit for bit, since responses are
+    independent and are added in order. layer_map: a `layer_table`, the layer each layer of this
+    cache is booked to (credit of a layer mapped to -1 is dropped); segmentation still sees the
+    cache's own neurons. into: add to these accumulators (in order after what they hold, so that
+    learning on several caches one after another equals learning on their concatenation).
     """
     rows = cache.rows
-    acc = Accumulators.zeros()
-    chunks = list(response_chunks(rows, start, stop))
+    acc = Accumulators.zeros() if into is None else into
+    stop = rows.n_responses if stop is None else stop
+    if responses is None:
+        chunks = list(response_chunks(rows, start, stop))
+    else:
+        chunks = [c for a, b in response_runs(responses, start, stop) for c in response_chunks(rows, a, b)]
     threads = default_threads() if threads is None else max(1, threads)
     work = lambda c: _chunk_credit(rows, c[0], c[1], rho, min_run)  # noqa: E731
     for keys, credit, seg, n_done in _ordered_map(work, chunks, threads):
-        kernels.credit_add(acc.effective, acc.redundant, keys, credit.entries, credit.value,
-                           credit.effective)
+        entries, value, effective = credit.entries, credit.value, credit.effective
+        if layer_map is not None:
+            keys, kept = map_keys(keys, layer_map)
+            if not kept.all():
+                ok = kept[entries]
+                entries, value, effective = entries[ok], value[ok], effective[ok]
+        kernels.credit_add(acc.effective, acc.redundant, keys, entries, value, effective)
         if segmentation is not None:
             segmentation.append(seg)
         if on_chunk is not None:
             on_chunk(n_done)
     return acc
+
+
+def response_runs(responses: np.ndarray, start: int = 0, stop: int | None = None) -> list[tuple[int, int]]:
+    """Ascending response indices as runs [a, b) of consecutive ones, clipped to [start, stop)."""
+    idx = np.asarray(responses, np.int64)
+    if idx.ndim != 1 or (idx.size > 1 and not (np.diff(idx) > 0).all()):
+        raise InputError("responses to learn on must be strictly ascending indices")
+    idx = idx[(idx >= start) & ((idx < stop) if stop is not None else True)]
+    if idx.size == 0:
+        return []
+    cuts = np.flatnonzero(np.diff(idx) > 1) + 1
+    firsts, lasts = idx[np.r_[0, cuts]], idx[np.r_[cuts - 1, idx.size - 1]]
+    return [(int(a), int(b) + 1) for a, b in zip(firsts, lasts)]
+
+
+def layer_table(layers) -> np.ndarray:
+    """A layer map as `accumulate` and `weights_in_layers` take it: int64 of MAX_LAYERS entries,
+    entry l the layer that layer l stands for in another numbering (-1: none). `layers` lists
+    the target of layers 0, 1, ...; the layers it does not reach map to -1."""
+    layers = np.asarray(layers, np.int64).reshape(-1)
+    if layers.size > MAX_LAYERS or (layers.size and (layers.min() < -1 or layers.max() >= MAX_LAYERS)):
+        raise InputError(f"a layer map lists at most {MAX_LAYERS} layers, each in -1..{MAX_LAYERS - 1}")
+    table = np.full(MAX_LAYERS, -1, np.int64)
+    table[:layers.size] = layers
+    return table
+
+
+def map_keys(keys: np.ndarray, table: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Keys with their layer replaced through a `layer_table`, and whether each has a target."""
+    keys = np.asarray(keys, np.uint32)
+    target = table[keys >> UNIT_BITS]
+    kept = target >= 0
+    mapped = (np.where(kept, target, 0).astype(np.uint32) << UNIT_BITS) | (keys & np.uint32(MAX_UNITS - 1))
+    return mapped, kept
 
 
 def learn_weights(cache_dir, *, rho: float = 0.95, min_run: int = 2) -> np.ndarray:

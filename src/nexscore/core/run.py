@@ -26,16 +26,20 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 
 from ..cache import open_cache
 from ..cache.layout import fingerprint
+from ..cache.writer import RESPONSES, read_responses
 from ..errors import InputError, RunError
 from ..io import DIR, atomic_dir, claim_output, read_json_object, table_format, write_json, write_npy, write_table
 from ..rundir import changed_files, file_sha256
+from .agreement import check_base_agrees
 from .gmf import log_gap as to_log_gap
+from .calibrate import (DEFAULT_SPLIT_SEED, Part, check_same_model, half_responses, learn, pool_caches,
+                        pool_record, resolve_mode, score_halves, split_halves, split_record)
 from .gmf import mean_score, score_responses
 from .learn import accumulate
 from .weights import check_learned, load_weights, model_record, save_weights
@@ -150,22 +154,83 @@ def run_learn(cache, out, *, rho: float = DEFAULT_RHO, min_run: int = DEFAULT_MI
     return LearnResult(Path(out), weights, time.perf_counter() - t0)
 
 
-def run_score(cache, weights, out=None, *, log_gap: bool = False, allow_zero_weights: bool = False) -> ScoreResult:
-    """`nex score`: GMF of every response under given weights (an array or a weights file);
-    with `out`, a table (.csv or .parquet) of one row per response in cache order. A weights
-    file is checked on load (`load_weights`; all-zero weights only with allow_zero_weights)."""
+def run_score(cache, weights=None, out=None, *, calibrate: str | None = None, pool: Sequence = (),
+              split_seed: int = DEFAULT_SPLIT_SEED, rho: float = DEFAULT_RHO, min_run: int = DEFAULT_MIN_RUN,
+              log_gap: bool = False, allow_zero_weights: bool = False,
+              progress: Progress | None = None) -> ScoreResult:
+    """`nex score`: GMF of every response under weights calibrated as `calibrate` says
+    (`core.calibrate.MODES`); with `out`, a table (.csv or .parquet) of one row per response in
+    cache order. summary["calibration"] records the mode (and the split seed and halves, or the
+    pooled caches' digests).
+
+    file (the default when `weights` is given): an array or a weights file, checked on load
+    (`load_weights`; all-zero weights only with allow_zero_weights). self: learned on `cache`.
+    split: each half of the problems (from the cache's response table) scored with weights
+    learned on the other half. pooled: learned on `cache` and the caches in `pool` together
+    (captured from one model). Learned weights that credit no neuron are refused unless
+    allow_zero_weights (`check_learned`).
+    """
     t0 = time.perf_counter()
-    if not isinstance(weights, np.ndarray):
-        weights = load_weights(weights, allow_zero=allow_zero_weights)
-    if out is None:
-        scores = score_responses(cache, weights)
+    mode = resolve_mode(calibrate, weights=weights, pool=pool)
+    if mode != "file":
+        check_settings(rho, min_run)
+    elif not isinstance(weights, np.ndarray):
+        weights_path = Path(weights)
+        weights = load_weights(weights_path, allow_zero=allow_zero_weights)
+        file_record = {"mode": "file", "weights": str(weights_path), "sha256": file_sha256(weights_path)}
     else:
+        file_record = {"mode": "file", "weights": "given array"}
+    if out is not None:
         table_format(out)                   # an unknown format fails before the scoring
-        with claim_output(out, inputs=(cache,)) as target:
-            scores = score_responses(cache, weights)
+    reader = open_cache(cache)
+    problem_ids = _problem_ids(reader) if mode == "split" else None
+    half = split_halves(problem_ids, split_seed) if mode == "split" else None
+    pooled = _pool(reader, pool) if mode == "pooled" else None
+
+    def compute() -> tuple[np.ndarray, dict]:
+        if mode == "file":
+            return score_responses(reader, weights), file_record
+        if mode == "self":
+            w = _learn(reader, rho, min_run, progress, allow_zero_weights)
+            return score_responses(reader, w), {"mode": "self", "n_nonzero_weights": int(np.count_nonzero(w))}
+        if mode == "split":
+            pair = [check_learned(learn([Part(reader, half_responses(half, h))], rho=rho, min_run=min_run,
+                                        progress=progress).weights(),
+                                  f"{reader.path} (half {h} of the problems)", allow_zero=allow_zero_weights)
+                    for h in (0, 1)]
+            return score_halves(reader, half, pair), split_record(problem_ids, half, split_seed, pair)
+        w = check_learned(learn([Part(c) for c in pooled], rho=rho, min_run=min_run, progress=progress).weights(),
+                          "the pooled caches", allow_zero=allow_zero_weights)
+        return score_responses(reader, w), pool_record(pooled, w)
+
+    if out is None:
+        scores, record = compute()
+    else:
+        with claim_output(out, inputs=(cache, *pool)) as target:
+            scores, record = compute()
             write_table(target, {"response": np.arange(scores.size), "gmf": scores})
         out = Path(out)
-    return ScoreResult(scores, run_summary(scores, log_gap=log_gap), out, time.perf_counter() - t0)
+    learned = mode != "file"
+    summary = run_summary(scores, rho if learned else None, min_run if learned else None, log_gap)
+    summary["calibration"] = record
+    return ScoreResult(scores, summary, out, time.perf_counter() - t0)
+
+
+def _problem_ids(reader) -> list[str]:
+    """The problem of each response, from the cache's response table (split calibration)."""
+    meta = read_responses(reader.path)
+    if len(meta) != reader.n_responses or not all("problem_id" in m for m in meta):
+        raise InputError(f"{reader.path}: --calibrate split needs the problem of each response, from the cache's "
+                         f"response table ({RESPONSES}, written by `nex capture`), and this cache has "
+                         f"{'none' if not meta else 'an incomplete one'}; use --calibrate self, pooled or file")
+    return [str(m["problem_id"]) for m in meta]
+
+
+def _pool(reader, pool: Sequence) -> list:
+    """The caches of a pooled calibration (this one and `pool`), checked to be of one model."""
+    caches = pool_caches([reader, *pool])
+    check_same_model(caches)
+    return caches
 
 
 def run(cache, out, *, rho: float = DEFAULT_RHO, min_run: int = DEFAULT_MIN_RUN, log_gap: bool = False,
@@ -184,7 +249,13 @@ def run(cache, out, *, rho: float = DEFAULT_RHO, min_run: int = DEFAULT_MIN_RUN,
         reader = open_cache(cache)
         manifest = reader.manifest          # a damaged manifest or base/ fails before the learning, not after
         reader.base
-        weights = _learn(reader, rho, min_run, progress, allow_zero_weights)
+        with ThreadPoolExecutor(1) as checker:
+            # base/ against rows/ (one compiled pass, GIL released) overlaps the learning
+            agreement = checker.submit(check_base_agrees, reader)
+            try:
+                weights = _learn(reader, rho, min_run, progress, allow_zero_weights)
+            finally:
+                agreement.result()          # parts that disagree are reported first, whatever learning made
         with atomic_dir(target) as stage, ThreadPoolExecutor(1) as pool:
             # writing 16 MB of weights, and hashing them, overlaps the scoring
             saved = pool.submit(_save_and_hash, stage / WEIGHTS_FILE, weights, model_record(manifest))
