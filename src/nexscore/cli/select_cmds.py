@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import List, Optional
 
 import typer
 
@@ -35,7 +36,15 @@ def _fmt_ci(x, ci, digits=2) -> str:
 def select(run_dir: Path = typer.Argument(..., help="Run directory holding candidates.jsonl and cache/."),
            weights: Path = typer.Option(None, "--weights", "-w",
                                         help="Score with these weights (.npz, key 'weights') instead of "
-                                             "self-calibrating on the run's own cache."),
+                                             "self-calibrating on the run's own cache (--calibrate file)."),
+           calibrate: Optional[str] = typer.Option(None, "--calibrate",
+                                                   help="Calibration: self, split, pooled or file (below); "
+                                                        "file when --weights is given, else self."),
+           pool: Optional[List[Path]] = typer.Option(None, "--pool",
+                                                     help="With --calibrate pooled: another run directory of "
+                                                          "the same model to learn on (repeatable)."),
+           split_seed: int = typer.Option(0, "--split-seed",
+                                          help="Seed of the split of the problems into halves (--calibrate split)."),
            subsets: int = typer.Option(200, "--subsets",
                                        help="Random subsets per problem for the votes' accuracy at n < N."),
            seed: int = typer.Option(0, "--seed", help="Seed of the random subsets."),
@@ -53,6 +62,14 @@ def select(run_dir: Path = typer.Argument(..., help="Run directory holding candi
     top20_logprob. Scores with --weights FILE, else RUN_DIR/weights.npz,
     learning it first on the run's own cache when it is absent
     (self-calibration: no labels are used).
+
+    Calibration (--calibrate): self (as above); file (--weights); split:
+    the problems are split into halves (seeded by --split-seed) and each
+    half is scored with weights learned on the other half alone, so no
+    trace is scored with weights it helped learn; pooled: weights learned
+    once on this run's cache and those of the --pool runs together (one
+    model; the same weights whichever of them is selected). Split and
+    pooled weights are not written to RUN_DIR/weights.npz.
 
     Methods: NEX (highest Good-Mass Fraction); NEX-weighted majority vote
     (each answer's votes weighted by GMF; ours, not in the NEX paper);
@@ -83,6 +100,7 @@ def select(run_dir: Path = typer.Argument(..., help="Run directory holding candi
 
     with stage_bars() as bars:
         result = run(run_dir, weights_file=weights, subsets=subsets, seed=seed, window=window, relearn=relearn,
+                     calibrate=calibrate, pool=tuple(pool or ()), split_seed=split_seed,
                      progress=bars, allow_zero_weights=allow_zero_weights)
     show_select(result)
 
@@ -96,7 +114,12 @@ def show_select(result) -> None:
     for note in result.notes:
         out.print(f"[yellow]note:[/yellow] {note}")
     w = result.weights
-    out.print(f"weights: {w['source']} ({w['path']}, {w['n_nonzero']:,} non-zero)")
+    if w.get("path"):
+        out.print(f"weights: {w['source']} ({w['path']}, {w['n_nonzero']:,} non-zero)")
+    else:       # split or pooled: weights learned for this selection, not kept in a file
+        from ..core.calibrate import describe   # deferred: as above
+
+        out.print(f"weights: {describe(result.summary['settings']['calibration'])}")
     out.print(f"results in {result.paths['select']} and {result.paths['scores']}   ({result.seconds:.2f} s)")
 
 

@@ -27,28 +27,27 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 
 from ..cache import open_cache
 from ..cache.layout import fingerprint
 from ..cache.writer import NoSignals, read_responses, read_signals
-from ..core.gmf import score_responses
-from ..core.learn import accumulate
-from ..core.weights import load_weights, save_weights
+from ..core.calibrate import DEFAULT_SPLIT_SEED
+from ..core.weights import save_weights
 from ..errors import InputError, RunError
 from ..io import SHARED, atomic_files, claim_output, write_json, write_table
 from ..rundir import (CACHE, CACHE_PARTIAL, CANDIDATES, IDS, SCORES_CSV, SCORES_PARQUET, SELECT_JSON, WEIGHTS,
                       Candidate, cache_model_record, file_sha256, read_candidates, read_run_json, require_run_dir)
 from .baselines import DEFAULT_WINDOW, SCORE_METHODS, SIGNALS, TraceStats, method_scores, trace_stats
+from .calibration import LEARNED, calibrate_run, check_calibration
 from .metrics import (CI_LEVEL, LENGTH_CONTROL_RULE, LENGTH_STRATA, N_BOOT, Evaluator, Pool, auroc_summary,
                       build_pool, length_control, vote_share)
 
 Progress = Callable[[str, int], Callable[[int], None]]    # progress(description, total) -> advance(n)
 
 RECAPTURE = "re-run `nex capture {run}` to capture this run's traces again"
-LEARNED = "learned (self-calibration on the run's own cache)"
 # what `nex select` writes into the run directory (one set; select.json names the others)
 OUTPUTS = (WEIGHTS, SCORES_PARQUET, SCORES_CSV, SELECT_JSON)
 
@@ -169,45 +168,26 @@ def check_alignment(run_dir: Path, cands: list[Candidate], cache, responses: lis
         notes.append("model id missing from the cache manifest or run.json: not checked")
 
 
-# ---------------------------------------------------------------------------------- weights
-def resolve_weights(run_dir: Path, cache, weights_file: Path | None, relearn: bool,
-                    progress: Progress | None, notes: list[str], allow_zero_weights: bool = False):
-    """Weights to score with: --weights FILE, else RUN_DIR/weights.npz, else learned (reporting
-    `progress("learning weights", n_responses)` while it learns; source LEARNED: the caller
-    writes them). A FILE of all-zero weights is refused unless allow_zero_weights; the run's
-    own are noted instead (`select_run`). The info names the sha256 of a file read."""
-    run_weights = run_dir / WEIGHTS
-    if weights_file is not None:
-        weights = load_weights(weights_file, allow_zero=allow_zero_weights)
-        return weights, {"source": "file", "path": str(weights_file), "sha256": file_sha256(weights_file)}
-    if run_weights.is_file() and not relearn:
-        manifest = Path(cache.path) / "manifest.json"
-        ref = manifest if manifest.is_file() else Path(cache.path)
-        if run_weights.stat().st_mtime < ref.stat().st_mtime:
-            notes.append(f"{run_weights} is older than the cache: it may have been learned on an earlier "
-                         "capture; pass --relearn to learn again on this cache")
-        weights = load_weights(run_weights, allow_zero=True)
-        return weights, {"source": "run", "path": str(run_weights), "sha256": file_sha256(run_weights)}
-    acc = accumulate(cache, on_chunk=progress("learning weights", cache.n_responses) if progress else None)
-    return acc.weights(), {"source": LEARNED, "path": str(run_weights), "rho": 0.95, "min_run": 2}
-
-
 # ---------------------------------------------------------------------------------- select
 def run(run_dir, *, weights_file=None, subsets: int = 200, seed: int = 0, window: int = DEFAULT_WINDOW,
-        relearn: bool = False, progress: Progress | None = None, allow_zero_weights: bool = False) -> SelectResult:
+        relearn: bool = False, progress: Progress | None = None, allow_zero_weights: bool = False,
+        calibrate: str | None = None, pool: Sequence = (), split_seed: int = DEFAULT_SPLIT_SEED) -> SelectResult:
     """`nex select`: score, select and measure every method on a run directory, and write
     select.json and scores.parquet (`write_outputs`); weights.npz too when it learns them.
 
-    weights_file: score with these weights instead of RUN_DIR/weights.npz (learned on the run's
-    own cache when absent, or with relearn). progress(description, total) -> advance(n) is
-    called when the weights are learned.
+    calibrate (`select.calibration`): self (RUN_DIR/weights.npz, learned on the run's own cache
+    when absent, or with relearn), file (weights_file; the default when it is given), split
+    (halves of the problems seeded by split_seed, each scored with weights learned on the
+    other) or pooled (learned on this run's cache and the caches of the run directories in
+    `pool`, of the same model). progress(description, total) -> advance(n) is called when
+    weights are learned.
     """
     t0 = time.perf_counter()
     run_dir = require_run_dir(run_dir, "create it with `nex generate`")
     with claim_output(run_dir, kind=SHARED, owns=OUTPUTS):
         result = select_run(run_dir, weights_file=weights_file, subsets=subsets, seed=seed, window=window,
                             relearn=relearn, progress=progress, allow_zero_weights=allow_zero_weights,
-                            save_learned=False)
+                            save_learned=False, calibrate=calibrate, pool=pool, split_seed=split_seed)
         result.paths = write_outputs(run_dir, result)
     result.seconds = time.perf_counter() - t0
     return result
@@ -216,16 +196,20 @@ def run(run_dir, *, weights_file=None, subsets: int = 200, seed: int = 0, window
 def select_run(run_dir, *, weights_file=None, subsets: int = 200, seed: int = 0,
                window: int = DEFAULT_WINDOW, relearn: bool = False,
                progress: Progress | None = None, allow_zero_weights: bool = False,
-               save_learned: bool = True) -> SelectResult:
+               save_learned: bool = True, calibrate: str | None = None, pool: Sequence = (),
+               split_seed: int = DEFAULT_SPLIT_SEED) -> SelectResult:
     """Score, select and measure every method on a run directory, without writing the results
     (weights.npz is written when it learns them, unless save_learned is False: then they are
-    kept in `result.learned` for `write_outputs` to write with the rest, as `run` does)."""
+    kept in `result.learned` for `write_outputs` to write with the rest, as `run` does).
+    calibrate, pool, split_seed: as `run`."""
     t0 = time.perf_counter()
     run_dir = require_run_dir(run_dir, "create it with `nex generate`")
     if subsets < 1:
         raise InputError(f"--subsets must be at least 1 (got {subsets})")
     if window < 1:
         raise InputError(f"--window must be at least 1 token (got {window})")
+    mode = check_calibration(calibrate, weights_file=weights_file, pool=pool, relearn=relearn)
+    pooled = [open_run_cache(require_run_dir(p, "name run directories with a cache")) for p in pool]
     notes: list[str] = []
     cands = read_candidates(run_dir / CANDIDATES, need=IDS)
     run_json = read_run_json(run_dir)
@@ -243,8 +227,10 @@ def select_run(run_dir, *, weights_file=None, subsets: int = 200, seed: int = 0,
     elif missing:
         notes.append(f"the cache lacks the signal(s) {', '.join(missing)}: their baselines are n/a")
 
-    weights, weights_info = resolve_weights(run_dir, cache, weights_file, relearn, progress, notes,
-                                            allow_zero_weights)
+    calibrated = calibrate_run(run_dir, cache, [c.problem_id for c in cands], mode, weights_file=weights_file,
+                               relearn=relearn, pool=pooled, split_seed=split_seed, progress=progress,
+                               notes=notes, allow_zero_weights=allow_zero_weights)
+    weights, weights_info = calibrated.weights, calibrated.info
     learned = learned_model = None
     if weights_info["source"] == LEARNED:
         learned_model = cache_model_record(cache.manifest)
@@ -254,12 +240,11 @@ def select_run(run_dir, *, weights_file=None, subsets: int = 200, seed: int = 0,
             weights_info["sha256"] = file_sha256(run_dir / WEIGHTS)
         else:
             learned = weights
-    n_nonzero = int(np.count_nonzero(weights))
-    weights_info["n_nonzero"] = n_nonzero
-    if n_nonzero == 0:
+    n_nonzero = weights_info["n_nonzero"]
+    if n_nonzero == 0 and mode != "split":      # split notes each half itself
         notes.append("every neuron weight is 0 (no response had 3 or more rows to learn from): NEX "
                      "cannot tell traces apart and ties everywhere (= random)")
-    gmf = score_responses(cache.path, weights).astype(np.float64)
+    gmf = calibrated.gmf.astype(np.float64)
     finite = gmf[np.isfinite(gmf)]
     if finite.size == 0:
         notes.append("no trace could be scored by GMF (nothing retained in the cache): NEX is n/a in "
@@ -318,7 +303,8 @@ def select_run(run_dir, *, weights_file=None, subsets: int = 200, seed: int = 0,
         "run_dir": str(run_dir),
         "cache": fingerprint(cache.path),
         "settings": {
-            "weights": weights_info, "subsets": subsets, "seed": seed, "window": window,
+            "weights": weights_info, "calibration": calibrated.record, "subsets": subsets, "seed": seed,
+            "window": window,
             "subset_design": "accuracy at n = expected accuracy of best-of-n over the subsets of n "
                              "candidates of each problem: exact in closed form for arg-max methods, random "
                              "and oracle; for the votes exact (every subset enumerated) where a problem has "
