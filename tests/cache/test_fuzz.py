@@ -9,6 +9,9 @@ hold, for each damaged cache:
   no refusal of a readable part, no reading of a damaged one;
 - what is not refused equals, bit for bit, the result on the spec's repair of the input
   (damage.repair, written from NEX_SPEC.md §2 without nexscore's sanitiser);
+- where both parts are read, the check of base/ against rows/ that `nex run` applies
+  (core.agreement) refuses exactly the caches whose audit finds them inconsistent, naming the
+  first response the audit names;
 - no hang (SIGALRM) and no allocation beyond 2 GiB over the process's size (RLIMIT_AS).
 Weights files: refused with a WeightsError, or read as the intact weights.
 A few damaged caches also go through the command line (tools/fuzz_cli.py's judge).
@@ -16,6 +19,7 @@ A few damaged caches also go through the command line (tools/fuzz_cli.py's judge
 
 from __future__ import annotations
 
+import re
 import tempfile
 from pathlib import Path
 
@@ -27,9 +31,10 @@ from hypothesis import strategies as st
 from conftest import need_shared
 from damage import DAMAGE, WEIGHT_DAMAGE, copy_cache, memory_limit, repair, restore_permissions, time_limit, \
     weights_file
-from nexscore.cache.rules import STRUCTURE
+from nexscore.cache.rules import CONSISTENCY, STRUCTURE
 from nexscore.cache.verify import audit_cache
 from nexscore.core import learn_weights, load_weights, score_responses
+from nexscore.core.agreement import base_disagreement
 from nexscore.errors import NexError, WeightsError
 
 CORPORA = ("synthetic16", "edge", "example")
@@ -52,6 +57,11 @@ def _attempt(fn, *args):
             return "ok", fn(*args)
     except NexError as exc:
         return "refused", str(exc)
+
+
+def _response(finding) -> int:
+    """The response a finding of base/ against rows/ names ("response N: ...")."""
+    return int(re.match(r"response (\d+):", finding.rule).group(1))
 
 
 def _damaged_part(audit, part: str) -> list:
@@ -83,6 +93,12 @@ def test_damaged_cache_is_refused_or_read_as_its_repair(golden, damage, corpus, 
             if scored[0] == "ok":
                 want = score_responses(repair(cache, tmp / "base_repaired", parts=("base",)), weights[corpus])
                 np.testing.assert_array_equal(scored[1], want, err_msg=context)
+            if learned[0] == "ok" and scored[0] == "ok":
+                agreed = _attempt(base_disagreement, cache)
+                inconsistent = [f for f in audit.errors if f.kind == CONSISTENCY and f.file.startswith("base/")]
+                assert agreed[0] == "ok" and (agreed[1] is None) == (not inconsistent), (context, agreed[1])
+                if inconsistent:
+                    assert _response(agreed[1]) == min(map(_response, inconsistent)), (context, agreed[1])
         finally:
             restore_permissions(cache)
 

@@ -204,6 +204,98 @@ def test_new_entry_credit(monkeypatch):
     assert np.all(is_new[ce])
 
 
+def _agreeing_cache_arrays(rng, n_resp=60):
+    """Rows and the base/ their writer would make (float32 sums of the rows' float32 masses,
+    stored as float16), with keys below and beyond the slots (reserved layer, >= 2^22), NaN,
+    inf, negative and overflowing masses, empty responses and responses with a base but no rows."""
+    keys, mass, entry_ptr, bkeys, bmass, base_ptr = [], [], [0], [], [], [0]
+    for r in range(n_resp):
+        pool = np.unique(np.r_[rng.integers(0, 3000, 40), rng.integers(KEY_SPACE, 1 << 32, 3, dtype=np.uint64),
+                               (255 << 16) + rng.integers(0, 9, 2)]).astype(np.uint32)
+        n_rows = 0 if r % 7 == 0 or r % 11 == 5 else int(rng.integers(0, 6))
+        sums: dict[int, np.float32] = {}
+        for _ in range(n_rows):
+            k = np.sort(rng.choice(pool, int(rng.integers(0, 30)), replace=False))
+            m = _values(rng, k.size, np.float32)
+            m[rng.random(k.size) < 0.03] = np.nan
+            m[rng.random(k.size) < 0.02] = 40000.0              # two of them overflow float16 when summed
+            m[rng.random(k.size) < 0.01] = np.inf
+            keys.append(k)
+            mass.append(m.astype(np.float16))
+            for key, value in zip(k.tolist(), m.tolist()):
+                sums[key] = np.float32(sums.get(key, np.float32(0)) + np.float32(value))
+        entry_ptr.append(entry_ptr[-1] + sum(x.size for x in keys[len(keys) - n_rows:]) if n_rows else entry_ptr[-1])
+        bk = np.array(sorted(sums), np.uint32)
+        if r % 11 == 5:                                        # a base without rows: every key extra
+            bk = np.sort(rng.choice(pool, 4, replace=False))
+        bkeys.append(bk)
+        bmass.append(np.array([sums.get(int(x), 1.0) for x in bk], np.float32).astype(np.float16))
+        base_ptr.append(base_ptr[-1] + bk.size)
+    cat = lambda parts, dtype: np.concatenate(parts + [np.empty(0, dtype)]).astype(dtype)  # noqa: E731
+    return (cat(keys, np.uint32), cat(mass, np.float16), np.array(entry_ptr, np.int64), cat(bkeys, np.uint32),
+            cat(bmass, np.float16), np.array(base_ptr, np.int64))
+
+
+@needs_c
+def test_base_agreement_equals_numpy_on_damage(monkeypatch):
+    rng = np.random.default_rng(8)
+    keys, mass, entry_ptr, bkeys, bmass, base_ptr = _agreeing_cache_arrays(rng)
+    slots = kernels.agreement_slots()
+    slots[:] = rng.integers(-5, bkeys.size + 5, slots.size)     # stale slots must not matter
+
+    def check(bkeys, bmass):
+        return kernels.base_agreement(keys, mass, entry_ptr, bkeys, bmass, base_ptr, slots)
+
+    c, n = both(monkeypatch, check, bkeys, bmass)
+    for got, want in zip(c, n):
+        np.testing.assert_array_equal(got, want)
+    missing, extra, mass_bad, first_bad = c
+    without_rows = np.diff(entry_ptr) == 0
+    assert not missing.any() and not mass_bad.any() and (first_bad == -1).all()
+    assert (extra[without_rows] == np.diff(base_ptr)[without_rows]).all() and not extra[~without_rows].any()
+
+    # damage the base of one response at a time: a mass, a key (kept ascending), NaN, float16 of an int16
+    has_rows = np.flatnonzero(~without_rows & (np.diff(base_ptr) > 2))
+    for r, how in zip(has_rows, ["mass", "key", "nan", "int16", "mass", "key"]):
+        bk, bm = bkeys.copy(), bmass.copy()
+        j = int(base_ptr[r]) + 1
+        if how == "mass":
+            bm[j] = np.float16(bm[j] * 1.01 + 0.01) if np.isfinite(bm[j]) else np.float16(2.0)
+        elif how == "key":
+            bk[j] = bk[j - 1] + 1 if bk[j - 1] + 1 < bk[j] else bk[j] - 1
+        elif how == "nan":
+            bm[j] = np.nan if np.isfinite(bm[j]) else np.float16(1.0)
+        else:
+            a, b = base_ptr[r], base_ptr[r + 1]
+            with np.errstate(invalid="ignore"):
+                bm[a:b] = bm[a:b].astype(np.int16).view(np.float16)
+        c, n = both(monkeypatch, check, bk, bm)
+        for got, want in zip(c, n):
+            np.testing.assert_array_equal(got, want, err_msg=how)
+        missing, extra, mass_bad, first_bad = c
+        off = np.flatnonzero(missing | extra | mass_bad)
+        assert set(off.tolist()) - set(np.flatnonzero(without_rows).tolist()) == {r}, how
+        if how == "key":
+            assert missing[r] >= 1 and extra[r] == 1
+        elif how != "int16":
+            assert mass_bad[r] == 1 and first_bad[r] == j, how
+
+
+@needs_c
+def test_base_agreement_takes_the_reader_s_arrays(monkeypatch):
+    """float16 masses straight from memory maps (views, not copies), and empty inputs."""
+    e = np.zeros(1, np.int64)
+    for mode in ("compiled", "numpy"):
+        monkeypatch.setenv("NEXSCORE_KERNELS", mode)
+        out = kernels.base_agreement(np.empty(0, np.uint32), np.empty(0, np.float16), e, np.empty(0, np.uint32),
+                                     np.empty(0, np.float16), e)
+        assert [x.size for x in out] == [0, 0, 0, 0]
+        out = kernels.base_agreement(np.array([3, 9], np.uint32), np.array([1, 2], np.float16), np.array([0, 2]),
+                                     np.array([3, 9], np.uint32), np.array([1, 2], np.float16)[::-1][::-1],
+                                     np.array([0, 2]))
+        assert [x.tolist() for x in out] == [[0], [0], [0], [-1]]
+
+
 @needs_c
 def test_bad_buffers_give_clear_errors():
     if not kernels.compiled():
@@ -218,6 +310,11 @@ def test_bad_buffers_give_clear_errors():
     with pytest.raises(ValueError, match="resp_ptr"):
         c.first_positions(np.array([1], np.uint32), np.array([0, 2], np.int64), np.zeros(4, np.int32),
                           np.zeros(1, np.int32), np.zeros(1, np.uint8), 0)
+    out = [np.zeros(1, np.int64) for _ in range(4)]
+    with pytest.raises(ValueError, match="entry_ptr and base_ptr must run from 0"):
+        c.base_agreement(np.array([1], np.uint32), np.zeros(1, np.uint16), kernels.HALF_TO_SINGLE,
+                         np.array([0, 2], np.int64), np.array([1], np.uint32), np.zeros(1, np.uint16),
+                         np.array([0, 1], np.int64), np.zeros(4, np.int32), 0.1, 0.1, 1.0, *out)
 
 
 def test_built_wherever_a_compiler_exists():

@@ -53,6 +53,7 @@ from damage import DAMAGE, WEIGHT_DAMAGE, copy_cache, repair, restore_permission
 from nexscore.cache import open_cache  # noqa: E402
 from nexscore.cache.verify import audit_cache  # noqa: E402
 from nexscore.core import learn_weights, load_weights, mean_score, score_responses  # noqa: E402
+from nexscore.core.agreement import base_disagreement  # noqa: E402
 from nexscore.errors import NexError  # noqa: E402
 
 COMMANDS = ("verify", "info", "run", "score")
@@ -124,6 +125,8 @@ class Expected:
         self.base_ok, _ = _try(lambda: open_cache(cache).base)
         self.manifest_ok, _ = _try(lambda: open_cache(cache).manifest)
         self.has = {part: (cache / part).is_dir() for part in ("rows", "base")}
+        # nex run reads both parts: it also needs base/ to hold the sums of rows/
+        self.parts_agree = self.rows_ok and self.base_ok and _try(base_disagreement, cache) == (True, None)
         self.learned = self.run_scores = self.scores = None
         if self.rows_ok:
             self.learned = learn_weights(repair(cache, work / "rows_repaired", parts=("rows",)))
@@ -173,7 +176,7 @@ def _judge_run(e: Expected, rc, out, err, out_dir: Path) -> Outcome:
     bad = _failure(rc, err)
     if bad:
         return bad
-    readable = e.rows_ok and e.base_ok and e.manifest_ok
+    readable = e.rows_ok and e.base_ok and e.manifest_ok and e.parts_agree
     line = _clean_error_line(rc, err)
     if line:
         by_design = readable and not e.learned.any()           # learning credited nothing

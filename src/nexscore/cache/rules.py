@@ -18,6 +18,13 @@ scoring apply the spec's rule to it.
 Cost: O(lists) for pointers and one streaming comparison over the keys, a few milliseconds
 per 10 million entries with the pages in memory (a small share of learning, which reads them
 again; see benchmarks/).
+
+Consistency of the two parts (base/ against rows/) is a rule of its own, also owned here
+(`masses_agree`, `base_keys_differ`, `base_masses_differ`): base/ must hold, per response, each
+key of its rows once with the sum of its row masses, compared raw (before sanitising: the
+writer sums what it stores, so tolerated damage written into both parts agrees). The audit
+checks it exhaustively; `nex run`, which learns from rows/ and scores base/, checks it with
+one compiled pass (nexscore.core.agreement) and refuses a cache whose parts disagree.
 """
 
 from __future__ import annotations
@@ -25,6 +32,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
+from .layout import BASE_FILES
 
 ERROR = "error"
 WARNING = "warning"
@@ -153,3 +162,58 @@ def ascending(rel: str, keys: np.ndarray, ptr: np.ndarray, *, release=None) -> F
     return Finding(ERROR, rel, f"key {int(keys[first])} follows {int(keys[first - 1])} within list {lst}: not "
                                f"ascending; keys must be unique and ascending within a list{more}",
                    index=first, count=count)
+
+
+# ------------------------------------------------------------------ base/ against rows/
+# A float16 row mass is within 2^-11 of the float32 sum it rounds; the base mass is the
+# float16 of the sum of those float32 masses. So |base - sum(float16 rows)| <= ~2^-10 * sum.
+BASE_RTOL = 2.0 ** -9
+BASE_ATOL = 2.0 ** -14
+FLOAT16_INF_FROM = 65520.0     # float32 values from here on round to inf in float16
+
+
+def masses_agree(want: np.ndarray, got: np.ndarray) -> np.ndarray:
+    """Per base entry: does its mass `got` (float16, as float64) agree with `want`, the float64
+    sum of its row masses? Within float16 rounding (BASE_RTOL, BASE_ATOL); a finite sum beyond
+    float16's range stored as the infinity of its sign (what the writer's cast makes); a
+    non-finite sum (NaN or inf among the row masses) stored as a non-finite mass. The compiled
+    twin of this rule is in nexscore.core._kernels (base_agreement)."""
+    want = np.asarray(want, np.float64)
+    got = np.asarray(got, np.float64)
+    finite = np.isfinite(want)
+    with np.errstate(invalid="ignore"):
+        near = np.abs(got - want) <= BASE_RTOL * np.abs(want) + BASE_ATOL
+        overflow = finite & (np.abs(want) >= FLOAT16_INF_FROM) & np.isinf(got) & ((got > 0) == (want > 0))
+    return np.where(finite, near | overflow, ~np.isfinite(got))
+
+
+BASE_RULE = "base/ must hold each key of a response's rows once, with the sum of its row masses"
+
+
+def base_keys_differ(response: int, index: int, *, missing: int | None = None, extra: int | None = None,
+                     more: int = 0) -> Finding:
+    """The base list of `response` (starting at base/keys.uint32[index]) does not hold the keys
+    of its rows: `missing` row entries hold a key that is not in it, `extra` of its keys are in
+    none of its rows (None where not counted); `more` further responses are in the same state."""
+    what = []
+    if missing:
+        what.append(f"{missing:,} {'entry' if missing == 1 else 'entries'} of its rows "
+                    f"{'holds' if missing == 1 else 'hold'} a key that is not in its base list")
+    if extra:
+        what.append(f"{extra:,} of its base keys {'is' if extra == 1 else 'are'} in none of its rows")
+    what = " and ".join(what) or "its base keys differ from the keys of its rows"
+    tail = f" (and {more:,} more response(s))" if more else ""
+    return Finding(ERROR, BASE_FILES["keys"][0], f"response {response}: {what}{tail}; {BASE_RULE}",
+                   index, 1 + more, CONSISTENCY)
+
+
+def base_masses_differ(response: int, index: int, count: int, *, got: float | None = None,
+                       want: float | None = None, total: int | None = None) -> Finding:
+    """`count` base masses of `response` differ from the sums of their row masses beyond float16
+    rounding, the first at base/w_sum.float16[index] (`got` stored, `want` summed over the rows);
+    `total`: how many in the whole cache, when more than this response's."""
+    first = f" (the first holds {got:.6g}, its rows sum to {want:.6g})" if got is not None else ""
+    tail = f"; {total:,} in the cache" if total and total > count else ""
+    return Finding(ERROR, BASE_FILES["mass"][0], f"response {response}: {count:,} base mass(es) differ from the sum "
+                   f"of their row masses beyond float16 rounding{first}{tail}; {BASE_RULE}",
+                   index, total or count, CONSISTENCY)

@@ -21,11 +21,6 @@ from .reader import BaseArrays, Cache, RowArrays, map_part, open_cache, read_ran
 from .rules import CONSISTENCY, ERROR, TOLERATED, WARNING, Finding
 
 CHUNK = 4_000_000
-# A float16 row mass is within 2^-11 of the float32 sum it rounds; the base mass is the
-# float16 of the sum of those float32 masses. So |base - sum(float16 rows)| <= ~2^-10 * sum.
-BASE_RTOL = 2.0 ** -9
-BASE_ATOL = 2.0 ** -14
-FLOAT16_INF_FROM = 65520.0     # float32 values from here on round to inf in float16
 
 
 @dataclass
@@ -142,12 +137,14 @@ def _token_spans(tp: np.ndarray) -> list[Finding]:
 
 
 def _check_base_sums(rows, base) -> list[Finding]:
-    """base must hold, per response, each key of its rows once with the sum of its row masses."""
+    """base must hold, per response, each key of its rows once with the sum of its row masses
+    (the rule of `rules.masses_agree`, compared raw; it holds whatever the base key order)."""
     sp = np.asarray(rows.sample_row_ptr)
     rp = np.asarray(rows.row_ptr)
     bp = np.asarray(base.ptr)
     differing: list[int] = []
-    mass_bad, first_mass_bad = 0, None
+    first_keys = None          # (response, its missing row keys, its extra base keys)
+    mass_bad, first_mass = 0, None
     for r0, r1 in _chunks(rp[sp]):
         a, b = int(rp[sp[r0]]), int(rp[sp[r1]])
         keys = read_range(rows.keys, a, b).astype(np.int64)
@@ -166,30 +163,31 @@ def _check_base_sums(rows, base) -> list[Finding]:
         odd = np.setxor1d(uniq, np.unique(bcomp), assume_unique=True)
         bad_resp = np.unique(np.concatenate([odd >> 32, repeated >> 32]))
         differing.extend(int(r0 + r) for r in bad_resp)
+        if first_keys is None and bad_resp.size:
+            r = int(bad_resp[0])
+            mine = odd[(odd >> 32) == r]
+            in_rows = np.isin(uniq, mine, assume_unique=True)           # its row keys missing from base
+            missing = int(np.bincount(inv.reshape(-1), minlength=uniq.size)[in_rows].sum())   # entries holding them
+            first_keys = (r0 + r, missing, int(mine.size) - int(np.count_nonzero(in_rows)))
         keep_u = ~np.isin(uniq >> 32, bad_resp)
         keep_b = ~np.isin(bcomp >> 32, bad_resp)
         want, got = sums[keep_u], bmass[keep_b]
-        finite = np.isfinite(want)
-        with np.errstate(invalid="ignore"):
-            near = np.abs(got - want) <= BASE_RTOL * np.abs(want) + BASE_ATOL
-            overflow = finite & (np.abs(want) >= FLOAT16_INF_FROM) & np.isinf(got) & \
-                (np.sign(got) == np.sign(want))
-        agree = np.where(finite, near | overflow, ~np.isfinite(got))
+        agree = rules.masses_agree(want, got)
         if not agree.all():
-            mass_bad += int(np.count_nonzero(~agree))
-            if first_mass_bad is None:
-                first_mass_bad = ba + int(order[np.flatnonzero(keep_b)[np.flatnonzero(~agree)[0]]])
+            bad = np.flatnonzero(~agree)
+            mass_bad += int(bad.size)
+            if first_mass is None:
+                r = int(bcomp[keep_b][bad[0]] >> 32)
+                in_r = int(np.count_nonzero((bcomp[keep_b][bad] >> 32) == r))
+                first_mass = (r0 + r, ba + int(order[np.flatnonzero(keep_b)[bad[0]]]), in_r,
+                              float(got[bad[0]]), float(want[bad[0]]))
     out = []
-    keys_rel, mass_rel = BASE_FILES["keys"][0], BASE_FILES["mass"][0]
-    if differing:
-        r = differing[0]
-        more = f" (and of {len(differing) - 1:,} more)" if len(differing) > 1 else ""
-        out.append(Finding(ERROR, keys_rel, f"the keys of response {r}{more} differ from the keys of its rows; "
-                           "base must hold each row key of a response once", int(bp[r]), len(differing),
-                           CONSISTENCY))
-    if mass_bad:
-        out.append(Finding(ERROR, mass_rel, f"{mass_bad:,} mass(es) differ from the sum of their row masses "
-                           "beyond float16 rounding", first_mass_bad, mass_bad, CONSISTENCY))
+    if first_keys is not None:
+        r, missing, extra = first_keys
+        out.append(rules.base_keys_differ(r, int(bp[r]), missing=missing, extra=extra, more=len(differing) - 1))
+    if first_mass is not None:
+        r, index, in_r, got, want = first_mass
+        out.append(rules.base_masses_differ(r, index, in_r, got=got, want=want, total=mass_bad))
     return out
 
 

@@ -610,6 +610,132 @@ fail:
     return NULL;
 }
 
+/* ---- base_agreement ------------------------------------------------------------------ */
+
+PyDoc_STRVAR(base_agreement_doc,
+"base_agreement(keys u32, half u16, table f32[65536], entry_ptr i64, base_keys u32, base_half u16,\n"
+"               base_ptr i64, slots i32[key space], rtol, atol, inf_from,\n"
+"               missing i64 out, extra i64 out, mass_bad i64 out, first_bad i64 out)\n\n"
+"Per response r (row entries [entry_ptr[r], entry_ptr[r+1]), base entries\n"
+"[base_ptr[r], base_ptr[r+1]), base keys unique and ascending): missing[r] = row entries whose\n"
+"key is not in the base list; extra[r] = base keys in none of its rows; mass_bad[r] = base\n"
+"masses (of keys found in its rows) that differ from the float64 sum, in entry order, of their\n"
+"row masses (float16 through `table`) by the rule of nexscore.cache.rules.masses_agree with\n"
+"rtol, atol and inf_from; first_bad[r] = the base index of the first of those, or -1.\n"
+"`slots` maps a key below its size to a base index; it needs no reset (a slot is trusted only\n"
+"where it points into the response's list at that very key). Keys beyond it are searched.\n"
+"Base keys unique and ascending within a response is the reader's rule and is not checked\n"
+"again here: on other input the counts mean nothing, but every access stays in bounds.");
+
+/* rules.masses_agree: got (a float16 base mass) against want (the float64 sum of its rows) */
+static int mass_agrees(double want, double got, double rtol, double atol, double inf_from)
+{
+    if (!isfinite(want)) return !isfinite(got);
+    if (fabs(got - want) <= rtol * fabs(want) + atol) return 1;
+    return fabs(want) >= inf_from && isinf(got) && ((got > 0) == (want > 0));
+}
+
+static PyObject *base_agreement(PyObject *self, PyObject *args)
+{
+    PyObject *o[12];
+    double rtol, atol, inf_from;
+    Buf b[12];
+    double *sums = NULL;
+    uint8_t *hits = NULL;
+    if (!PyArg_ParseTuple(args, "OOOOOOOOdddOOOO", &o[0], &o[1], &o[2], &o[3], &o[4], &o[5], &o[6], &o[7],
+                          &rtol, &atol, &inf_from, &o[8], &o[9], &o[10], &o[11]))
+        return NULL;
+    static const Spec spec[12] = {
+        {"keys", 4, 0},
+        {"half", 2, 0},
+        {"table", 4, 0},
+        {"entry_ptr", 8, 0},
+        {"base_keys", 4, 0},
+        {"base_half", 2, 0},
+        {"base_ptr", 8, 0},
+        {"slots", 4, 1},
+        {"missing", 8, 1},
+        {"extra", 8, 1},
+        {"mass_bad", 8, 1},
+        {"first_bad", 8, 1},
+    };
+    if (take(o, b, spec, 12) < 0) return NULL;
+    const uint32_t *keys = b[0].view.buf, *bkeys = b[4].view.buf;
+    const uint16_t *half = b[1].view.buf, *bhalf = b[5].view.buf;
+    const float *table = b[2].view.buf;
+    const int64_t *eptr = b[3].view.buf, *bptr = b[6].view.buf;
+    int32_t *slots = b[7].view.buf;
+    int64_t *missing = b[8].view.buf, *extra = b[9].view.buf, *mass_bad = b[10].view.buf,
+            *first_bad = b[11].view.buf;
+    Py_ssize_t n = b[0].n, nb = b[4].n, n_resp = b[3].n - 1, n_slots = b[7].n, longest = 0;
+    NEED(b[1].n == n, "keys and half must have the same size");
+    NEED(b[5].n == nb, "base_keys and base_half must have the same size");
+    NEED(b[2].n == 65536, "the table must have 65536 entries");
+    NEED(n_resp >= 0 && b[6].n == n_resp + 1, "entry_ptr and base_ptr must have one item per response plus one");
+    NEED(nb <= INT32_MAX, "at most 2^31 - 1 base entries per call");
+    for (int i = 8; i < 12; i++) NEED(b[i].n == n_resp, "%s must have one item per response", spec[i].name);
+    NEED(n_resp == 0 || (eptr[0] == 0 && eptr[n_resp] == n && bptr[0] == 0 && bptr[n_resp] == nb),
+         "entry_ptr and base_ptr must run from 0 to the number of entries");
+    for (Py_ssize_t r = 0; r < n_resp; r++) {
+        NEED(eptr[r] <= eptr[r + 1] && bptr[r] <= bptr[r + 1], "entry_ptr and base_ptr must not decrease");
+        if (bptr[r + 1] - bptr[r] > longest) longest = bptr[r + 1] - bptr[r];
+    }
+    sums = malloc(sizeof(double) * (size_t)(longest > 0 ? longest : 1));
+    hits = malloc((size_t)(longest > 0 ? longest : 1));
+    if (!sums || !hits) { PyErr_NoMemory(); goto fail; }
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t r = 0; r < n_resp; r++) {
+        const int64_t b0 = bptr[r], nr = bptr[r + 1] - b0;
+        const uint32_t *bk = bkeys + b0;
+        for (int64_t j = 0; j < nr; j++) {
+            sums[j] = 0.0;
+            hits[j] = 0;
+            if (bk[j] < (uint64_t)n_slots) slots[bk[j]] = (int32_t)(b0 + j);
+        }
+        int64_t miss = 0;
+        for (int64_t e = eptr[r]; e < eptr[r + 1]; e++) {
+            const uint32_t k = keys[e];
+            int64_t j = -1;
+            if (k < (uint64_t)n_slots) {
+                const int64_t t = (int64_t)slots[k] - b0;
+                if (t >= 0 && t < nr && bk[t] == k) j = t;
+            } else {                                   /* beyond the slots: binary search */
+                int64_t lo = 0, hi = nr;
+                while (lo < hi) {
+                    const int64_t mid = lo + (hi - lo) / 2;
+                    if (bk[mid] < k) lo = mid + 1; else hi = mid;
+                }
+                if (lo < nr && bk[lo] == k) j = lo;
+            }
+            if (j < 0) { miss++; continue; }
+            sums[j] += (double)table[half[e]];
+            hits[j] = 1;
+        }
+        int64_t ext = 0, bad = 0, first = -1;
+        for (int64_t j = 0; j < nr; j++) {
+            if (!hits[j]) { ext++; continue; }
+            if (!mass_agrees(sums[j], (double)table[bhalf[b0 + j]], rtol, atol, inf_from)) {
+                if (first < 0) first = b0 + j;
+                bad++;
+            }
+        }
+        missing[r] = miss;
+        extra[r] = ext;
+        mass_bad[r] = bad;
+        first_bad[r] = first;
+    }
+    Py_END_ALLOW_THREADS
+    free(sums);
+    free(hits);
+    release(b, 12);
+    Py_RETURN_NONE;
+fail:
+    free(sums);
+    free(hits);
+    release(b, 12);
+    return NULL;
+}
+
 static PyMethodDef methods[] = {
     {"first_positions", first_positions, METH_VARARGS, first_positions_doc},
     {"segment_sums", segment_sums, METH_VARARGS, segment_sums_doc},
@@ -620,6 +746,7 @@ static PyMethodDef methods[] = {
     {"half_to_float", half_to_float, METH_VARARGS, half_to_float_doc},
     {"viterbi2", viterbi2, METH_VARARGS, viterbi2_doc},
     {"new_entry_credit", new_entry_credit, METH_VARARGS, new_entry_credit_doc},
+    {"base_agreement", base_agreement, METH_VARARGS, base_agreement_doc},
     {NULL, NULL, 0, NULL},
 };
 

@@ -53,9 +53,7 @@ def sanitise(keys: np.ndarray, mass16: np.ndarray, lengths: np.ndarray) -> Sanit
     return Sanitised(keep=keep, mass=mass, list_ok=_any_per_list(counted, lengths) & ~dropped_list)
 
 
-# float16 -> float32 through a 65,536-entry table: exact, and several times faster than numpy's
-# conversion loop on CPUs without a vector instruction for it
-_HALF_TO_SINGLE = np.arange(1 << 16, dtype=np.uint16).view(np.float16).astype(np.float32)
+_HALF_TO_SINGLE = kernels.HALF_TO_SINGLE       # float16 -> float32, exact, through a table
 
 
 def _masses(mass16: np.ndarray) -> tuple[np.ndarray, bool, float]:

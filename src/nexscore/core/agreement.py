@@ -1,0 +1,79 @@
+"""base/ against rows/: what a command that learns from the one and scores the other checks.
+
+`nex run` learns weights from rows/ and scores base/. Each part alone passes the reader's
+structural rules, but a base/ that no longer holds the sums of its rows/ (a mass or key changed,
+a list dropped or shortened, a masses file rewritten in another dtype) would end in exit 0 with a
+number that belongs to neither, on a cache `nex cache verify` rejects. So `run` refuses such a
+cache, in one line naming the response and what differs.
+
+The rule is cache.rules' (`masses_agree`, `base_keys_differ`, `base_masses_differ`), the one
+`nex cache verify` applies: per response, each key of its rows once in its base list, with the
+sum of its row masses within float16 rounding, compared raw (before sanitising: the writer sums
+what it stores, so damage the spec tolerates, written into both parts, agrees; sanitised lists
+would not, since sanitising drops rows whose keys stay in base/). Every response is checked,
+also those learning skips (fewer than 3 rows).
+
+Cost: one pass over the row entries (kernels.base_agreement: a table lookup and a float64 add
+per entry), the arrays read in place and their pages dropped chunk by chunk; about 20 ms for the
+11 million entries of the 400-response synthetic cache, where the exhaustive audit (a sort per
+chunk) takes about 0.9 s. `run` overlaps it with learning (the compiled loop releases the GIL);
+see benchmarks/bench_cache_checks.py.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..cache import open_cache, rules
+from ..cache.mapped import drop_pages
+from ..errors import CacheError
+from . import kernels
+from .learn import response_chunks
+
+CHUNK_ENTRIES = 4_000_000
+
+
+def base_disagreement(cache, *, max_entries: int = CHUNK_ENTRIES) -> rules.Finding | None:
+    """The first response (in cache order) whose base list does not hold the sums of its rows,
+    as a finding naming it and what differs (its keys, else its masses); None when base/ agrees.
+    Opens both parts with the reader's checks (a CacheError for structural damage)."""
+    reader = open_cache(cache)
+    rows, base = reader.rows, reader.base
+    entry_at = np.asarray(rows.row_ptr)[np.asarray(rows.sample_row_ptr)]     # per response: its first entry
+    base_ptr = np.asarray(base.ptr)
+    slots = kernels.agreement_slots()
+    for r0, r1 in response_chunks(rows, max_entries=max_entries):
+        a, b, ba, bb = int(entry_at[r0]), int(entry_at[r1]), int(base_ptr[r0]), int(base_ptr[r1])
+        missing, extra, mass_bad, first_bad = kernels.base_agreement(
+            rows.keys[a:b], rows.mass[a:b], entry_at[r0:r1 + 1] - a,
+            base.keys[ba:bb], base.mass[ba:bb], base_ptr[r0:r1 + 1] - ba, slots)
+        for array, i, j in ((rows.keys, a, b), (rows.mass, a, b), (base.keys, ba, bb), (base.mass, ba, bb)):
+            drop_pages(array, i, j)
+        keys_differ = (missing > 0) | (extra > 0)
+        off = np.flatnonzero(keys_differ | (mass_bad > 0))
+        if off.size:
+            r = int(off[0])
+            if keys_differ[r]:
+                return rules.base_keys_differ(r0 + r, int(base_ptr[r0 + r]), missing=int(missing[r]),
+                                              extra=int(extra[r]))
+            index = ba + int(first_bad[r])
+            return rules.base_masses_differ(r0 + r, index, int(mass_bad[r]), got=float(base.mass[index]),
+                                            want=_row_sum(rows, entry_at, r0 + r, int(base.keys[index])))
+    return None
+
+
+def check_base_agrees(cache) -> None:
+    """CacheError (one line: the cache, the file and index, the response and what differs)
+    unless base/ holds the sums of rows/ (`base_disagreement`)."""
+    finding = base_disagreement(cache)
+    if finding is not None:
+        path = open_cache(cache).path
+        raise CacheError(f"{path}: {finding.line()}; the two parts disagree, so the cache is damaged "
+                         f"(`nex cache verify {path}` lists every finding)")
+
+
+def _row_sum(rows, entry_at: np.ndarray, r: int, key: int) -> float:
+    """The float64 sum of the row masses of one key of one response (for the message)."""
+    a, b = int(entry_at[r]), int(entry_at[r + 1])
+    hit = np.asarray(rows.keys[a:b]) == key
+    return float(np.asarray(rows.mass[a:b])[hit].astype(np.float64).sum())
