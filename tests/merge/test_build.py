@@ -136,6 +136,17 @@ variants:
     for i, j in ((0, 0), (1, 1), (2, 1)):
         torch.testing.assert_close(rep[f"model.layers.{i}.mlp.down_proj.weight"],
                                    wa[f"model.layers.{j}.mlp.down_proj.weight"])
+    # source_layers reads the same from family.json: each variant layer's source layer (what `nex rank`
+    # maps a passthrough variant's neuron keys through); other variants keep their numbering
+    from nexscore.merge import source_layers
+
+    for name, n_layers, got, w in (("drop0", 1, [1], drop), ("repeat1", 3, [0, 1, 1], rep)):
+        assert source_layers(doc["variants"][name]["recipe"], n_layers, name=name) == got
+        for i, j in enumerate(got):
+            key = "model.layers.{}.mlp.gate_proj.weight"
+            assert torch.equal(w[key.format(i)], wa[key.format(j)])
+    assert source_layers(doc["variants"]["linear-t0.5"]["recipe"], 2) is None
+    assert source_layers(doc["variants"]["a"]["recipe"], 2) is None
     # every variant loads and records its recipe
     from nexscore.models import load_model
 
@@ -257,3 +268,19 @@ def test_model_specs_become_local_directories(tmp_path, ckpts, monkeypatch):
     (tmp_path / "empty").mkdir()
     with pytest.raises(ModelError, match="not a model directory"):
         sources.local_model_dir(str(tmp_path / "empty"))
+
+
+def test_source_layers_of_raw_passthrough_slices():
+    from nexscore.merge import MergeError, source_layers
+
+    def raw(*slices):
+        return {"mergekit": {"merge_method": "passthrough", "slices": [
+            {"sources": [{"model": m, "layer_range": list(r)} for m, r in s]} for s in slices]}}
+
+    assert source_layers(raw([("a", (0, 2))], [("a", (3, 5))]), 4) == [0, 1, 3, 4]
+    with pytest.raises(MergeError, match="several models"):
+        source_layers(raw([("a", (0, 2))], [("b", (2, 4))]), 4, name="mix")
+    with pytest.raises(MergeError, match="blends several sources"):
+        source_layers(raw([("a", (0, 2)), ("b", (0, 2))]), 2)
+    with pytest.raises(MergeError, match="give 2 layers but the model has 3"):
+        source_layers(raw([("a", (0, 2))]), 3)

@@ -68,6 +68,16 @@ def test_rank_end_to_end_on_tiny_models(tmp_path, one_thread):
     # other settings are refused unless --overwrite
     res3 = nex("rank", a, *RANK_ARGS[:-2], "--boot", "50", "--n", "3", "--out", out)
     assert res3.exit_code != 0 and "other settings" in str(res3.exception)
+    # another calibration re-scores the finished variants without sampling them again
+    res4 = nex("rank", a, f"second={b}", c, broken, *RANK_ARGS, "--calibrate-on", "second", "--out", out)
+    assert res4.exit_code != 0 and "variant 'broken'" in str(res4.exception)       # still broken
+    assert res4.output.count("done earlier, kept") == 3
+    assert "NEX calibrated: --calibrate self on second" in res4.output
+    doc4 = json.loads((out / "rank.json").read_text())
+    assert doc4["calibration"]["on"] == "second" and doc4["calibration"]["status"] == "done"
+    assert doc4["calibration"]["layer_maps"] == {"a": None, "second": None, "c": None}
+    assert [v["scores"]["nex_self"] for v in doc4["variants"][:3]] == [v["scores"]["nex"] for v in doc["variants"][:3]]
+    assert doc4["variants"][1]["scores"]["nex"] == doc["variants"][1]["scores"]["nex"]
     # the report of a rank directory
     from nexscore.report import build_report
 

@@ -101,24 +101,29 @@ def _ci(ci) -> str:
 def print_rank(doc: dict) -> None:
     from rich.table import Table   # deferred: rich loads to print a result, not for --help
 
-    from ..rank import SCORES   # deferred: numpy and scipy load when the command runs
-
     out = console()
+    cal = doc.get("calibration") or {}
+    self_nex = any("nex_self" in (r.get("scores") or {}) for r in doc["variants"])
     t = Table(title="Variants", title_justify="left")
-    for col in ("variant", "NEX", "self-cert.", "entropy", "perplexity", "length", "accuracy", "acc. sampled",
-                "seconds"):
+    cols = ["variant", "NEX"] + (["NEX self"] if self_nex else []) + ["self-cert.", "entropy", "perplexity", "length",
+                                                                    "accuracy", "acc. sampled", "seconds"]
+    for col in cols:
         t.add_column(col, justify="left" if col == "variant" else "right")
     for r in doc["variants"]:
         if r.get("status") != "done":
-            t.add_row(r["name"], *(["failed"] + [""] * 7))
+            t.add_row(r["name"], *(["failed"] + [""] * (len(cols) - 2)))
             continue
         s = r.get("scores") or {}
         acc = r.get("accuracy") or {}
-        t.add_row(r["name"], _f(s.get("nex"), 4), _f(s.get("self_certainty")), _f(s.get("entropy")),
+        t.add_row(r["name"], _f(s.get("nex"), 4), *([_f(s.get("nex_self"), 4)] if self_nex else []),
+                  _f(s.get("self_certainty")), _f(s.get("entropy")),
                   _f(s.get("perplexity")), _f(s.get("length"), 1),
                   _f(acc.get("accuracy")) + (f" ({acc.get('n_correct')}/{acc.get('n_problems')})" if acc else ""),
                   _f(r.get("sampled_accuracy")), _f((r.get("seconds") or {}).get("total"), 0))
     out.print(t)
+    if cal and (cal.get("calibrate"), cal.get("on")) != ("self", "self"):
+        status = f" ({cal['status']}: {cal.get('error', '')})" if cal.get("status") != "done" else ""
+        out.print(f"NEX calibrated: --calibrate {cal.get('calibrate')} on {cal.get('on')}{status}", soft_wrap=True)
     comp = doc.get("comparison") or {}
     if comp.get("best") is None:
         out.print("no accuracy (the task cannot check answers, or --labeled 0): scores only")
@@ -128,7 +133,7 @@ def print_rank(doc: dict) -> None:
     for col in ("score", "better when", "Spearman", "Kendall", "top-1 regret", "picks"):
         t2.add_column(col, justify="left" if col in ("score", "better when", "picks") else "right")
     for key, e in comp["scores"].items():
-        t2.add_row(SCORES[key][0], "higher" if e["orientation"] > 0 else "lower",
+        t2.add_row(e.get("label", key), "higher" if e["orientation"] > 0 else "lower",
                    _f(e.get("spearman"), 2) + _ci(e.get("spearman_ci")), _f(e.get("kendall"), 2) + _ci(e.get("kendall_ci")),
                    _f(e.get("regret")) + _ci(e.get("regret_ci")), str(e.get("pick")))
     out.print(t2)
@@ -153,6 +158,16 @@ def rank(variants: List[str] = typer.Argument(..., help="Variants: a family dire
          selection: str = typer.Option("global", "--selection", help="Capture rule: global, per_layer or zscore."),
          batch_size: int = typer.Option(64, "--batch-size", help="Traces generated together."),
          boot: int = typer.Option(1000, "--boot", help="Bootstrap replicates over prompts (0: none)."),
+         calibrate: Optional[str] = typer.Option(None, "--calibrate",
+                                                 help="NEX calibration: self, split, pooled or file (below); file "
+                                                      "when --weights is given, else self."),
+         calibrate_on: str = typer.Option("self", "--calibrate-on",
+                                          help="Whose traces NEX learns on: self (each variant its own), pooled "
+                                               "(all together) or a variant's name (e.g. base)."),
+         weights: Optional[Path] = typer.Option(None, "--weights", "-w",
+                                                help="With --calibrate file: score every variant with these weights."),
+         split_seed: int = typer.Option(0, "--split-seed", help="Seed of the halves of the prompts (--calibrate "
+                                                                  "split)."),
          device: str = DEVICE, dtype: str = DTYPE, mlp_spec: Optional[Path] = MLP_SPEC,
          out: Path = typer.Option(Path("runs/rank"), "--out", "-o", help="Rank directory to write."),
          overwrite: bool = typer.Option(False, "--overwrite", help="Discard earlier results in OUT and start again.")):
@@ -167,6 +182,16 @@ def rank(variants: List[str] = typer.Argument(..., help="Variants: a family dire
     top-1 regret (best accuracy minus the accuracy of the variant the score picks), with 95%
     bootstrap intervals over the prompts. Scores are oriented so that the better-predicted
     variant scores higher (entropy, perplexity and length: lower is better).
+
+    Calibration of NEX: --calibrate-on self (default: each variant's own traces), pooled (every
+    variant's traces together, learned once) or VARIANT (that variant's traces, e.g. base; every
+    variant scored with its weights). --calibrate self scores in-sample; split scores each half
+    of the prompts (seeded by --split-seed) with weights learned on the other half only; pooled
+    is --calibrate-on pooled; file scores every variant with --weights. Shared weights are in
+    the layer numbering of the family's source model: a passthrough variant's layers (one
+    dropped or repeated) map to the source layers they copy, and rank.json records each map.
+    The NEX column is then the calibrated one and "NEX self" the self-calibrated one; the
+    variants are not sampled again when only the calibration changes.
 
     Writes OUT/rank.json (after every variant), OUT/variants/<name>/ (a run directory per
     variant: candidates.jsonl, cache/, weights.npz, accuracy.json, variant.json); `nex report
@@ -184,12 +209,17 @@ def rank(variants: List[str] = typer.Argument(..., help="Variants: a family dire
                                     temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens, seed=seed,
                                     labeled=labeled, labeled_seed=labeled_seed, block_size=block_size, k=k,
                                     selection=selection, batch_size=batch_size, device=device, dtype=dtype,
-                                    n_boot=boot, mlp_spec=str(mlp_spec) if mlp_spec else None)
+                                    n_boot=boot, mlp_spec=str(mlp_spec) if mlp_spec else None, calibrate=calibrate,
+                                    calibrate_on=calibrate_on, weights=str(weights) if weights else None,
+                                    split_seed=split_seed)
     with stage_bars() as bars:
         result = ranking.run(list(variants), out, settings, overwrite=overwrite, log=bars.log, progress=bars)
     print_rank(result.doc)
     console().print(f"results: {result.path} ({result.seconds:.0f} s); `nex report {out}` for "
                     "the figure", soft_wrap=True)
+    if result.calibration_error:
+        raise _Failed(f"NEX calibration failed: {result.calibration_error}. The self-calibrated results are in "
+                      f"{result.path}")
     if result.failed:
         raise _Failed(f"{len(result.failed)} variant(s) failed: "
                       + "; ".join(r.get("error") or r["name"] for r in result.failed)

@@ -7,10 +7,11 @@ See `nexscore.merge.spec` for the FAMILY.yaml format. Importing this package imp
 torch nor mergekit; building a family does.
 """
 
-from .build import FAMILY_JSON, FamilyResult, MergeError, build_family, family_variants, read_family_json
+from .build import (FAMILY_JSON, FamilyResult, MergeError, build_family, family_variants, read_family_json,
+                    source_layers)
 from .sources import check_same_architecture, local_model_dir, noise_copy
 from .spec import FamilySpec, VariantPlan, parse_family, read_family
 
 __all__ = ["FAMILY_JSON", "FamilyResult", "MergeError", "build_family", "family_variants", "read_family_json",
-           "check_same_architecture", "local_model_dir", "noise_copy", "FamilySpec", "VariantPlan",
+           "source_layers", "check_same_architecture", "local_model_dir", "noise_copy", "FamilySpec", "VariantPlan",
            "parse_family", "read_family"]

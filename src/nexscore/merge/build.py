@@ -82,6 +82,43 @@ def _layer_slices(cfg: dict, n_layers: int, where: str) -> list[dict]:
     return [{"sources": [{"model": model, "layer_range": [a, b]}]} for a, b in ranges if b > a]
 
 
+def source_layers(recipe: dict | None, n_layers: int, *, name: str = "variant") -> list[int] | None:
+    """The layer of its source checkpoint that each of a variant's n_layers layers is a copy of.
+
+    For a passthrough variant (its recipe, as family.json records it: a drop or repeat of
+    `nex merge`, or a raw mergekit config of slices cut from one model): the layer ranges of its
+    slices laid end to end, so a dropped layer's successors map one down and a repeated layer's
+    copy maps to that layer. None for any other variant: its layers keep their models' numbering.
+    MergeError when the slices mix models or do not give n_layers layers.
+    """
+    cfg = (recipe or {}).get("mergekit") or {}
+    if cfg.get("merge_method") != "passthrough":
+        return None
+    where = f"variant '{name}'"
+    if "_layer_op" in cfg:
+        op = cfg["_layer_op"]
+        n_source = n_layers + 1 if op.get("op") == "drop" else n_layers - 1
+        slices = _layer_slices(cfg, n_source, where)
+    else:
+        slices = cfg.get("slices")
+    layers: list[int] = []
+    models = set()
+    for s in slices if isinstance(slices, list) else ():
+        sources = s.get("sources") if isinstance(s, dict) else None
+        if not isinstance(sources, list) or len(sources) != 1:
+            raise MergeError(f"{where}: a passthrough slice blends several sources; its layers have no single "
+                             "source layer")
+        models.add(str(sources[0].get("model")))
+        a, b = sources[0].get("layer_range") or (0, 0)
+        layers.extend(range(int(a), int(b)))
+    if len(models) > 1:
+        raise MergeError(f"{where}: its passthrough slices come from several models ({', '.join(sorted(models))}); "
+                         "its layers have no single source numbering")
+    if len(layers) != n_layers:
+        raise MergeError(f"{where}: its passthrough slices give {len(layers)} layers but the model has {n_layers}")
+    return layers
+
+
 def _run_mergekit(config: dict, out: Path, seed: int) -> None:
     from mergekit.config import MergeConfiguration  # deferred: mergekit is optional and pulls in torch
     from mergekit.merge import run_merge  # deferred: as above

@@ -5,6 +5,10 @@ compared with accuracy where the task can check answers.
     >>> r = rank.run(["runs/family"], "runs/rank", rank.RankSettings(task="rg:chain_sum", task_options={}))
     >>> r.doc["comparison"]["scores"]["nex"]["spearman"]
 
+NEX is self-calibrated per variant unless the settings ask otherwise (`calibrate_on`: pooled or
+a variant's name; `calibrate`: split or file): see `rank.calibration`, which also maps the
+layers of passthrough variants to their source layers.
+
 Importing this package does not import torch.
 """
 

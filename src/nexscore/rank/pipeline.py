@@ -1,7 +1,9 @@
 """`nex rank`: score every variant of a family on the same unlabeled prompts, without labels.
 
 For each variant, one at a time (so memory stays that of one model): load it, sample N traces on
-the same K prompts, capture them, learn NEX weights on that variant's own pool, and score:
+the same K prompts, capture them, learn NEX weights on that variant's own pool, and score
+(NEX under another calibration, e.g. weights learned on the base variant or on every variant
+together, is computed once every variant is done: `rank.calibration`):
 
     NEX            = mean Good-Mass Fraction of the variant's traces (higher = predicted better)
     self_certainty = mean over traces of the mean token self-certainty   (higher = better)
@@ -17,8 +19,10 @@ The stage is `run(variants, out, settings) -> RankResult` (what `nex rank` calls
 `rank_variants` does the work once the variants are named.
 
 RANK_DIR/variants/<name>/ is an ordinary run directory (run.json, candidates.jsonl, cache/,
-weights.npz) plus accuracy.json and variant.json (the variant's finished result); a variant
-with variant.json is not computed again. RANK_DIR/rank.json is rewritten after every variant.
+weights.npz) plus accuracy.json and variant.json (the variant's finished, self-calibrated
+result); a variant with variant.json is not computed again, whatever the calibration asked.
+RANK_DIR/rank.json is rewritten after every variant; its "nex" is NEX under the calibration
+asked for (null until it is computed), its "nex_self" the self-calibrated NEX when they differ.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ import numpy as np
 from ..cache.writer import read_signals
 from ..capture import CapturePolicy, capture_candidates
 from ..core import learn_weights, mean_score, save_weights, score_responses
+from ..core.calibrate import DEFAULT_SPLIT_SEED
 from ..errors import InputError, NexError, check_at_least
 from ..evaluate import evaluate
 from ..generate import Settings, generate_run
@@ -46,7 +51,7 @@ from ..merge.build import FAMILY_JSON, family_variants
 from ..models import load_model
 from ..rundir import CACHE, WEIGHTS, check_same_settings, fingerprint, read_candidates
 from ..tasks import load_task
-from . import metrics
+from . import calibration, metrics
 
 RANK_JSON = "rank.json"
 VARIANT_JSON = "variant.json"
@@ -59,10 +64,16 @@ SCORES = {
     "perplexity": ("mean perplexity", -1),
     "length": ("mean length", -1),
 }
+# beside them when NEX is not self-calibrated: the self-calibrated NEX, for comparison
+SELF_NEX = "nex_self"
+SELF_NEX_SCORE = ("NEX, self-calibrated (mean GMF)", +1)
 
 
 # settings that change how a ranking runs, not its results (left out of the settings digest)
 RUN_ONLY = ("batch_size", "capture_batch_size", "n_boot", "device", "mlp_spec")
+# settings of the calibration: they change rank.json's NEX, not any variant's traces or variant.json,
+# so a ranking is re-scored under another calibration without sampling again
+CALIBRATION = ("calibrate", "calibrate_on", "weights", "split_seed")
 
 
 @dataclass
@@ -86,6 +97,10 @@ class RankSettings:
     dtype: str = "float32"
     n_boot: int = 1000
     mlp_spec: str | None = None         # --mlp-spec file: where the MLPs are, not what they compute
+    calibrate: str | None = None        # self | split | pooled | file (None: file with weights, else self)
+    calibrate_on: str = "self"          # self | pooled | a variant's name (`rank.calibration`)
+    weights: str | None = None          # weights file of --calibrate file
+    split_seed: int = DEFAULT_SPLIT_SEED
 
     def check(self) -> None:
         check_at_least("--prompts", self.prompts)
@@ -95,7 +110,7 @@ class RankSettings:
 
     def digest(self) -> str:
         """What a finished variant's result depends on (device/dtype/batching aside)."""
-        return fingerprint(asdict(self), ignore=RUN_ONLY)
+        return fingerprint(asdict(self), ignore=RUN_ONLY + CALIBRATION)
 
 
 @dataclass
@@ -111,6 +126,12 @@ class RankResult:
     def failed(self) -> list[dict]:
         """The variants that could not be scored (each with its error)."""
         return [r for r in self.doc["variants"] if r.get("status") != "done"]
+
+    @property
+    def calibration_error(self) -> str | None:
+        """Why NEX could not be computed under the calibration asked for (None when it was)."""
+        cal = self.doc.get("calibration") or {}
+        return cal.get("error") if cal.get("status") == "failed" else None
 
 
 @dataclass
@@ -297,7 +318,10 @@ def summarise(results: list[dict], settings: RankSettings) -> dict:
     out = {"n_variants": len(done), "best": None, "scores": {}}
     if have_acc:
         out["best"] = names[int(np.nanargmax(acc))]
-    for key, (label, sign) in SCORES.items():
+    table = dict(SCORES)
+    if any(SELF_NEX in (r.get("scores") or {}) for r in done):
+        table[SELF_NEX] = SELF_NEX_SCORE
+    for key, (label, sign) in table.items():
         raw = np.array([r["scores"].get(key, math.nan) if r["scores"].get(key) is not None else math.nan
                         for r in done], np.float64)
         oriented = sign * raw
@@ -319,8 +343,10 @@ def summarise(results: list[dict], settings: RankSettings) -> dict:
 
 def rank_variants(variants: list[VariantInput], rank_dir, settings: RankSettings, *, overwrite: bool = False,
                   log: Callable[[str], None] | None = None, progress=None) -> dict:
-    """Score every variant (resuming finished ones), then compare the scores with accuracy."""
+    """Score every variant (resuming finished ones), then NEX under the calibration the settings
+    ask for (`rank.calibration`), then compare the scores with accuracy."""
     settings.check()
+    cal_plan = calibration.plan(settings.calibrate, settings.calibrate_on, settings.weights, [v.name for v in variants])
     say = log or (lambda msg: None)
     rank_dir = Path(rank_dir)
     if rank_dir.exists() and not rank_dir.is_dir():
@@ -334,19 +360,28 @@ def rank_variants(variants: list[VariantInput], rank_dir, settings: RankSettings
     digest = settings.digest()
     if old and old.get("settings_digest") not in (None, digest) and not overwrite:
         check_same_settings(old.get("settings"), asdict(settings), where=rank_dir, what="a ranking", source=RANK_JSON,
-                            ignore=RUN_ONLY, fix="use the same settings to resume, another --out, or --overwrite "
-                                                 "to start again")
+                            ignore=RUN_ONLY + CALIBRATION,
+                            fix="use the same settings to resume, another --out, or --overwrite to start again")
     if overwrite and (rank_dir / VARIANTS).is_dir():
         shutil.rmtree(rank_dir / VARIANTS)
     rank_dir.mkdir(parents=True, exist_ok=True)
     results: list[dict] = []
+    cal_record = {**cal_plan.record(), "status": "done" if cal_plan.is_default else "pending"}
+    calibrated: dict[str, calibration.Scored] = {}
+
+    def shown() -> list[dict]:
+        """The results as rank.json shows them: NEX under the calibration asked for."""
+        if cal_plan.is_default:
+            return results
+        return [_with_calibrated_nex(r, calibrated.get(r["name"])) for r in results]
 
     def save():
-        doc = {"format": 1, "settings": asdict(settings), "settings_digest": digest,
+        view = shown()
+        doc = {"format": 1, "settings": asdict(settings), "settings_digest": digest, "calibration": cal_record,
                "variants": [{k: r.get(k) for k in ("name", "spec", "recipe", "status", "error", "scores",
                                                    "accuracy", "sampled_accuracy", "n_traces", "n_scored",
-                                                   "seconds", "model")} for r in results],
-               "comparison": summarise(results, settings),
+                                                   "seconds", "model")} for r in view],
+               "comparison": summarise(view, settings),
                "updated": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
         write_json(rank_dir / RANK_JSON, doc)
         # per-prompt sums stay in variants/<name>/variant.json
@@ -381,7 +416,34 @@ def rank_variants(variants: list[VariantInput], rank_dir, settings: RankSettings
             gc.collect()
         results.append(doc)
         save()
+    if not cal_plan.is_default:
+        say(f"calibration: {cal_plan.mode} on {cal_plan.on}")
+        try:
+            cal_record, scored = calibration.calibrate(
+                results, {v.name: rank_dir / VARIANTS / v.name for v in variants}, cal_plan, rank_dir,
+                weights_file=settings.weights, split_seed=settings.split_seed, progress=progress)
+            calibrated.update(scored)
+        except NexError as exc:
+            cal_record = calibration.failed_record(cal_plan, exc)
+            say(f"[red]calibration failed: {cal_record['error']}[/red]")
     return save()
+
+
+def _with_calibrated_nex(result: dict, scored: "calibration.Scored | None") -> dict:
+    """A finished variant's result with "nex" under the calibration asked for (None until it is
+    computed) and its self-calibrated NEX as "nex_self"."""
+    if result.get("status") != "done":
+        return result
+    scores = {**result["scores"], SELF_NEX: result["scores"].get("nex"), "nex": None}
+    per_prompt = {k: v for k, v in (result.get("per_prompt") or {}).items() if k != "nex"}
+    if "nex" in (result.get("per_prompt") or {}):
+        per_prompt[SELF_NEX] = result["per_prompt"]["nex"]
+    if scored is not None:
+        scores["nex"] = mean_score(scored.gmf.astype(np.float32))
+        order = per_prompt.get("problem_ids") or list(dict.fromkeys(scored.problem_ids))
+        sums, counts = _per_prompt(scored.gmf.astype(np.float64), scored.problem_ids, order)
+        per_prompt["nex"] = {"sum": sums, "count": counts}
+    return {**result, "scores": scores, "per_prompt": per_prompt}
 
 
 def run(variants: list[str], out, settings: RankSettings, *, overwrite: bool = False,
@@ -392,6 +454,7 @@ def run(variants: list[str], out, settings: RankSettings, *, overwrite: bool = F
     fails is recorded in rank.json and listed by `RankResult.failed`; the others are kept."""
     settings.check()
     items = expand_inputs(list(variants))
+    calibration.plan(settings.calibrate, settings.calibrate_on, settings.weights, [v.name for v in items])
     if log:
         log(f"ranking {len(items)} variant(s): {', '.join(v.name for v in items)}")
     t0 = time.perf_counter()
