@@ -19,11 +19,13 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import assert_one_line_error, learnable_cache, run_nex
+from conftest import assert_one_line_error, learnable_cache, learnable_responses, run_nex, write_cache
 from damage import copy_cache, float_keys, read, write, zero_tokens
 from nexscore.cache import open_cache
 from nexscore.cache.verify import audit_cache, describe_cache
+from nexscore import core
 from nexscore.core import learn_weights, score_responses
+from nexscore.core.agreement import base_disagreement
 from nexscore.errors import CacheError
 
 
@@ -196,6 +198,99 @@ def test_unusable_files_are_one_line(cache, tmp_path, how):
     assert_one_line_error(run_nex("run", cache, "--out", tmp_path / "o"), "rows/w_sum.float16")
     proc = run_nex("cache", "verify", cache)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr and "rows/w_sum.float16" in proc.stdout
+
+
+# ------------------------------------------------------------------ base/ against rows/
+def _parts_disagree(cache, tmp_path, *needles) -> str:
+    """Before: `nex run` learned from rows/, scored base/ and exited 0 with a NEX, while `nex
+    cache verify` rejected the cache. Now run refuses it (one line naming the file, the index,
+    the response and what differs) before writing anything, and verify reports the same."""
+    line = assert_one_line_error(run_nex("run", cache, "--out", tmp_path / "o"), *needles)
+    assert not (tmp_path / "o").exists()
+    assert "the two parts disagree" in line and "nex cache verify" in line
+    with pytest.raises(CacheError, match="the two parts disagree"):
+        core.run(cache, tmp_path / "o2")
+    audit = audit_cache(cache)
+    assert audit.errors and {f.kind for f in audit.errors} == {"consistency"}, audit.lines()
+    first = min(audit.errors, key=lambda f: int(re.match(r"response (\d+)", f.rule).group(1)))
+    assert f"{first.file}[{first.index}]: {first.rule.split(':')[0]}: " in line     # the same first finding
+    return line
+
+
+def test_run_refuses_a_changed_base_mass(cache, tmp_path):
+    m, p = read(cache, "base/w_sum.float16"), read(cache, "base/row_ptr.int64")
+    j = int(p[2]) + 3
+    m[j] = m[j] * np.float16(1.5)
+    write(cache, "base/w_sum.float16", m)
+    _parts_disagree(cache, tmp_path, f"base/w_sum.float16[{j}]: response 2: 1 base mass(es) differ from the sum "
+                                     "of their row masses")
+
+
+def test_run_refuses_a_changed_base_key(cache, tmp_path):
+    k, p = read(cache, "base/keys.uint32"), read(cache, "base/row_ptr.int64")
+    k[p[4] - 1] += 1                               # last key of response 3: the list stays ascending
+    write(cache, "base/keys.uint32", k)
+    _parts_disagree(cache, tmp_path, f"base/keys.uint32[{p[3]}]: response 3: ",
+                    "a key that is not in its base list and 1 of its base keys is in none of its rows")
+
+
+def test_run_refuses_a_dropped_base_list(cache, tmp_path):
+    k, m, p = read(cache, "base/keys.uint32"), read(cache, "base/w_sum.float16"), read(cache, "base/row_ptr.int64")
+    gone = np.s_[p[4]:p[5]]                        # response 4's list emptied, the pointers kept consistent
+    write(cache, "base/keys.uint32", np.delete(k, gone))
+    write(cache, "base/w_sum.float16", np.delete(m, gone))
+    p[5:] -= p[5] - p[4]
+    write(cache, "base/row_ptr.int64", p)
+    assert open_cache(cache).base.n_responses == 6                  # structurally sound
+    _parts_disagree(cache, tmp_path, f"base/keys.uint32[{p[4]}]: response 4: ",
+                    "entries of its rows hold a key that is not in its base list")
+
+
+@pytest.mark.parametrize("part", ["rows", "base"])
+def test_run_refuses_masses_rewritten_as_int16(cache, tmp_path, part):
+    rel = f"{part}/w_sum.float16"
+    with np.errstate(invalid="ignore"):
+        read(cache, rel).astype("<i2").tofile(cache / rel)         # same size: every file length still fits
+    _parts_disagree(cache, tmp_path, "base/w_sum.float16[0]: response 0: ", "base mass(es) differ")
+
+
+def test_a_short_response_is_checked_too(tmp_path):
+    """Learning skips a response of fewer than 3 rows; base/ must still agree with its rows."""
+    short = [([5 << 16, 6 << 16], [1.0, 2.0], 32), ([6 << 16], [4.0], 9)]
+    cache = write_cache(tmp_path / "c", learnable_responses() + [short])
+    m, p = read(cache, "base/w_sum.float16"), read(cache, "base/row_ptr.int64")
+    assert m[p[6] + 1] == 6.0
+    m[p[6] + 1] = 7.0
+    write(cache, "base/w_sum.float16", m)
+    _parts_disagree(cache, tmp_path, f"base/w_sum.float16[{p[6] + 1}]: response 6: ",
+                    "(the first holds 7, its rows sum to 6)")
+
+
+def test_tolerated_damage_written_into_both_parts_agrees(tmp_path):
+    """NaN, infinite and negative masses, as a writer stores them in rows/ and sums them into
+    base/: the parts agree (compared raw, as written), the spec's rules apply. (Reserved-layer keys
+    and keys beyond 2^22, which this writer refuses: the golden edge corpus, below.)"""
+    responses = learnable_responses()
+    keys, mass, tokens = responses[1][5]
+    mass = mass.copy()
+    mass[:3] = [np.nan, -2.0, np.inf]
+    responses[1][5] = (keys, mass, tokens)
+    keys, mass, tokens = responses[2][0]
+    responses[2][0] = (keys, np.full(keys.size, 40000.0), tokens)   # sums beyond float16: inf in base/
+    responses[2][1] = (keys, np.full(keys.size, 40000.0), tokens)
+    with np.errstate(over="ignore"):                                # the writer's float16 cast
+        cache = write_cache(tmp_path / "c", responses)
+    audit = audit_cache(cache)
+    assert audit.ok and {f.kind for f in audit.warnings} == {"tolerated"}, audit.lines()
+    proc = run_nex("run", cache, "--out", tmp_path / "o")
+    assert proc.returncode == 0, proc.stderr
+    np.testing.assert_array_equal(np.load(tmp_path / "o/response_scores.npy"),
+                                  score_responses(cache, learn_weights(cache)))
+
+
+def test_golden_corpora_agree(reference):
+    for corpus in ("example", "synthetic16", "edge"):
+        assert base_disagreement(reference / corpus / "cache") is None
 
 
 # ------------------------------------------------------------------ verify never raises

@@ -229,7 +229,8 @@ def _agreeing_cache_arrays(rng, n_resp=60):
         if r % 11 == 5:                                        # a base without rows: every key extra
             bk = np.sort(rng.choice(pool, 4, replace=False))
         bkeys.append(bk)
-        bmass.append(np.array([sums.get(int(x), 1.0) for x in bk], np.float32).astype(np.float16))
+        with np.errstate(over="ignore"):                       # sums beyond float16: inf, as the writer makes
+            bmass.append(np.array([sums.get(int(x), 1.0) for x in bk], np.float32).astype(np.float16))
         base_ptr.append(base_ptr[-1] + bk.size)
     cat = lambda parts, dtype: np.concatenate(parts + [np.empty(0, dtype)]).astype(dtype)  # noqa: E731
     return (cat(keys, np.uint32), cat(mass, np.float16), np.array(entry_ptr, np.int64), cat(bkeys, np.uint32),
@@ -240,10 +241,11 @@ def _agreeing_cache_arrays(rng, n_resp=60):
 def test_base_agreement_equals_numpy_on_damage(monkeypatch):
     rng = np.random.default_rng(8)
     keys, mass, entry_ptr, bkeys, bmass, base_ptr = _agreeing_cache_arrays(rng)
-    slots = kernels.agreement_slots()
-    slots[:] = rng.integers(-5, bkeys.size + 5, slots.size)     # stale slots must not matter
+    slots = kernels.BaseSlots()
+    other = _agreeing_cache_arrays(np.random.default_rng(9))
 
     def check(bkeys, bmass):
+        kernels.base_agreement(*other, slots)                   # leaves stale slots behind
         return kernels.base_agreement(keys, mass, entry_ptr, bkeys, bmass, base_ptr, slots)
 
     c, n = both(monkeypatch, check, bkeys, bmass)
@@ -281,6 +283,18 @@ def test_base_agreement_equals_numpy_on_damage(monkeypatch):
             assert mass_bad[r] == 1 and first_bad[r] == j, how
 
 
+def test_base_slots_restart_before_int32_overflow(monkeypatch):
+    monkeypatch.setenv("NEXSCORE_KERNELS", "compiled")
+    slots = kernels.BaseSlots()
+    keys, ptr = np.array([5, 6, 5, 7], np.uint32), np.array([0, 2, 4], np.int64)
+    base, base_ptr = np.array([5, 6, 5, 7], np.uint32), np.array([0, 2, 4], np.int64)
+    mass = np.ones(4, np.float16)
+    kernels.base_agreement(keys, mass, ptr, base, mass, base_ptr, slots)
+    slots._next = np.iinfo(np.int32).max - 5
+    out = kernels.base_agreement(keys, mass, ptr, np.array([5, 6, 5, 8], np.uint32), mass, base_ptr, slots)
+    assert slots._next == 4 and [x.tolist() for x in out] == [[0, 1], [0, 1], [0, 0], [-1, -1]]
+
+
 @needs_c
 def test_base_agreement_takes_the_reader_s_arrays(monkeypatch):
     """float16 masses straight from memory maps (views, not copies), and empty inputs."""
@@ -314,7 +328,11 @@ def test_bad_buffers_give_clear_errors():
     with pytest.raises(ValueError, match="entry_ptr and base_ptr must run from 0"):
         c.base_agreement(np.array([1], np.uint32), np.zeros(1, np.uint16), kernels.HALF_TO_SINGLE,
                          np.array([0, 2], np.int64), np.array([1], np.uint32), np.zeros(1, np.uint16),
-                         np.array([0, 1], np.int64), np.zeros(4, np.int32), 0.1, 0.1, 1.0, *out)
+                         np.array([0, 1], np.int64), np.zeros(4, np.int32), 0, 0.1, 0.1, 1.0, *out)
+    with pytest.raises(ValueError, match="offset"):
+        c.base_agreement(np.array([1], np.uint32), np.zeros(1, np.uint16), kernels.HALF_TO_SINGLE,
+                         np.array([0, 1], np.int64), np.array([1], np.uint32), np.zeros(1, np.uint16),
+                         np.array([0, 1], np.int64), np.zeros(4, np.int32), 2**31 - 1, 0.1, 0.1, 1.0, *out)
 
 
 def test_built_wherever_a_compiler_exists():

@@ -614,7 +614,7 @@ fail:
 
 PyDoc_STRVAR(base_agreement_doc,
 "base_agreement(keys u32, half u16, table f32[65536], entry_ptr i64, base_keys u32, base_half u16,\n"
-"               base_ptr i64, slots i32[key space], rtol, atol, inf_from,\n"
+"               base_ptr i64, slots i32[key space], offset, rtol, atol, inf_from,\n"
 "               missing i64 out, extra i64 out, mass_bad i64 out, first_bad i64 out)\n\n"
 "Per response r (row entries [entry_ptr[r], entry_ptr[r+1]), base entries\n"
 "[base_ptr[r], base_ptr[r+1]), base keys unique and ascending): missing[r] = row entries whose\n"
@@ -622,10 +622,11 @@ PyDoc_STRVAR(base_agreement_doc,
 "masses (of keys found in its rows) that differ from the float64 sum, in entry order, of their\n"
 "row masses (float16 through `table`) by the rule of nexscore.cache.rules.masses_agree with\n"
 "rtol, atol and inf_from; first_bad[r] = the base index of the first of those, or -1.\n"
-"`slots` maps a key below its size to a base index; it needs no reset (a slot is trusted only\n"
-"where it points into the response's list at that very key). Keys beyond it are searched.\n"
-"Base keys unique and ascending within a response is the reader's rule and is not checked\n"
-"again here: on other input the counts mean nothing, but every access stays in bounds.");
+"`slots` maps a key below its size to offset + 1 + its base index; it needs no reset as long\n"
+"as every call gets an offset at or above the previous call's offset + its number of base\n"
+"entries (a slot below the current response's first value is stale). Keys beyond it are\n"
+"searched. Base keys unique and ascending within a response is the reader's rule and is not\n"
+"checked again here: on other input the counts mean nothing, but every access stays in bounds.");
 
 /* rules.masses_agree: got (a float16 base mass) against want (the float64 sum of its rows) */
 static int mass_agrees(double want, double got, double rtol, double atol, double inf_from)
@@ -638,12 +639,13 @@ static int mass_agrees(double want, double got, double rtol, double atol, double
 static PyObject *base_agreement(PyObject *self, PyObject *args)
 {
     PyObject *o[12];
+    long long offset;
     double rtol, atol, inf_from;
     Buf b[12];
     double *sums = NULL;
     uint8_t *hits = NULL;
-    if (!PyArg_ParseTuple(args, "OOOOOOOOdddOOOO", &o[0], &o[1], &o[2], &o[3], &o[4], &o[5], &o[6], &o[7],
-                          &rtol, &atol, &inf_from, &o[8], &o[9], &o[10], &o[11]))
+    if (!PyArg_ParseTuple(args, "OOOOOOOOLdddOOOO", &o[0], &o[1], &o[2], &o[3], &o[4], &o[5], &o[6], &o[7],
+                          &offset, &rtol, &atol, &inf_from, &o[8], &o[9], &o[10], &o[11]))
         return NULL;
     static const Spec spec[12] = {
         {"keys", 4, 0},
@@ -672,7 +674,7 @@ static PyObject *base_agreement(PyObject *self, PyObject *args)
     NEED(b[5].n == nb, "base_keys and base_half must have the same size");
     NEED(b[2].n == 65536, "the table must have 65536 entries");
     NEED(n_resp >= 0 && b[6].n == n_resp + 1, "entry_ptr and base_ptr must have one item per response plus one");
-    NEED(nb <= INT32_MAX, "at most 2^31 - 1 base entries per call");
+    NEED(offset >= 0 && offset + (long long)nb < INT32_MAX, "offset + base entries must fit in int32");
     for (int i = 8; i < 12; i++) NEED(b[i].n == n_resp, "%s must have one item per response", spec[i].name);
     NEED(n_resp == 0 || (eptr[0] == 0 && eptr[n_resp] == n && bptr[0] == 0 && bptr[n_resp] == nb),
          "entry_ptr and base_ptr must run from 0 to the number of entries");
@@ -685,20 +687,25 @@ static PyObject *base_agreement(PyObject *self, PyObject *args)
     if (!sums || !hits) { PyErr_NoMemory(); goto fail; }
     Py_BEGIN_ALLOW_THREADS
     for (Py_ssize_t r = 0; r < n_resp; r++) {
-        const int64_t b0 = bptr[r], nr = bptr[r + 1] - b0;
+        const int64_t b0 = bptr[r], nr = bptr[r + 1] - b0, first_slot = offset + 1 + b0;
         const uint32_t *bk = bkeys + b0;
         for (int64_t j = 0; j < nr; j++) {
             sums[j] = 0.0;
             hits[j] = 0;
-            if (bk[j] < (uint64_t)n_slots) slots[bk[j]] = (int32_t)(b0 + j);
+            if (bk[j] < (uint64_t)n_slots) slots[bk[j]] = (int32_t)(first_slot + j);
         }
         int64_t miss = 0;
-        for (int64_t e = eptr[r]; e < eptr[r + 1]; e++) {
+        const int64_t e_end = eptr[r + 1];
+        for (int64_t e = eptr[r]; e < e_end; e++) {
             const uint32_t k = keys[e];
+#if defined(__GNUC__)
+            /* the slot of a key a few entries on: its cache line arrives while this one is summed */
+            if (e + 24 < e_end && keys[e + 24] < (uint64_t)n_slots) __builtin_prefetch(&slots[keys[e + 24]]);
+#endif
             int64_t j = -1;
             if (k < (uint64_t)n_slots) {
-                const int64_t t = (int64_t)slots[k] - b0;
-                if (t >= 0 && t < nr && bk[t] == k) j = t;
+                const int64_t t = (int64_t)slots[k] - first_slot;     /* in [0, nr): written for this response */
+                if (t >= 0 && t < nr) j = t;
             } else {                                   /* beyond the slots: binary search */
                 int64_t lo = 0, hi = nr;
                 while (lo < hi) {

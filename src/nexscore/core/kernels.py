@@ -248,9 +248,30 @@ def new_entry_credit(starts: np.ndarray, lengths: np.ndarray, new_count: np.ndar
     return entries, mass[entries] * np.repeat(scale, new_count)
 
 
+class BaseSlots:
+    """The scratch table of `base_agreement`: int32 over the key space (16 MB of zeros, its pages
+    allocated as keys touch them) mapping a key to 1 + the position of its entry in the base list
+    being checked. Positions are numbered on from call to call (`_next`), so a slot left by an
+    earlier response or call lies below the current response's numbers and is recognised as
+    stale without a reset (as `FirstSeen` does); one table per thread."""
+
+    def __init__(self):
+        self._table = np.zeros(KEY_SPACE, np.int32)
+        self._next = 0
+
+    def claim(self, n_base: int) -> int:
+        """The offset for a call over n_base base entries (the table restarts before int32 overflows)."""
+        if self._next + n_base + 1 >= np.iinfo(np.int32).max:
+            self._table.fill(0)
+            self._next = 0
+        offset = self._next
+        self._next += n_base
+        return offset
+
+
 def base_agreement(keys: np.ndarray, mass16: np.ndarray, entry_ptr: np.ndarray, base_keys: np.ndarray,
                    base_mass16: np.ndarray, base_ptr: np.ndarray,
-                   slots: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+                   slots: BaseSlots | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Does each response's base list hold the sums of its rows (cache.rules' rule, raw values)?
 
     Response r owns row entries [entry_ptr[r], entry_ptr[r+1]) of keys / mass16 and base entries
@@ -260,8 +281,8 @@ def base_agreement(keys: np.ndarray, mass16: np.ndarray, entry_ptr: np.ndarray, 
     none of its rows; mass_bad, its base masses (of keys its rows hold) that `rules.masses_agree`
     rejects against the float64 sum, in entry order, of their row masses; first_bad, the base
     index of the first of those, or -1.
-    slots: int32 scratch over the key space (`agreement_slots()`), reused from call to call by
-    the compiled version; the numpy one searches sorted composite keys instead.
+    slots: the compiled version's scratch (`BaseSlots`), reused from call to call (a new one when
+    None); the numpy one searches sorted composite keys instead.
     """
     half = np.ascontiguousarray(mass16).view(np.uint16)
     base_half = np.ascontiguousarray(base_mass16).view(np.uint16)
@@ -269,10 +290,11 @@ def base_agreement(keys: np.ndarray, mass16: np.ndarray, entry_ptr: np.ndarray, 
     n_resp = entry_ptr.size - 1
     if compiled():
         out = [np.empty(n_resp, np.int64) for _ in range(4)]
-        slots = agreement_slots() if slots is None else slots
+        slots = BaseSlots() if slots is None else slots
         _compiled.base_agreement(np.ascontiguousarray(keys, np.uint32), half, HALF_TO_SINGLE, entry_ptr,
-                                 np.ascontiguousarray(base_keys, np.uint32), base_half, base_ptr, slots,
-                                 rules.BASE_RTOL, rules.BASE_ATOL, rules.FLOAT16_INF_FROM, *out)
+                                 np.ascontiguousarray(base_keys, np.uint32), base_half, base_ptr, slots._table,
+                                 slots.claim(base_half.size), rules.BASE_RTOL, rules.BASE_ATOL,
+                                 rules.FLOAT16_INF_FROM, *out)
         return tuple(out)
     resp = segment_ids(np.diff(entry_ptr))
     base_resp = segment_ids(np.diff(base_ptr))
@@ -291,9 +313,3 @@ def base_agreement(keys: np.ndarray, mass16: np.ndarray, entry_ptr: np.ndarray, 
     first_bad[owners] = np.flatnonzero(bad)[first]
     return (np.bincount(resp[~found], minlength=n_resp), np.bincount(base_resp[~hit], minlength=n_resp),
             np.bincount(base_resp[bad], minlength=n_resp), first_bad)
-
-
-def agreement_slots() -> np.ndarray:
-    """The scratch table of `base_agreement`: int32 over the key space (16 MB of zeros, its
-    pages allocated as keys touch them)."""
-    return np.zeros(KEY_SPACE, np.int32)

@@ -9,6 +9,9 @@
 published reference's output layout (`RUN_FILES`), and summary.json's fields are defined here
 (`run_summary`) so that the CLI, `nex demo` and Python callers write the same file. The weights
 (16 MB) are written (and their digest taken) on a second thread while the cache is scored.
+Since `run` learns from rows/ and scores base/, it also checks that base/ holds the sums of
+rows/ (`agreement.check_base_agrees`, on a thread beside the learning) and refuses a cache whose
+parts disagree: each part alone would pass, and the NEX would belong to neither.
 
 Outputs (nexscore.io): each stage claims its output before any work (one writer at a time; an
 output inside the input cache, or `run --out` naming a file, is refused at once) and publishes
