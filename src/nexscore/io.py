@@ -387,6 +387,30 @@ def read_json_object(path, *, fix: str, error: type[NexError] = InputError) -> d
     return data
 
 
+def json_lines(path, data: bytes, *, fix: str, error: type[NexError] = InputError,
+               drop_unfinished: bool = False) -> Iterator[tuple[str, int, object]]:
+    """(where, line number, value) for each non-blank line of `data`, the bytes of the JSON-lines
+    file `path` (where: "PATH, line N"), as a step of nexscore wrote it.
+
+    A line that is not JSON raises `error` naming it, saying when it is the last line cut short
+    (a truncated file), and ending with `fix`. drop_unfinished: a last line without its newline
+    (a write that never finished) is skipped instead.
+    """
+    lines = data.split(b"\n")
+    if drop_unfinished and lines and lines[-1].strip():
+        lines = lines[:-1]
+    for lineno, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        where = f"{path}, line {lineno}"
+        try:
+            value = json.loads(line)
+        except (ValueError, RecursionError) as exc:       # ValueError: JSON's and UTF-8's decode errors
+            cut = " (the last line is cut short: the file is truncated)" if lineno == len(lines) else ""
+            raise error(f"{where}: not valid JSON{cut} ({type(exc).__name__}: {exc}); {fix}") from None
+        yield where, lineno, value
+
+
 def write_npy(path, array) -> Path:
     with atomic_path(path, ".npy") as tmp:
         np.save(tmp, array)

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 from .errors import InputError, NexError
-from .io import atomic_path, read_json_object, write_json
+from .io import atomic_path, json_lines, read_json_object, write_json
 
 # ------------------------------------------------------------------------------ file names
 RUN_JSON = "run.json"
@@ -180,20 +180,9 @@ def _json_lines(path: Path, hint: str, drop_unfinished: bool) -> Iterator[tuple[
         raise InputError(f"{path}: cannot be read ({exc.strerror or exc})") from None
     if not data.strip():
         raise InputError(f"{path}: holds no candidates (the file is empty); {hint}")
-    lines = data.split(b"\n")
-    if drop_unfinished and lines and lines[-1].strip():
-        lines = lines[:-1]
     n = 0
-    for lineno, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        where = f"{path}, line {lineno}"
-        try:
-            obj = json.loads(line)
-        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
-            tail = " (the last line is cut short: the file is truncated)" if lineno == len(lines) else ""
-            raise InputError(f"{where}: not valid JSON{tail} ({exc}); regenerate the file "
-                             "(`nex generate` resumes) or remove the line") from None
+    for where, lineno, obj in json_lines(path, data, fix="regenerate the file (`nex generate` resumes) or remove "
+                                         "the line", drop_unfinished=drop_unfinished):
         n += 1
         yield where, lineno, obj
     if not n:

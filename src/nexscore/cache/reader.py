@@ -22,19 +22,26 @@ from .layout import BASE_DIR, BASE_FILES, MANIFEST, ROW_FILES, ROWS_DIR
 from .mapped import drop_pages, map_array, read_range
 from .rules import Finding
 
-__all__ = ["Cache", "RowArrays", "BaseArrays", "open_cache", "read_range", "map_part", "check_rows",
-           "check_base"]
+__all__ = ["Cache", "Entries", "RowArrays", "BaseArrays", "PARTS", "open_cache", "read_range", "map_part",
+           "check_rows", "check_base"]
 
 
 @dataclass(frozen=True)
-class RowArrays:
+class Entries:
+    """Sparse entries, as both parts hold them: keys, unique and ascending within each list that a
+    part's pointer array delimits, and their float16 masses."""
+
+    keys: np.ndarray
+    mass: np.ndarray
+
+
+@dataclass(frozen=True)
+class RowArrays(Entries):
     """rows/: per-row sparse entries, grouped into responses."""
 
     sample_row_ptr: np.ndarray
     row_ptr: np.ndarray
     token_row_ptr: np.ndarray
-    keys: np.ndarray
-    mass: np.ndarray
 
     @property
     def n_responses(self) -> int:
@@ -46,20 +53,27 @@ class RowArrays:
 
 
 @dataclass(frozen=True)
-class BaseArrays:
+class BaseArrays(Entries):
     """base/: per-response sparse entries (each key once, mass summed over rows)."""
 
     ptr: np.ndarray
-    keys: np.ndarray
-    mass: np.ndarray
 
     @property
     def n_responses(self) -> int:
         return self.ptr.size - 1
 
 
-def map_part(root: Path, files: dict) -> tuple[dict, list[Finding]]:
-    """Map every file of a part ({name: (rel, dtype)}): ({name: array}, findings of the rest)."""
+# part -> (its files {name: (rel, dtype)}, what a cache without it cannot do)
+PARTS = {ROWS_DIR: (ROW_FILES, "the cache cannot be learned from"),
+         BASE_DIR: (BASE_FILES, "the cache cannot be scored")}
+
+
+def map_part(root: Path, part: str) -> tuple[dict, list[Finding]]:
+    """Map every file of a part (ROWS_DIR or BASE_DIR): ({name: array}, findings of what could
+    not be mapped: the part's directory, or each of its files)."""
+    files, without = PARTS[part]
+    if not (root / part).is_dir():
+        return {}, [Finding(rules.ERROR, part + "/", f"is missing: {without}")]
     arrays, problems = {}, []
     for name, (rel, dtype) in files.items():
         array, problem = map_array(root, rel, dtype)
@@ -125,13 +139,14 @@ class Cache:
     @property
     def rows(self) -> RowArrays:
         if self._rows is None:
-            self._rows = self._open_rows()
+            self._rows = self._open(ROWS_DIR, check_rows, RowArrays)
         return self._rows
 
     @property
     def base(self) -> BaseArrays:
         if self._base is None:
-            self._base = self._open_base()
+            self._base = self._open(BASE_DIR, lambda arrays: check_base(arrays, responses_in_rows(self.path)),
+                                    BaseArrays)
         return self._base
 
     @property
@@ -151,26 +166,14 @@ class Cache:
         """The manifest written by capture, or None for a reference-made cache."""
         return read_json_object(self.path / MANIFEST, fix="remove it or capture again", error=CacheError)
 
-    def _refuse(self, problem: Finding):
-        raise CacheError(f"{self.path}: {problem.line()}")
-
-    def _open_rows(self) -> RowArrays:
-        if not self.has_rows:
-            self._refuse(Finding(rules.ERROR, ROWS_DIR + "/", "is missing: the cache cannot be learned from"))
-        arrays, problems = map_part(self.path, ROW_FILES)
-        problem = problems[0] if problems else check_rows(arrays)
+    def _open(self, part: str, check, arrays_of):
+        """Map `part` and apply its rules (`check`): its arrays (`arrays_of`), or CacheError at the
+        first violation."""
+        arrays, problems = map_part(self.path, part)
+        problem = problems[0] if problems else check(arrays)
         if problem is not None:
-            self._refuse(problem)
-        return RowArrays(**arrays)
-
-    def _open_base(self) -> BaseArrays:
-        if not self.has_base:
-            self._refuse(Finding(rules.ERROR, BASE_DIR + "/", "is missing: the cache cannot be scored"))
-        arrays, problems = map_part(self.path, BASE_FILES)
-        problem = problems[0] if problems else check_base(arrays, responses_in_rows(self.path))
-        if problem is not None:
-            self._refuse(problem)
-        return BaseArrays(**arrays)
+            raise CacheError(f"{self.path}: {problem.line()}")
+        return arrays_of(**arrays)
 
 
 def open_cache(path: str | Path) -> Cache:

@@ -16,8 +16,8 @@ import numpy as np
 
 from ..errors import CacheError
 from . import rules
-from .layout import BASE_DIR, BASE_FILES, KEY_SPACE, RESERVED_LAYER, ROW_FILES, ROWS_DIR, UNIT_BITS
-from .reader import BaseArrays, Cache, RowArrays, map_part, open_cache, read_range, responses_in_rows
+from .layout import BASE_DIR, KEY_SPACE, RESERVED_LAYER, ROW_FILES, ROWS_DIR, UNIT_BITS
+from .reader import PARTS, BaseArrays, Cache, RowArrays, map_part, open_cache, read_range, responses_in_rows
 from .rules import CONSISTENCY, ERROR, TOLERATED, WARNING, Finding
 
 CHUNK = 4_000_000
@@ -228,18 +228,34 @@ def audit_cache(path) -> Audit:
     return audit
 
 
-def _audit_rows(root: Path, guarded, found):
-    """rows/: structure (errors) and tolerated damage (warnings); the arrays if they are sound."""
-    if not (root / ROWS_DIR).is_dir():
-        found.append(Finding(ERROR, ROWS_DIR + "/", "is missing: the cache cannot be learned from"))
-        return None
-    arrays, problems = map_part(root, ROW_FILES)
+def _mapped(root: Path, part: str, guarded, found) -> tuple[dict | None, dict, bool]:
+    """Map `part` (ROWS_DIR or BASE_DIR) for the audit: (its arrays, None where a file could not
+    be mapped, `found` then saying why; the relative name of each of its files; whether its keys
+    and masses are of one count)."""
+    rel = {name: r for name, (r, _) in PARTS[part][0].items()}
+    arrays, problems = map_part(root, part)
     found.extend(problems)
     if problems:
+        return None, rel, False
+    sound = guarded(rel["mass"], rules.same_count, rel["keys"], arrays["keys"], rel["mass"], arrays["mass"])
+    return arrays, rel, sound
+
+
+def _audit_lists(part: str, ptr: np.ndarray, arrays: dict, guarded) -> None:
+    """The entry lists of a part whose pointer and counts are sound: keys ascending within each
+    list (an error where not), the damage the spec tolerates (warnings)."""
+    files = PARTS[part][0]
+    keys_rel = files["keys"][0]
+    guarded(keys_rel, lambda: rules.ascending(keys_rel, arrays["keys"], ptr))
+    guarded(part + "/", _tolerated, part, files, ptr, arrays["keys"], arrays["mass"])
+
+
+def _audit_rows(root: Path, guarded, found):
+    """rows/: structure (errors) and tolerated damage (warnings); the arrays if they are sound."""
+    arrays, rel, sound = _mapped(root, ROWS_DIR, guarded, found)
+    if arrays is None:
         return None
-    rel = {name: r for name, (r, _) in ROW_FILES.items()}
     keys, rp, sp, tp = arrays["keys"], arrays["row_ptr"], arrays["sample_row_ptr"], arrays["token_row_ptr"]
-    sound = guarded(rel["mass"], rules.same_count, rel["keys"], keys, rel["mass"], arrays["mass"])
     rp_ok = guarded(rel["row_ptr"], lambda: rules.pointer(rel["row_ptr"], rp, end=keys.size,
                                                           data=f"{rel['keys']} (entries)"))
     sp_ok = guarded(rel["sample_row_ptr"], lambda: rules.pointer(rel["sample_row_ptr"], sp, end=rp.size - 1,
@@ -249,30 +265,22 @@ def _audit_rows(root: Path, guarded, found):
     if tp_ok:
         guarded(rel["token_row_ptr"], _token_spans, tp)
     if rp_ok and sound:
-        guarded(rel["keys"], lambda: rules.ascending(rel["keys"], keys, rp))
-        guarded(ROWS_DIR + "/", _tolerated, ROWS_DIR, ROW_FILES, rp, keys, arrays["mass"])
+        _audit_lists(ROWS_DIR, rp, arrays, guarded)
     # base/ can be compared with rows/ whenever the lists are sound, whatever the key order
     return RowArrays(**arrays) if sound and rp_ok and sp_ok and tp_ok else None
 
 
 def _audit_base(root: Path, n_responses: int | None, guarded, found):
     """base/: structure (errors) and tolerated damage (warnings); the arrays if they are sound."""
-    if not (root / BASE_DIR).is_dir():
-        found.append(Finding(ERROR, BASE_DIR + "/", "is missing: the cache cannot be scored"))
+    arrays, rel, sound = _mapped(root, BASE_DIR, guarded, found)
+    if arrays is None:
         return None
-    arrays, problems = map_part(root, BASE_FILES)
-    found.extend(problems)
-    if problems:
-        return None
-    rel = {name: r for name, (r, _) in BASE_FILES.items()}
     keys, ptr = arrays["keys"], arrays["ptr"]
-    sound = guarded(rel["mass"], rules.same_count, rel["keys"], keys, rel["mass"], arrays["mass"])
     ptr_ok = guarded(rel["ptr"], lambda: rules.pointer(rel["ptr"], ptr, end=keys.size,
                                                        data=f"{rel['keys']} (base entries)", n_lists=n_responses,
                                                        n_from=ROW_FILES["sample_row_ptr"][0]))
     if ptr_ok and sound:
-        guarded(rel["keys"], lambda: rules.ascending(rel["keys"], keys, ptr))
-        guarded(BASE_DIR + "/", _tolerated, BASE_DIR, BASE_FILES, ptr, keys, arrays["mass"])
+        _audit_lists(BASE_DIR, ptr, arrays, guarded)
     return BaseArrays(**arrays) if sound and ptr_ok and n_responses is not None else None
 
 

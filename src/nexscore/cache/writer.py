@@ -26,9 +26,9 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import CacheError
-from ..io import replace_dir
+from ..io import json_lines, replace_dir
 from . import rules
-from .layout import KEY_SPACE, MANIFEST
+from .layout import BASE_FILES, KEY_SPACE, MANIFEST, ROW_FILES
 from .mapped import map_array
 
 STATE = "writer_state.json"
@@ -38,10 +38,10 @@ SIGNAL_PTR = "signals/token_ptr.int64"
 
 # appended data files, and the per-list length files the pointer arrays are built from
 _DATA = {
-    "row_keys": ("rows/keys.uint32", np.dtype("<u4")),
-    "row_mass": ("rows/w_sum.float16", np.dtype("<f2")),
-    "base_keys": ("base/keys.uint32", np.dtype("<u4")),
-    "base_mass": ("base/w_sum.float16", np.dtype("<f2")),
+    "row_keys": ROW_FILES["keys"],
+    "row_mass": ROW_FILES["mass"],
+    "base_keys": BASE_FILES["keys"],
+    "base_mass": BASE_FILES["mass"],
     "row_len": ("rows/.row_len.int64", np.dtype("<i8")),
     "row_tokens": ("rows/.row_tokens.int64", np.dtype("<i8")),
     "resp_rows": ("rows/.resp_rows.int64", np.dtype("<i8")),
@@ -260,19 +260,11 @@ def read_responses(cache_dir) -> list[dict]:
         return []
     fix = "the cache is damaged: capture again (`nex capture RUN_DIR --overwrite`)"
     try:
-        lines = path.read_bytes().split(b"\n")
+        data = path.read_bytes()
     except OSError as exc:
         raise CacheError(f"{path}: cannot be read ({exc.strerror or exc}); {fix}") from None
     out = []
-    for lineno, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        where = f"{path}, line {lineno}"
-        try:
-            record = json.loads(line)
-        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
-            cut = " (the last line is cut short: the file is truncated)" if lineno == len(lines) else ""
-            raise CacheError(f"{where}: not valid JSON{cut} ({type(exc).__name__}: {exc}); {fix}") from None
+    for where, _, record in json_lines(path, data, fix=fix, error=CacheError):
         if not isinstance(record, dict):
             raise CacheError(f"{where}: expected a JSON object per response, got {type(record).__name__}; {fix}")
         for key, kind in _RESPONSE_FIELDS.items():
