@@ -31,6 +31,8 @@ RUN_JSON = "run.json"
 CANDIDATES = "candidates.jsonl"
 CACHE = "cache"
 CACHE_PARTIAL = CACHE + ".partial"         # an unfinished capture (capture resumes it)
+TOKEN_CACHE = "token_cache"               # per-token entries every v1 cache derives from (`nex rows`)
+TOKEN_CACHE_PARTIAL = TOKEN_CACHE + ".partial"
 WEIGHTS = "weights.npz"
 SELECT_JSON = "select.json"
 SCORES = "scores"                          # scores.parquet, or scores.csv without pyarrow
@@ -39,7 +41,8 @@ SCORES_CSV = SCORES + ".csv"
 EXPLORATION_JSON = "exploration.json"
 REPORT = "report.html"
 # Outputs computed from candidates.jsonl: `nex generate --overwrite` removes them with it.
-DERIVED = (CACHE, CACHE_PARTIAL, WEIGHTS, SCORES_PARQUET, SCORES_CSV, SELECT_JSON, REPORT)
+DERIVED = (CACHE, CACHE_PARTIAL, TOKEN_CACHE, TOKEN_CACHE_PARTIAL, WEIGHTS, SCORES_PARQUET, SCORES_CSV,
+           SELECT_JSON, REPORT)
 
 
 def require_run_dir(run_dir, hint: str = "create one with `nex generate`") -> Path:
@@ -377,8 +380,9 @@ def cache_model_record(manifest: dict | None) -> dict | None:
     return model_record(merged, drop=("spec",))
 
 
-__all__ = ["RUN_JSON", "CANDIDATES", "CACHE", "CACHE_PARTIAL", "WEIGHTS", "SELECT_JSON", "SCORES", "SCORES_PARQUET",
-           "SCORES_CSV", "EXPLORATION_JSON", "REPORT", "DERIVED", "FIELDS", "TOKENS", "IDS", "Candidate",
+__all__ = ["RUN_JSON", "CANDIDATES", "CACHE", "CACHE_PARTIAL", "TOKEN_CACHE", "TOKEN_CACHE_PARTIAL", "WEIGHTS",
+           "SELECT_JSON", "SCORES", "SCORES_PARQUET", "SCORES_CSV", "EXPLORATION_JSON", "REPORT", "DERIVED", "FIELDS",
+           "TOKENS", "IDS", "Candidate",
            "parse_candidate", "candidates_path", "read_candidates", "encode_candidate", "write_lines", "read_json",
            "read_run_json", "update_run_json", "fingerprint", "differences", "check_same_settings", "file_sha256",
            "changed_files",

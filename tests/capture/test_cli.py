@@ -160,3 +160,53 @@ def test_capture_cli_takes_mlp_spec(tmp_path):
         assert res.returncode != 0 and "Traceback" not in res.stderr
         assert message in res.stderr and len(res.stderr.strip().splitlines()) <= 2, res.stderr
         assert not (tmp_path / "c").exists()
+
+
+def test_rows_policies_token_cache_and_nex_rows(tmp_path):
+    """--rows, --block-size as its alias, --token-cache into the run directory, then `nex rows` from it;
+    bad input one line each, before the model loads and with nothing written."""
+    from conftest import CHAT_LLAMA, assert_one_line_error, tiny_model_dir
+
+    model = tiny_model_dir(tmp_path / "model", **CHAT_LLAMA)      # with its tokenizer: token texts and steps
+    run = random_candidates_run(tmp_path / "run", n=7, model_spec=str(model))
+    for args, needle in ((["--rows", "lines"], "unknown row policy 'lines'"),
+                         (["--rows", "tokens:0"], "N must be at least 1"),
+                         (["--block-size", "0"], "--block-size must be at least 1"),
+                         (["--rows", "tokens:4", "--block-size", "8"], "pass one of them"),
+                         (["--selection", "upper:0"], "L of upper:L"),
+                         (["--token-cache", "--token-cache-k", "0"], "--token-cache-k must be at least 1")):
+        res = run_nex("capture", run, *args, env=ONE_THREAD)
+        assert_one_line_error(res, needle)
+        assert "loading model" not in res.stderr
+        assert sorted(p.name for p in run.iterdir()) == ["candidates.jsonl", "run.json"]
+    res = run_nex("capture", run, "--rows", "steps", "--token-cache", "--token-cache-k", "5", "--k", "4",
+                  "--batch-size", "3", env=ONE_THREAD)
+    assert res.returncode == 0, res.stderr
+    assert "rows steps" in res.stdout and "token cache: top 5 per token and layer" in res.stdout
+    cap = json.loads((run / "run.json").read_text())["capture"]
+    assert cap["rows"]["policy"] == "steps" and cap["block_size"] is None
+    assert cap["token_cache"]["path"] == "token_cache" and cap["token_cache"]["K"] == 5
+    assert cap["token_cache"]["counts"]["responses"] == 7 and cap["token_cache"]["text"] is True
+    # the cache of the capture, derived again from its token cache: the same arrays
+    res = run_nex("rows", run / "token_cache", "--rows", "steps", "--k", "4", "--out", tmp_path / "again")
+    assert res.returncode == 0, res.stderr
+    assert "derived 7 responses" in res.stdout
+    data = [p.relative_to(run / "cache") for p in (run / "cache").rglob("*") if p.is_file() and p.name != "manifest.json"]
+    assert len(data) > 5
+    assert all((run / "cache" / f).read_bytes() == (tmp_path / "again" / f).read_bytes() for f in data)
+    # --block-size 8 is --rows tokens:8
+    common = ["--candidates", run / "candidates.jsonl", "--model", model, "--k", "4"]
+    assert run_nex("capture", *common, "--block-size", "8", "--out", tmp_path / "b8", env=ONE_THREAD).returncode == 0
+    assert run_nex("capture", *common, "--rows", "tokens:8", "--out", tmp_path / "t8", env=ONE_THREAD).returncode == 0
+    assert files_of(tmp_path / "b8") == files_of(tmp_path / "t8")
+    res = run_nex("capture", *common, "--token-cache", "--out", tmp_path / "x")
+    assert_one_line_error(res, "--token-cache-out DIR")
+    for args, needle in ((["--rows", "lines"], "unknown row policy 'lines'"),
+                         (["--rows", "tokens:0"], "at least 1"),
+                         (["--k", "6"], "keeps each layer's top 5"),
+                         (["--selection", "per_layer", "--k", "99"], "--token-cache-k 99")):
+        res = run_nex("rows", run / "token_cache", *args, "--out", tmp_path / "bad")
+        assert_one_line_error(res, needle)
+        assert not (tmp_path / "bad").exists() and not (tmp_path / "bad.partial").exists()
+    res = run_nex("rows", run / "cache", "--out", tmp_path / "bad")
+    assert_one_line_error(res, "not a token cache")

@@ -14,6 +14,9 @@ Beside the reference layout (rows/, base/) a cache written here holds:
 - `signals/<name>.float32` + `signals/token_ptr.int64`: per response token output signals
   (entropy, log-prob, ...), response r owning tokens [token_ptr[r], token_ptr[r+1]).
 Readers of the reference layout ignore these.
+
+The staging, checkpointing and publication are `StagedAppend`'s, which the token cache's
+writer (`nexscore.cache.token_cache`) shares.
 """
 
 from __future__ import annotations
@@ -59,33 +62,43 @@ def base_of_rows(keys: np.ndarray, mass: np.ndarray) -> tuple[np.ndarray, np.nda
     return uniq.astype(np.uint32), sums
 
 
-class CacheWriter:
-    """Append responses to a cache; publish it with `finish()`."""
+class StagedAppend:
+    """The mechanism both cache writers share (v1 here, the token cache in `token_cache`): arrays
+    appended to in `<dir>.partial/`, checkpointed, and published whole.
 
-    def __init__(self, out_dir, *, signal_names: tuple[str, ...] = (), resume: bool = True, replace: bool = False):
-        self.final = Path(out_dir)
+    files: key -> (path relative to the cache, dtype) of each appended file; beside them
+    responses.jsonl gets one JSON line per response. `checkpoint()` records how many bytes of
+    every file belong to finished responses (writer_state.json); opened again with resume=True,
+    the files are cut back to those lengths, so what was appended after the last checkpoint is
+    dropped and appended again. `settings` are what the files' layout depends on (signal names,
+    ...): an unfinished stage made with other settings is refused rather than appended to.
+    `publish(manifest)` writes manifest.json and puts the stage in the place of `<dir>` in one
+    step (`nexscore.io.replace_dir`).
+    """
+
+    def __init__(self, final, files: dict, *, settings: dict, resume: bool, replace: bool,
+                 what: str = "cache", subdirs=()):
+        self.final = Path(final)
         self.stage = self.final.with_name(self.final.name + ".partial")
-        self.signal_names = tuple(signal_names)
+        self.files = dict(files)
+        self.settings = {k: (list(v) if isinstance(v, tuple) else v) for k, v in settings.items()}
         if self.final.exists() and not replace:
             raise CacheError(f"{self.final} already exists; remove it or choose another output")
-        files = dict(_DATA)
-        for name in self.signal_names:
-            files[f"signal:{name}"] = (f"{SIGNALS_DIR}/{name}.float32", np.dtype("<f4"))
-        self._files = files
-        state = self._load_state() if resume else None
+        state = self._load_state(what) if resume else None
         if state is None:
             shutil.rmtree(self.stage, ignore_errors=True)
-            for sub in ("rows", "base", SIGNALS_DIR):
+            for sub in subdirs:
                 (self.stage / sub).mkdir(parents=True, exist_ok=True)
-            sizes = {key: 0 for key in files}
+            self.stage.mkdir(parents=True, exist_ok=True)
+            sizes = {key: 0 for key in self.files}
             self.n_responses = 0
-            self._meta_bytes = 0
+            meta_bytes = 0
         else:
             sizes = state["sizes"]
             self.n_responses = int(state["n_responses"])
-            self._meta_bytes = int(state["meta_bytes"])
+            meta_bytes = int(state["meta_bytes"])
         self._handles = {}
-        for key, (rel, _) in files.items():
+        for key, (rel, _) in self.files.items():
             path = self.stage / rel
             path.parent.mkdir(parents=True, exist_ok=True)
             fh = open(path, "ab")
@@ -93,11 +106,11 @@ class CacheWriter:
             fh.seek(0, os.SEEK_END)
             self._handles[key] = fh
         meta = open(self.stage / RESPONSES, "ab")
-        meta.truncate(self._meta_bytes)
+        meta.truncate(meta_bytes)
         meta.seek(0, os.SEEK_END)
         self._meta = meta
 
-    def _load_state(self):
+    def _load_state(self, what: str):
         path = self.stage / STATE
         if not path.is_file():
             return None
@@ -105,10 +118,103 @@ class CacheWriter:
             state = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError):
             return None
-        if tuple(state.get("signal_names", ())) != self.signal_names:
-            raise CacheError(f"{self.stage}: an unfinished cache with other signals is in the way; "
+        if state.get("signal_names", []) != self.settings.get("signal_names", []):
+            raise CacheError(f"{self.stage}: an unfinished {what} with other signals is in the way; "
+                             "remove it to start again")
+        if any(state.get(k) != v for k, v in self.settings.items()):
+            raise CacheError(f"{self.stage}: an unfinished {what} made with other settings is in the way; "
                              "remove it to start again")
         return state
+
+    def write(self, key: str, array: np.ndarray) -> None:
+        """Append the bytes of `array` (already of the file's dtype) to file `key`."""
+        self._handles[key].write(np.ascontiguousarray(array).tobytes())
+
+    def add_record(self, record: dict) -> None:
+        """Append one response's line to responses.jsonl; the response is then counted."""
+        self._meta.write((json.dumps(record, sort_keys=True) + "\n").encode())
+        self.n_responses += 1
+
+    def checkpoint(self) -> None:
+        """Make every response added so far survive an interruption."""
+        sizes = {}
+        for key, fh in self._handles.items():
+            fh.flush()
+            os.fsync(fh.fileno())
+            sizes[key] = fh.tell()
+        self._meta.flush()
+        os.fsync(self._meta.fileno())
+        state = {"n_responses": self.n_responses, "sizes": sizes, "meta_bytes": self._meta.tell(), **self.settings}
+        tmp = self.stage / (STATE + ".tmp")
+        tmp.write_text(json.dumps(state))
+        os.replace(tmp, self.stage / STATE)
+
+    def cut(self, n_responses: int, sizes: dict, meta_bytes: int) -> None:
+        """Keep only the first n_responses: every file cut back to its given length (bytes)."""
+        for key, fh in self._handles.items():
+            fh.flush()
+            fh.truncate(int(sizes[key]))
+            fh.seek(0, os.SEEK_END)
+        self._meta.flush()
+        self._meta.truncate(int(meta_bytes))
+        self._meta.seek(0, os.SEEK_END)
+        self.n_responses = int(n_responses)
+
+    def record_bytes(self, n_responses: int) -> int:
+        """Bytes of responses.jsonl that the first n_responses lines take."""
+        self._meta.flush()
+        data = (self.stage / RESPONSES).read_bytes()
+        at = 0
+        for _ in range(n_responses):
+            at = data.index(b"\n", at) + 1
+        return at
+
+    def lengths(self, key: str) -> np.ndarray:
+        """The values written to file `key` so far (after a checkpoint or close)."""
+        rel, dt = self.files[key]
+        return np.fromfile(self.stage / rel, dtype=dt)
+
+    def write_pointer(self, key: str, rel: str) -> np.ndarray:
+        """Write at `rel` the pointer array (0, then the cumulative sums, int64) of the lengths
+        appended to file `key`; returns those lengths. After `seal()`."""
+        lengths = self.lengths(key)
+        np.concatenate([[0], np.cumsum(lengths)]).astype("<i8").tofile(self.stage / rel)
+        return lengths
+
+    def close(self) -> None:
+        for fh in self._handles.values():
+            fh.close()
+        self._meta.close()
+
+    def seal(self) -> None:
+        """Checkpoint and close: every response added is on disk, the pointer arrays can be built."""
+        self.checkpoint()
+        self.close()
+
+    def publish(self, manifest: dict) -> Path:
+        """Write manifest.json and put the finished stage in the place of `<dir>` in one step."""
+        (self.stage / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+        (self.stage / STATE).unlink()
+        replace_dir(self.stage, self.final)
+        return self.final
+
+
+class CacheWriter:
+    """Append responses to a v1 cache; publish it with `finish()`."""
+
+    def __init__(self, out_dir, *, signal_names: tuple[str, ...] = (), resume: bool = True, replace: bool = False):
+        self.signal_names = tuple(signal_names)
+        files = dict(_DATA)
+        for name in self.signal_names:
+            files[f"signal:{name}"] = (f"{SIGNALS_DIR}/{name}.float32", np.dtype("<f4"))
+        self._files = files
+        self._out = StagedAppend(out_dir, files, settings={"signal_names": self.signal_names}, resume=resume,
+                                 replace=replace, subdirs=("rows", "base", SIGNALS_DIR))
+        self.final, self.stage = self._out.final, self._out.stage
+
+    @property
+    def n_responses(self) -> int:
+        return self._out.n_responses
 
     def add(self, keys: np.ndarray, mass: np.ndarray, row_lengths: np.ndarray,
             row_tokens: np.ndarray, *, signals: dict | None = None, meta: dict | None = None) -> None:
@@ -126,81 +232,55 @@ class CacheWriter:
             raise ValueError("keys, mass, row_lengths and row_tokens disagree")
         if keys.size and int(keys.max()) >= KEY_SPACE:
             raise ValueError("key outside the 2^22 key space")
-        bkeys, bmass = base_of_rows(keys, mass)
-        h = self._handles
-        h["row_keys"].write(keys.tobytes())
-        h["row_mass"].write(mass.astype(np.float16).tobytes())
-        h["row_len"].write(row_lengths.astype("<i8").tobytes())
-        h["row_tokens"].write(row_tokens.astype("<i8").tobytes())
-        h["resp_rows"].write(np.int64(row_lengths.size).tobytes())
-        h["base_keys"].write(bkeys.tobytes())
-        h["base_mass"].write(bmass.astype(np.float16).tobytes())
-        h["base_len"].write(np.int64(bkeys.size).tobytes())
         n_tokens = int(row_tokens.sum())
         signals = signals or {}
         if set(signals) != set(self.signal_names):
             raise ValueError(f"expected signals {self.signal_names}, got {tuple(signals)}")
-        for name in self.signal_names:
-            values = np.asarray(signals[name], np.float32)
-            if values.size != n_tokens:
-                raise ValueError(f"signal {name} has {values.size} values for {n_tokens} tokens")
-            h[f"signal:{name}"].write(values.tobytes())
-        h["resp_tokens"].write(np.int64(n_tokens).tobytes())
-        record = {"index": self.n_responses, **(meta or {}), "n_tokens": n_tokens}
-        self._meta.write((json.dumps(record, sort_keys=True) + "\n").encode())
-        self.n_responses += 1
+        values = {name: np.asarray(signals[name], np.float32) for name in self.signal_names}
+        for name, v in values.items():
+            if v.size != n_tokens:
+                raise ValueError(f"signal {name} has {v.size} values for {n_tokens} tokens")
+        bkeys, bmass = base_of_rows(keys, mass)
+        out = self._out
+        out.write("row_keys", keys)
+        out.write("row_mass", mass.astype(np.float16))
+        out.write("row_len", row_lengths.astype("<i8"))
+        out.write("row_tokens", row_tokens.astype("<i8"))
+        out.write("resp_rows", np.int64(row_lengths.size))
+        out.write("base_keys", bkeys)
+        out.write("base_mass", bmass.astype(np.float16))
+        out.write("base_len", np.int64(bkeys.size))
+        for name, v in values.items():
+            out.write(f"signal:{name}", v)
+        out.write("resp_tokens", np.int64(n_tokens))
+        out.add_record({"index": out.n_responses, **(meta or {}), "n_tokens": n_tokens})
 
     def checkpoint(self) -> None:
         """Make every response added so far survive an interruption."""
-        sizes = {}
-        for key, fh in self._handles.items():
-            fh.flush()
-            os.fsync(fh.fileno())
-            sizes[key] = fh.tell()
-        self._meta.flush()
-        os.fsync(self._meta.fileno())
-        state = {"n_responses": self.n_responses, "sizes": sizes, "meta_bytes": self._meta.tell(),
-                 "signal_names": list(self.signal_names)}
-        tmp = self.stage / (STATE + ".tmp")
-        tmp.write_text(json.dumps(state))
-        os.replace(tmp, self.stage / STATE)
+        self._out.checkpoint()
 
     def close(self) -> None:
-        for fh in self._handles.values():
-            fh.close()
-        self._meta.close()
+        self._out.close()
 
     def finish(self, manifest: dict | None = None) -> Path:
         """Write the pointer arrays and manifest, then publish the cache under its final name."""
-        self.checkpoint()
-        self.close()
+        out = self._out
+        out.seal()
         st = self.stage
-
-        def lengths(key):
-            rel, dt = self._files[key]
-            return np.fromfile(st / rel, dtype=dt)
-
-        def ptr(counts):
-            return np.concatenate([[0], np.cumsum(counts)]).astype("<i8")
-
-        ptr(lengths("resp_rows")).tofile(st / "rows/sample_row_ptr.int64")
-        ptr(lengths("row_len")).tofile(st / "rows/row_ptr.int64")
-        ptr(lengths("row_tokens")).tofile(st / "rows/token_row_ptr.int64")
-        ptr(lengths("base_len")).tofile(st / "base/row_ptr.int64")
-        resp_tokens = lengths("resp_tokens")
-        ptr(resp_tokens).tofile(st / SIGNAL_PTR)
+        out.write_pointer("resp_rows", ROW_FILES["sample_row_ptr"][0])
+        out.write_pointer("row_len", ROW_FILES["row_ptr"][0])
+        out.write_pointer("row_tokens", ROW_FILES["token_row_ptr"][0])
+        out.write_pointer("base_len", BASE_FILES["ptr"][0])
+        resp_tokens = out.write_pointer("resp_tokens", SIGNAL_PTR)
         for key in ("row_len", "row_tokens", "resp_rows", "base_len", "resp_tokens"):
             (st / self._files[key][0]).unlink()
         manifest = dict(manifest or {})
         manifest.setdefault("counts", {})
-        manifest["counts"].update(responses=self.n_responses, rows=_n_lists(st / "rows/row_ptr.int64"),
-                                  entries=int((st / "rows/keys.uint32").stat().st_size // 4),
+        manifest["counts"].update(responses=out.n_responses, rows=_n_lists(st / ROW_FILES["row_ptr"][0]),
+                                  entries=int((st / ROW_FILES["keys"][0]).stat().st_size // 4),
                                   tokens=int(resp_tokens.sum()))
         manifest["signals"] = list(self.signal_names)
-        (st / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-        (st / STATE).unlink()
-        replace_dir(st, self.final)
-        return self.final
+        return out.publish(manifest)
 
 
 def _n_lists(ptr_path: Path) -> int:

@@ -2,18 +2,14 @@
 
 Forward pre-hooks on every decoder layer's MLP down projection see its input,
 act(gate(x)) * up(x), for all positions of the padded batch. Each hook keeps only the rows of
-response tokens and, of those, the top k units of its layer (values and unit indices, k per
-token and layer); the dense (tokens x units) block is dropped as soon as the hook returns.
-After the pass, the kept entries of all layers are reduced per token by the selection rule:
-
-- "global"   (default) the k largest activations over all layers: the top k of the union of
-             per-layer top-k lists, which equals the top k over every unit of every layer;
-- "per_layer" the k largest activations within each layer (n_layers * k per token);
-- "zscore"   the k largest after standardising each layer: z = (a - mean) / std, with the mean
-             and standard deviation of that layer over all units and all tokens of the same
-             response (so a response's cache does not depend on its batch neighbours or on
-             the order of the candidates); the kept mass is the activation itself.
-Only positive activations are kept, in every rule.
+response tokens and, of those, the top kx units of its layer (values and unit indices, in the
+canonical order of `selection`: value descending, the lower unit first among equal values, also
+at the boundary of the list); the dense (tokens x units) block is dropped as soon as the hook
+returns. kx is what the selection rule reads (its k), or more when a token cache is written
+(`keep_per_layer`). The hook also takes each response's mean and std per layer where the rule
+(zscore) or a token cache needs them. After the pass, the per-layer lists are reduced per token
+by the selection rule (`selection.select_entries`: global, per_layer, zscore, threshold:X,
+upper:L), the same function that derives a v1 cache from a token cache.
 
 Positions: a response token's activation is taken where that token is the input (the pass
 over prompt + response); its output signals come from the logits at the position before it,
@@ -30,17 +26,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..cache.layout import MAX_LAYERS, MAX_UNITS, UNIT_BITS
+from ..cache.layout import MAX_LAYERS, MAX_UNITS
 from ..errors import InputError, ModelError
 from ..models.mlp import architecture, find_mlp_layers, text_config
+from .selection import entries_per_token, parse_selection, select_entries
 from .signals import CHUNK_ELEMENTS, SIGNALS, chunked_signals, logits_head
-
-RULES = ("global", "per_layer", "zscore")
-DEFAULT_K = {"global": 16, "per_layer": 1, "zscore": 16}
-
-
-def default_k(rule: str) -> int:
-    return DEFAULT_K[rule]
 
 
 @dataclass
@@ -48,13 +38,18 @@ class ResponseCapture:
     """What one response yields: its kept entries per token and its signals per token.
 
     token_keys / token_vals are (T, k') with k' the entries examined per token (k for the
-    global rules, n_layers * k for per_layer); entries whose value is not > 0 are not kept
-    (their value is 0 and their key meaningless).
+    global rules, n_layers * k for per_layer and threshold); entries whose value is not > 0 are
+    not kept (their value is 0). layer_values / layer_units (T, n_layers, kx) are every layer's
+    top list in canonical order (what a token cache keeps); layer_stats (n_layers, 2) the mean
+    and std per layer over the response (None unless the rule or a token cache needs them).
     """
 
     token_keys: np.ndarray
     token_vals: np.ndarray
     signals: dict = field(default_factory=dict)
+    layer_values: np.ndarray | None = None
+    layer_units: np.ndarray | None = None
+    layer_stats: np.ndarray | None = None
 
     @property
     def n_tokens(self) -> int:
@@ -129,18 +124,19 @@ class Capturer:
 
     def __init__(self, model, *, k: int | None = None, selection: str = "global",
                  padding_side: str = "right", chunk_elements: int = CHUNK_ELEMENTS,
-                 self_check: bool = True):
+                 self_check: bool = True, keep_per_layer: int | None = None, stats: bool = False):
+        """keep_per_layer: entries of each layer's top list to keep (a token cache's K; the
+        rule's own need when less); stats: take each response's mean and std per layer even
+        where the rule does not need them (a token cache does)."""
         import torch  # deferred: torch is heavy (importing capture must not need it)
 
-        if selection not in RULES:
-            raise InputError(f"unknown selection rule '{selection}'; choose one of {', '.join(RULES)}")
+        self.rule = parse_selection(selection, k)
         if padding_side not in ("left", "right"):
             raise InputError("padding_side must be 'left' or 'right'")
         self.model = model
-        self.selection = selection
-        self.k = int(default_k(selection) if k is None else k)
-        if self.k < 1:
-            raise InputError(f"k must be at least 1 (got {self.k})")
+        self.selection = self.rule.spec
+        self.k = self.rule.k
+        self.want_stats = bool(stats) or self.rule.needs_stats
         self.padding_side = padding_side
         self.chunk_elements = int(chunk_elements)
         self.layers = find_mlp_layers(model)
@@ -150,7 +146,9 @@ class Capturer:
         if n_layers > MAX_LAYERS or self.intermediate_size > MAX_UNITS:
             raise ModelError(f"{architecture(model)} has {n_layers} layers of up to {self.intermediate_size} "
                              f"MLP units; cache keys hold at most {MAX_LAYERS} layers of {MAX_UNITS} units")
-        self.kk = min(self.k, min(sizes))            # per-layer top-k examined
+        self.min_units = min(sizes)
+        self.kk = self.rule.layer_k(min(sizes))      # per-layer top-k the rule reads
+        self.kx = max(self.kk, min(int(keep_per_layer or 0), min(sizes)))     # per-layer top-k kept
         self.base = getattr(model, getattr(model, "base_model_prefix", ""), None)
         if self.base is None or self.base is model:
             raise ModelError(f"{architecture(model)}: no decoder module under the language-model head "
@@ -166,8 +164,8 @@ class Capturer:
         self._segments = None        # [(start, stop)] of each response within those rows
         # per batch: buffers the hooks write into, allocated once before the pass (so that no
         # small long-lived tensors are interleaved with the pass's large temporaries)
-        self._vals = None            # (n_layers, N, kk) values of each layer's top kk
-        self._idx = None             # (n_layers, N, kk) their unit indices
+        self._vals = None            # (n_layers, N, kx) values of each layer's top kx
+        self._idx = None             # (n_layers, N, kx) their unit indices
         self._sel = None             # (N, I) scratch for the response rows of one layer
         self._stats = None           # (n_layers, R, 2) per response mean, std (zscore)
         self._called = None          # which layers' hooks ran
@@ -190,9 +188,9 @@ class Capturer:
                 sel = torch.index_select(flat, 0, rows, out=self._sel)
             else:
                 sel = flat.index_select(0, rows)
-            torch.topk(sel, self.kk, dim=1, sorted=False, out=(self._vals[li], self._idx[li]))
+            self._top_list(sel, li)
             self._called[li] = True
-            if self.selection == "zscore":
+            if self.want_stats:
                 stats = self._stats[li]
                 for s, (a, b) in enumerate(self._segments):
                     if b > a:
@@ -203,6 +201,24 @@ class Capturer:
             return None
 
         return hook
+
+    def _top_list(self, sel, li: int) -> None:
+        """Layer li's top kx units of every row of sel into the buffers, ties at the boundary of
+        the list broken towards the lower unit (so the list does not depend on the kernel)."""
+        torch = self._torch
+        kx, n_units = self.kx, sel.shape[1]
+        if kx >= n_units:
+            torch.topk(sel, kx, dim=1, sorted=False, out=(self._vals[li], self._idx[li]))
+            return
+        vals, idx = torch.topk(sel, kx + 1, dim=1, sorted=True)
+        tie = (vals[:, kx - 1] == vals[:, kx]) & (vals[:, kx - 1] > 0)
+        if bool(tie.any()):                      # equal values straddle the boundary: rank by unit
+            rows = tie.nonzero().squeeze(1)
+            tv, ti = torch.sort(sel.index_select(0, rows), dim=1, descending=True, stable=True)
+            vals[rows, :kx] = tv[:, :kx]
+            idx[rows, :kx] = ti[:, :kx]
+        self._vals[li].copy_(vals[:, :kx])
+        self._idx[li].copy_(idx[:, :kx])
 
     def __enter__(self):
         self.attach()
@@ -275,20 +291,24 @@ class Capturer:
         pb = pack_batch(seqs, self.padding_side)
         if pb.targets.size == 0:            # only empty responses: nothing to run
             empty = np.zeros((0, self._per_token()), np.uint32)
+            lists = (0, len(self.layers), self.kx)
+            stats = np.tile(np.float32([0.0, 1.0]), (len(self.layers), 1)) if self.want_stats else None
             return [ResponseCapture(empty, np.zeros(empty.shape, np.float32),
-                                    {name: np.zeros(0, np.float32) for name in SIGNALS}) for _ in seqs]
+                                    {name: np.zeros(0, np.float32) for name in SIGNALS},
+                                    layer_values=np.zeros(lists, np.float32), layer_units=np.zeros(lists, np.uint16),
+                                    layer_stats=stats) for _ in seqs]
         dev = self.device
         rows_t = torch.from_numpy(pb.act_rows).to(dev)
         pred_t = torch.from_numpy(pb.pred_rows).to(dev)
         tgt_t = torch.from_numpy(pb.targets).to(dev)
         segments = pb.segments
         n_layers, n = len(self.layers), int(rows_t.shape[0])
-        self._vals = torch.empty((n_layers, n, self.kk), dtype=self.dtype, device=dev)
-        self._idx = torch.empty((n_layers, n, self.kk), dtype=torch.int64, device=dev)
+        self._vals = torch.empty((n_layers, n, self.kx), dtype=self.dtype, device=dev)
+        self._idx = torch.empty((n_layers, n, self.kx), dtype=torch.int64, device=dev)
         self._sel = torch.empty((n, self.intermediate_size), dtype=self.dtype, device=dev) \
             if len({layer.intermediate_size for layer in self.layers}) == 1 else None
         self._stats = torch.empty((n_layers, len(segments), 2), dtype=torch.float32, device=dev) \
-            if self.selection == "zscore" else None
+            if self.want_stats else None
         self._called = [False] * n_layers
         self._rows, self._segments = rows_t, segments
         attached_here = not self._handles
@@ -300,7 +320,7 @@ class Capturer:
                 hidden = hidden.reshape(-1, hidden.shape[-1]).index_select(0, pred_t)
                 del out
                 self._sel = None
-                keys, vals = self._select()
+                values, units, stats = self._lists()
                 sig = chunked_signals(self.head, hidden, tgt_t, self.chunk_elements, self.vocab)
         finally:
             self._rows = self._segments = None
@@ -308,51 +328,32 @@ class Capturer:
             if attached_here:
                 self.detach()
         results = []
-        for a, b in segments:
-            results.append(ResponseCapture(token_keys=keys[a:b], token_vals=vals[a:b],
-                                           signals={k: v[a:b] for k, v in sig.items()}))
+        for s, (a, b) in enumerate(segments):
+            st = None if stats is None else stats[s]
+            keys, vals = select_entries(values[a:b], units[a:b], self.rule, st)
+            results.append(ResponseCapture(token_keys=keys, token_vals=vals,
+                                           signals={k: v[a:b] for k, v in sig.items()},
+                                           layer_values=values[a:b], layer_units=units[a:b], layer_stats=st))
         return results
 
     def _per_token(self) -> int:
-        """Entries examined per token: k (global rules) or n_layers * k (per_layer)."""
-        n_cols = len(self.layers) * self.kk
-        return n_cols if self.selection == "per_layer" else min(self.k, n_cols)
+        """Entries examined per token: k (global rules) or n_layers * k (per_layer, threshold)."""
+        return entries_per_token(self.rule, len(self.layers), self.kk)
 
-    def _select(self):
-        """Reduce the per-layer top-k lists to the kept entries per token (numpy keys, values)."""
+    def _lists(self):
+        """The per-layer top lists of the batch, (N, n_layers, kx) values (float32) and units
+        (uint16) in canonical order, and the per-response stats (R, n_layers, 2) or None."""
         torch = self._torch
-        n_layers = len(self.layers)
         if not all(self._called):
             raise ModelError("not every MLP down projection was called during the forward pass; "
                              "this model's layers cannot be captured")
-        n = self._vals.shape[1]
-        vals = self._vals.permute(1, 0, 2).reshape(n, -1)            # (N, n_layers * kk), layer-major
-        units = self._idx.permute(1, 0, 2).reshape(n, -1)
-        layer_of = torch.arange(n_layers, device=vals.device).repeat_interleave(self.kk)
-        if self.selection == "per_layer":
-            kept_vals, kept_units, kept_layers = vals, units, layer_of.expand_as(units)
-        else:
-            k = min(self.k, vals.shape[1])
-            if self.selection == "global":
-                _, pick = torch.topk(vals, k, dim=1, sorted=False)
-            else:  # zscore
-                stats = self._stats.permute(1, 0, 2)                 # (R, n_layers, 2)
-                seg_of = torch.repeat_interleave(
-                    torch.arange(len(self._segments), device=vals.device),
-                    torch.tensor([b - a for a, b in self._segments], device=vals.device))
-                mean = stats[seg_of][:, layer_of, 0]
-                std = stats[seg_of][:, layer_of, 1].clamp_min(1e-12)
-                v32 = vals.float()
-                z = (v32 - mean) / std
-                z = torch.where(v32 > 0, z, torch.full_like(z, float("-inf")))
-                _, pick = torch.topk(z, k, dim=1, sorted=False)
-            kept_vals = vals.gather(1, pick)
-            kept_units = units.gather(1, pick)
-            kept_layers = layer_of[pick]
-        kept_vals = kept_vals.float()
-        kept_vals = torch.where(kept_vals > 0, kept_vals, torch.zeros_like(kept_vals))
-        keys = (kept_layers.to(torch.int64) << UNIT_BITS) | kept_units.to(torch.int64)
-        # a stable order per token (ascending key) so the arrays do not depend on topk's order
-        keys, order = torch.sort(keys, dim=1)
-        kept_vals = kept_vals.gather(1, order)
-        return (keys.to("cpu").numpy().astype(np.uint32), kept_vals.to("cpu").numpy())
+        vals = self._vals.float()
+        vals = torch.where(vals == 0, torch.zeros_like(vals), vals)          # -0.0 ranks as 0.0
+        units, by_unit = torch.sort(self._idx, dim=2)                        # the lower unit first ...
+        vals = vals.gather(2, by_unit)
+        vals, by_value = torch.sort(vals, dim=2, descending=True, stable=True)   # ... among equal values
+        units = units.gather(2, by_value)
+        values = vals.permute(1, 0, 2).contiguous().to("cpu").numpy()
+        units = units.permute(1, 0, 2).to(torch.int32).contiguous().to("cpu").numpy().astype(np.uint16)
+        stats = None if self._stats is None else self._stats.permute(1, 0, 2).contiguous().to("cpu").numpy()
+        return values, units, stats

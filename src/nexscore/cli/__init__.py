@@ -19,7 +19,7 @@ from . import root
 COMMANDS = {
     "demo": "demo_cmds",
     "generate": "generate_cmds", "tasks": "generate_cmds",
-    "capture": "capture_cmds", "models": "capture_cmds",
+    "capture": "capture_cmds", "models": "capture_cmds", "rows": "capture_cmds",
     "learn": "core_cmds", "score": "core_cmds", "run": "core_cmds",
     "select": "select_cmds",
     "report": "report_cmds", "analyze": "report_cmds", "annotate": "report_cmds",

@@ -1,4 +1,4 @@
-"""`nex models` and `nex capture`."""
+"""`nex models`, `nex capture` and `nex rows` (a v1 cache derived from a token cache)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,9 @@ from typing import Optional
 
 import typer
 
-from ..capture import CapturePolicy, run
+from ..cache.token_cache import DEFAULT_K as TOKEN_CACHE_K
+from ..capture import CapturePolicy, derive, run
+from ..capture.rows import DEFAULT_BLOCK
 from ..models import files
 from ..models.architectures import TABLE_FILE, architecture_table
 from ..models.loading import describe_default
@@ -17,6 +19,14 @@ from .common import console, stage_bars
 from .model_options import DEVICE, DTYPE, MLP_SPEC
 
 POLICY = CapturePolicy()      # the capture policy's defaults, shown by --help
+K_OPTION = typer.Option(
+    None, "--k", help="Activations kept per token (global, zscore, upper; default 16) or per token and layer "
+                      "(per_layer, default 1; threshold, default 16).")
+SELECTION_OPTION = typer.Option(
+    POLICY.selection, "--selection",
+    help="global: the k largest over all layers; per_layer: the k largest within each layer; zscore: the k "
+         "largest after standardising each layer over the response; threshold:X keeps those above X, at most k "
+         "per layer; upper:L keeps the k largest within the last L layers.")
 
 
 def _size(n: int | None) -> str:
@@ -144,15 +154,24 @@ def capture(
     max_batch_tokens: int = typer.Option(
         POLICY.max_batch_tokens, "--max-batch-tokens",
         help="Padded tokens per forward pass (a longer candidate runs alone)."),
-    k: Optional[int] = typer.Option(
-        None, "--k", help="Activations kept per token (global, zscore; default 16) or per token and "
-                          "layer (per_layer; default 1)."),
-    block_size: int = typer.Option(POLICY.block_size, "--block-size",
-                                   help="Response tokens per row (8 suits short traces)."),
-    selection: str = typer.Option(
-        POLICY.selection, "--selection",
-        help="global: the k largest over all layers; per_layer: the k largest within each layer; "
-             "zscore: the k largest after standardising each layer over the response."),
+    k: Optional[int] = K_OPTION,
+    rows: Optional[str] = typer.Option(
+        None, "--rows", help=f"Row policy: tokens:N (N response tokens per row, N >= 1; default tokens:{DEFAULT_BLOCK}) "
+                             "or steps (a row per reasoning step: lines, long lines cut at sentence ends; "
+                             "steps:M sets the long-line length, default 32 tokens)."),
+    block_size: Optional[int] = typer.Option(None, "--block-size",
+                                             help="Response tokens per row: the same as --rows tokens:N."),
+    selection: str = SELECTION_OPTION,
+    token_cache: bool = typer.Option(
+        False, "--token-cache", help="Also write the token cache (RUN_DIR/token_cache): every token's per-layer "
+                                     "top activations, from which `nex rows` derives the cache of any row "
+                                     "policy and selection rule without the model."),
+    token_cache_k: int = typer.Option(
+        TOKEN_CACHE_K, "--token-cache-k", help="Activations the token cache keeps per token and layer: the "
+                                               "largest k any rule may derive with."),
+    token_cache_out: Optional[Path] = typer.Option(
+        None, "--token-cache-out", help="Write the token cache here instead of RUN_DIR/token_cache "
+                                        "(implies --token-cache)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing cache (and any unfinished one)."),
 ):
     """Capture activations and output signals of candidate traces into a cache.
@@ -160,12 +179,17 @@ def capture(
     One teacher-forced forward pass over prompt + response per candidate
     (batched; padding is masked), with a hook on every layer's MLP down
     projection. For each response token it keeps the k largest positive
-    activations act(gate(x)) * up(x), and writes rows of --block-size tokens
-    (row mass of a neuron = the sum of its kept activations over the row) and
-    per-response base masses in the v1 layout, plus four per-token signals
-    from the same logits: entropy, logprob, self_certainty, top20_logprob.
-    The prompt is never cached. The policy is recorded in cache/manifest.json
-    (and in run.json under "capture").
+    activations act(gate(x)) * up(x), and writes rows of --rows (tokens:N or
+    steps; row mass of a neuron = the sum of its kept activations over the
+    row) and per-response base masses in the v1 layout, plus four per-token
+    signals from the same logits: entropy, logprob, self_certainty,
+    top20_logprob. The prompt is never cached. The policy is recorded in
+    cache/manifest.json (and in run.json under "capture").
+
+    With --token-cache the same pass also keeps each token's per-layer top
+    --token-cache-k activations (RUN_DIR/token_cache); `nex rows` derives
+    from it the cache of any other row policy and selection rule, byte for
+    byte what a capture with that policy writes, without the model.
 
     Interrupt it at any time (Ctrl-C): the same command resumes where it
     stopped, and the finished cache is byte-identical to one captured without
@@ -175,13 +199,17 @@ def capture(
 
       nex capture runs/demo
 
-      nex capture --candidates traces.jsonl --out traces_cache --block-size 8
+      nex capture --candidates traces.jsonl --out traces_cache --rows tokens:8
+
+      nex capture runs/demo --rows steps --token-cache
     """
+    policy = CapturePolicy(k=k, selection=selection, block_size=block_size, rows=rows, batch_size=batch_size,
+                           max_batch_tokens=max_batch_tokens)
     with stage_bars() as bars:
         result = run(run_dir, candidates=candidates, out=out, model=model, device=device, dtype=dtype,
-                     mlp_spec=mlp_spec, overwrite=overwrite, log=bars.log, progress=bars,
-                     policy=CapturePolicy(k=k, selection=selection, block_size=block_size, batch_size=batch_size,
-                                          max_batch_tokens=max_batch_tokens))
+                     mlp_spec=mlp_spec, overwrite=overwrite, log=bars.log, progress=bars, policy=policy,
+                     token_cache=token_cache_out if token_cache_out is not None else (True if token_cache else None),
+                     token_cache_k=token_cache_k)
     show_capture(result)
 
 
@@ -191,4 +219,50 @@ def show_capture(result) -> None:
     console().print(f"captured {counts.get('responses', result.n_responses):,} responses "
                     f"({counts.get('tokens', 0):,} tokens, {counts.get('rows', 0):,} rows, "
                     f"{counts.get('entries', 0):,} entries) with {result.model.get('id')} ({policy.selection}, "
-                    f"k={policy.k}, block={policy.block_size}) in {result.seconds:.1f} s -> {result.path}")
+                    f"k={policy.k}, rows {policy.rows}) in {result.seconds:.1f} s -> {result.path}")
+    if getattr(result, "token_cache", None) is not None:
+        tm = result.token_cache_manifest or {}
+        size = sum(p.stat().st_size for p in Path(result.token_cache).rglob("*") if p.is_file())
+        tokens = (tm.get("counts") or {}).get("tokens") or 0
+        per = f", {size / tokens / 1024:.1f} KiB per token" if tokens else ""
+        console().print(f"token cache: top {tm.get('K')} per token and layer, {_size(size)}{per} -> "
+                        f"{result.token_cache}")
+
+
+@app.command(rich_help_panel="Pipeline: from problems to a choice")
+def rows(
+    token_cache: Path = typer.Argument(..., help="Token cache written by `nex capture --token-cache` "
+                                                 "(RUN_DIR/token_cache)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Cache directory to write (v1 layout)."),
+    row_policy: str = typer.Option(f"tokens:{DEFAULT_BLOCK}", "--rows",
+                                   help="Row policy: tokens:N (N >= 1) or steps (steps:M)."),
+    selection: str = SELECTION_OPTION,
+    k: Optional[int] = K_OPTION,
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing cache."),
+):
+    """Derive a cache of any row policy and selection rule from a token cache, without the model.
+
+    The cache is byte for byte (its arrays) the one `nex capture` writes with
+    the same --rows, --selection and --k from the same pass; its manifest adds
+    where it was derived from. --k may not exceed what the token cache keeps
+    per layer (its K, `nex capture --token-cache-k`).
+
+    Examples:
+
+      nex rows runs/demo/token_cache --rows tokens:1 --out runs/demo/cache_t1
+
+      nex rows runs/demo/token_cache --rows steps --selection per_layer --k 4 --out runs/demo/cache_steps
+    """
+    with stage_bars() as bars:
+        result = derive(token_cache, out, rows=row_policy, selection=selection, k=k, overwrite=overwrite,
+                        progress=bars)
+    show_derive(result)
+
+
+def show_derive(result) -> None:
+    """Print what `capture.derive` wrote."""
+    counts, policy = result.manifest.get("counts", {}), result.policy
+    console().print(f"derived {counts.get('responses', result.n_responses):,} responses "
+                    f"({counts.get('tokens', 0):,} tokens, {counts.get('rows', 0):,} rows, "
+                    f"{counts.get('entries', 0):,} entries; {policy.selection}, k={policy.k}, rows {policy.rows}) "
+                    f"from {result.token_cache} in {result.seconds:.1f} s -> {result.path}")

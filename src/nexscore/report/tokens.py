@@ -6,11 +6,8 @@ already in the local Hugging Face cache. It never reaches a network. For a GGUF 
 the converted copy that `nexscore.models` keeps in the user cache when there is one, else it
 reads the vocabulary from the GGUF itself (transformers `gguf_file=`).
 
-`token_pieces(tokenizer, ids)` gives one string per token whose concatenation is the decoded
-text: a character that spans several byte-level tokens is shown on the last of them (the
-earlier ones get ""), and a token is decoded in the context of the few tokens before it so
-that word-initial spaces survive (SentencePiece tokenizers drop them when a token is decoded
-alone).
+`token_pieces(tokenizer, ids)` (owned by `nexscore.models.tokens`) gives one string per token
+whose concatenation is the decoded text, multi-byte characters whole and word-initial spaces kept.
 """
 
 from __future__ import annotations
@@ -20,9 +17,7 @@ from pathlib import Path
 
 from ..errors import ModelError
 from ..models import files
-
-CONTEXT = 4          # tokens of left context when decoding one token
-MAX_PENDING = 4      # longest run of tokens that may form one character
+from ..models.tokens import token_pieces  # the one owner of token pieces (capture uses them too)
 
 
 def _gguf_tokenizer(path: Path):
@@ -90,30 +85,6 @@ def load_tokenizer(spec: str | None, base_dir: Path | None = None):
     except Exception as exc:  # noqa: BLE001 - any loader failure is reported the same way
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         raise ModelError(f"cannot load the tokenizer of {spec!r} ({type(exc).__name__}: {first[:200]})") from None
-
-
-def token_pieces(tokenizer, ids: list[int]) -> list[str]:
-    """One display string per token; their concatenation is the decoded response."""
-    ids = [int(i) for i in ids]
-
-    def dec(seq):
-        return tokenizer.decode(seq, skip_special_tokens=False, clean_up_tokenization_spaces=False)
-
-    pieces: list[str] = []
-    pending = None                       # first token of a character still being completed
-    for j in range(len(ids)):
-        start = j if pending is None else pending
-        a = max(0, start - CONTEXT)
-        before = dec(ids[a:start]) if start > a else ""
-        after = dec(ids[a:j + 1])
-        if after.endswith("\ufffd") and j + 1 < len(ids) and j - start + 1 < MAX_PENDING:
-            pieces.append("")
-            pending = start
-            continue
-        piece = after[len(before):] if after.startswith(before) else dec(ids[start:j + 1])
-        pieces.append(piece)
-        pending = None
-    return pieces
 
 
 def id_pieces(ids: list[int]) -> list[str]:
