@@ -42,7 +42,7 @@ from ..io import read_json_object
 from . import rules
 from .layout import MANIFEST, MAX_UNITS
 from .mapped import map_array
-from .writer import RESPONSES, StagedAppend, read_responses
+from .writer import RESPONSES, StagedAppend, StagedWriter, read_responses
 
 FORMAT = "token-cache-v1"
 DEFAULT_K = 64                     # per-layer entries kept: global/zscore/upper top-k and per_layer top-k up to 64
@@ -67,7 +67,7 @@ _TEXT = {
 }
 
 
-class TokenCacheWriter:
+class TokenCacheWriter(StagedWriter):
     """Append responses to a token cache; publish it with `finish()`.
 
     n_layers and k fix the shape of every token's entries (L, K); with_text: each token's text
@@ -88,11 +88,6 @@ class TokenCacheWriter:
                     "signal_names": self.signal_names, "text": self.with_text}
         self._out = StagedAppend(out_dir, files, settings=settings, resume=resume, replace=replace,
                                  what="token cache", subdirs=("top", "zscore", SIGNALS_DIR, "text"))
-        self.final, self.stage = self._out.final, self._out.stage
-
-    @property
-    def n_responses(self) -> int:
-        return self._out.n_responses
 
     def add(self, values: np.ndarray, units: np.ndarray, stats: np.ndarray, *, signals: dict | None = None,
             pieces=None, meta: dict | None = None) -> None:
@@ -132,10 +127,6 @@ class TokenCacheWriter:
             out.write("resp_text", np.int64(sum(len(b) for b in encoded)))
         out.add_record({"index": out.n_responses, **(meta or {}), "n_tokens": int(T)})
 
-    def checkpoint(self) -> None:
-        """Make every response added so far survive an interruption."""
-        self._out.checkpoint()
-
     def rewind(self, n_responses: int) -> None:
         """Keep only the first n_responses (those a v1 cache written beside it checkpointed)."""
         if n_responses > self.n_responses:
@@ -158,26 +149,19 @@ class TokenCacheWriter:
         out.cut(n_responses, sizes, out.record_bytes(n_responses))
         out.checkpoint()
 
-    def close(self) -> None:
-        self._out.close()
-
-    def finish(self, manifest: dict | None = None) -> Path:
-        """Write the pointer arrays and the manifest, then publish the token cache."""
-        out = self._out
-        out.seal()
-        st = self.stage
+    def _complete(self, manifest: dict) -> dict:
+        out, st = self._out, self.stage
         resp_tokens = out.write_pointer("resp_tokens", TOKEN_PTR)
         (st / _DATA["resp_tokens"][0]).unlink()
         if self.with_text:
             out.write_pointer("piece_len", PIECE_PTR)
             for key in ("piece_len", "resp_text"):
                 (st / _TEXT[key][0]).unlink()
-        manifest = dict(manifest or {})
         manifest.update(format=FORMAT, K=self.k, layers=self.n_layers, signals=list(self.signal_names),
                         text=self.with_text,
                         counts={"responses": out.n_responses, "tokens": int(resp_tokens.sum())})
         manifest.setdefault("layout", LAYOUT)
-        return out.publish(manifest)
+        return manifest
 
 
 LAYOUT = {

@@ -199,7 +199,44 @@ class StagedAppend:
         return self.final
 
 
-class CacheWriter:
+class StagedWriter:
+    """What a writer built on a `StagedAppend` (`_out`) passes through to it, for both cache
+    writers: where it writes (`final`, `stage`), the responses it holds, checkpoint and close;
+    `finish` seals the stage, lets the writer add its pointer arrays and complete the manifest
+    (`_complete`), then publishes."""
+
+    _out: StagedAppend
+
+    @property
+    def final(self) -> Path:
+        return self._out.final
+
+    @property
+    def stage(self) -> Path:
+        return self._out.stage
+
+    @property
+    def n_responses(self) -> int:
+        return self._out.n_responses
+
+    def checkpoint(self) -> None:
+        """Make every response added so far survive an interruption."""
+        self._out.checkpoint()
+
+    def close(self) -> None:
+        self._out.close()
+
+    def finish(self, manifest: dict | None = None) -> Path:
+        """Write the pointer arrays and the manifest, then publish under the final name."""
+        self._out.seal()
+        return self._out.publish(self._complete(dict(manifest or {})))
+
+    def _complete(self, manifest: dict) -> dict:
+        """In the sealed stage: write the pointer arrays, return the manifest to publish."""
+        raise NotImplementedError
+
+
+class CacheWriter(StagedWriter):
     """Append responses to a v1 cache; publish it with `finish()`."""
 
     def __init__(self, out_dir, *, signal_names: tuple[str, ...] = (), resume: bool = True, replace: bool = False):
@@ -210,11 +247,6 @@ class CacheWriter:
         self._files = files
         self._out = StagedAppend(out_dir, files, settings={"signal_names": self.signal_names}, resume=resume,
                                  replace=replace, subdirs=("rows", "base", SIGNALS_DIR))
-        self.final, self.stage = self._out.final, self._out.stage
-
-    @property
-    def n_responses(self) -> int:
-        return self._out.n_responses
 
     def add(self, keys: np.ndarray, mass: np.ndarray, row_lengths: np.ndarray,
             row_tokens: np.ndarray, *, signals: dict | None = None, meta: dict | None = None) -> None:
@@ -255,18 +287,8 @@ class CacheWriter:
         out.write("resp_tokens", np.int64(n_tokens))
         out.add_record({"index": out.n_responses, **(meta or {}), "n_tokens": n_tokens})
 
-    def checkpoint(self) -> None:
-        """Make every response added so far survive an interruption."""
-        self._out.checkpoint()
-
-    def close(self) -> None:
-        self._out.close()
-
-    def finish(self, manifest: dict | None = None) -> Path:
-        """Write the pointer arrays and manifest, then publish the cache under its final name."""
-        out = self._out
-        out.seal()
-        st = self.stage
+    def _complete(self, manifest: dict) -> dict:
+        out, st = self._out, self.stage
         out.write_pointer("resp_rows", ROW_FILES["sample_row_ptr"][0])
         out.write_pointer("row_len", ROW_FILES["row_ptr"][0])
         out.write_pointer("row_tokens", ROW_FILES["token_row_ptr"][0])
@@ -274,13 +296,12 @@ class CacheWriter:
         resp_tokens = out.write_pointer("resp_tokens", SIGNAL_PTR)
         for key in ("row_len", "row_tokens", "resp_rows", "base_len", "resp_tokens"):
             (st / self._files[key][0]).unlink()
-        manifest = dict(manifest or {})
         manifest.setdefault("counts", {})
         manifest["counts"].update(responses=out.n_responses, rows=_n_lists(st / ROW_FILES["row_ptr"][0]),
                                   entries=int((st / ROW_FILES["keys"][0]).stat().st_size // 4),
                                   tokens=int(resp_tokens.sum()))
         manifest["signals"] = list(self.signal_names)
-        return out.publish(manifest)
+        return manifest
 
 
 def _n_lists(ptr_path: Path) -> int:
