@@ -213,13 +213,21 @@ def capture(
     show_capture(result)
 
 
+def _cache_written(result) -> tuple[str, str]:
+    """What the v1 cache a stage wrote holds ("N responses (T tokens, R rows, E entries", the
+    parenthesis left open) and its policy ("SELECTION, k=K, rows ROWS"): `nex capture` and
+    `nex rows` print both."""
+    counts, policy = result.manifest.get("counts", {}), result.policy
+    held = (f"{counts.get('responses', result.n_responses):,} responses ({counts.get('tokens', 0):,} tokens, "
+            f"{counts.get('rows', 0):,} rows, {counts.get('entries', 0):,} entries")
+    return held, f"{policy.selection}, k={policy.k}, rows {policy.rows}"
+
+
 def show_capture(result) -> None:
     """Print what `capture.run` wrote (also used by `nex demo`)."""
-    counts, policy = result.manifest.get("counts", {}), result.policy
-    console().print(f"captured {counts.get('responses', result.n_responses):,} responses "
-                    f"({counts.get('tokens', 0):,} tokens, {counts.get('rows', 0):,} rows, "
-                    f"{counts.get('entries', 0):,} entries) with {result.model.get('id')} ({policy.selection}, "
-                    f"k={policy.k}, rows {policy.rows}) in {result.seconds:.1f} s -> {result.path}")
+    held, policy = _cache_written(result)
+    console().print(f"captured {held}) with {result.model.get('id')} ({policy}) in {result.seconds:.1f} s "
+                    f"-> {result.path}")
     if getattr(result, "token_cache", None) is not None:
         tm = result.token_cache_manifest or {}
         size = sum(p.stat().st_size for p in Path(result.token_cache).rglob("*") if p.is_file())
@@ -261,8 +269,6 @@ def rows(
 
 def show_derive(result) -> None:
     """Print what `capture.derive` wrote."""
-    counts, policy = result.manifest.get("counts", {}), result.policy
-    console().print(f"derived {counts.get('responses', result.n_responses):,} responses "
-                    f"({counts.get('tokens', 0):,} tokens, {counts.get('rows', 0):,} rows, "
-                    f"{counts.get('entries', 0):,} entries; {policy.selection}, k={policy.k}, rows {policy.rows}) "
-                    f"from {result.token_cache} in {result.seconds:.1f} s -> {result.path}")
+    held, policy = _cache_written(result)
+    console().print(f"derived {held}; {policy}) from {result.token_cache} in {result.seconds:.1f} s "
+                    f"-> {result.path}")
