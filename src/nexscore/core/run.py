@@ -250,8 +250,8 @@ def run(cache, out, *, rho: float = DEFAULT_RHO, min_run: int = DEFAULT_MIN_RUN,
     check_settings(rho, min_run)
     with claim_output(out, kind=DIR, inputs=(cache,), owns=RUN_FILES) as target:
         reader = open_cache(cache)
-        manifest = reader.manifest          # a damaged manifest or base/ fails before the learning, not after
-        reader.base
+        manifest = reader.manifest          # a damaged manifest, base/ or rows/ fails before the learning
+        reader.base, reader.rows            # (and the check below does not open rows/ a second time)
         with ThreadPoolExecutor(1) as checker:
             # base/ against rows/ (one compiled pass, GIL released) overlaps the learning
             agreement = checker.submit(check_base_agrees, reader)
