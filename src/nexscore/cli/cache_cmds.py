@@ -43,8 +43,9 @@ def info(cache: Path = typer.Argument(..., help="Cache directory (holds rows/ an
     m = d.get("manifest")
     if m:
         model, selection = _mapping(m.get("model")), _mapping(m.get("selection"))
-        out.print(f"  model      {model.get('id', '?')}  ({selection.get('rule', '?')}, "
-                  f"k={selection.get('k', '?')}, block={m.get('block_size', '?')})")
+        rows = _mapping(m.get("rows")).get("policy") or f"tokens:{m.get('block_size', '?')}"
+        out.print(f"  model      {model.get('id', '?')}  ({selection.get('spec') or selection.get('rule', '?')}, "
+                  f"k={selection.get('k', '?')}, rows {rows})")
 
 
 def _mapping(value) -> dict:
