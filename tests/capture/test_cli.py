@@ -191,7 +191,8 @@ def test_rows_policies_token_cache_and_nex_rows(tmp_path):
     res = run_nex("rows", run / "token_cache", "--rows", "steps", "--k", "4", "--out", tmp_path / "again")
     assert res.returncode == 0, res.stderr
     assert "derived 7 responses" in res.stdout
-    data = [p.relative_to(run / "cache") for p in (run / "cache").rglob("*") if p.is_file() and p.name != "manifest.json"]
+    data = [p.relative_to(run / "cache") for p in (run / "cache").rglob("*")
+            if p.is_file() and p.name != "manifest.json"]
     assert len(data) > 5
     assert all((run / "cache" / f).read_bytes() == (tmp_path / "again" / f).read_bytes() for f in data)
     # --block-size 8 is --rows tokens:8

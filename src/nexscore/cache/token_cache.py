@@ -7,19 +7,24 @@ reads, per token, before either step: `nexscore.capture.derive` turns it into th
 `nex capture` with the same policy writes, byte for byte. A directory of raw little-endian
 arrays without headers (memory-mapped when read) plus a manifest:
 
-| file | dtype, shape | meaning |
-|---|---|---|
-| `token_ptr.int64` | int64, R+1 | response r owns tokens `[p[r], p[r+1])` (all arrays below) |
-| `top/values.float32` | float32, (T, L, K) | per token and layer, that layer's K largest activations, value descending, the lower unit first among equal values |
-| `top/units.uint16` | uint16, (T, L, K) | their units (the key is `(layer << 16) \\| unit`, layer = position in the list) |
-| `zscore/stats.float32` | float32, (R, L, 2) | per response and layer: mean and (population) standard deviation of the activations over all units and all tokens of the response, as `zscore` standardises with |
-| `signals/<name>.float32` | float32, T | the per-token output signals of the v1 cache |
-| `text/piece_ptr.int64`, `text/pieces.utf8` | int64 T+1; bytes | each token's text (`nexscore.models.tokens.token_pieces`), UTF-8, token t owning bytes `[q[t], q[t+1])` (absent when the capture had no tokenizer) |
-| `responses.jsonl` | JSON lines | one object per response (problem id, sample id, ...), as in a v1 cache |
-| `manifest.json` | JSON | format, the capture record (model, layers, batching, ...), K, counts |
+    token_ptr.int64         int64 (R+1)      response r owns tokens [p[r], p[r+1]) of every array below
+    top/values.float32      float32 (T,L,K)  per token and layer, that layer's K largest activations:
+                                             value descending, the lower unit first among equal values
+    top/units.uint16        uint16 (T,L,K)   their units (key = (layer << 16) | unit, layer = position)
+    zscore/stats.float32    float32 (R,L,2)  per response and layer, the mean and (population) std of the
+                                             activations over all units and tokens of the response: what
+                                             `zscore` standardises with
+    signals/<name>.float32  float32 (T)      the per-token output signals of the v1 cache
+    text/piece_ptr.int64    int64 (T+1)      token t's text is bytes [q[t], q[t+1]) of text/pieces.utf8
+    text/pieces.utf8        UTF-8            the tokens' texts end to end (`models.tokens.token_pieces`);
+                                             both absent when the capture had no tokenizer
+    responses.jsonl         JSON lines       one object per response (problem id, sample id, ...), as in v1
+    manifest.json           JSON             format, the capture record (model, layers, batching, ...),
+                                             K, counts, text
 
 T = response tokens, L = captured layers, K = entries per layer (`K` in the manifest: the K
-asked for, or the smallest layer's size if that is less). Values are the activations as the
+asked for, or the smallest layer's size if that is less, or the capture rule's own k if that is
+more). Values are the activations as the
 model computed them (float32 holds bfloat16/float16 exactly); a layer may hold fewer than K
 positive ones, and entries not above 0 are never kept by any rule. Size: L * K * 6 bytes per
 token plus 4 per signal and the text (SmolLM2-135M, 30 layers, K = 64: about 11.5 KB a token).
@@ -232,7 +237,8 @@ class TokenCache:
             offs = (q - q[0]).tolist()
             pieces = [blob[offs[i]:offs[i + 1]].decode("utf-8") for i in range(b - a)]
         return TokenResponse(values=np.array(self.values[a:b]), units=np.array(self.units[a:b]),
-                             stats=np.array(self.stats[r]), signals={n: np.array(v[a:b]) for n, v in self.signals.items()},
+                             stats=np.array(self.stats[r]),
+                             signals={n: np.array(v[a:b]) for n, v in self.signals.items()},
                              pieces=pieces, meta=self.records[r] if r < len(self.records) else {})
 
 

@@ -156,8 +156,8 @@ def capture(
         help="Padded tokens per forward pass (a longer candidate runs alone)."),
     k: Optional[int] = K_OPTION,
     rows: Optional[str] = typer.Option(
-        None, "--rows", help=f"Row policy: tokens:N (N response tokens per row, N >= 1; default tokens:{DEFAULT_BLOCK}) "
-                             "or steps (a row per reasoning step: lines, long lines cut at sentence ends; "
+        None, "--rows", help=f"Row policy: tokens:N (N response tokens per row, N >= 1; default "
+                             f"tokens:{DEFAULT_BLOCK}) or steps (a row per reasoning step: lines, long lines cut at sentence ends; "
                              "steps:M sets the long-line length, default 32 tokens)."),
     block_size: Optional[int] = typer.Option(None, "--block-size",
                                              help="Response tokens per row: the same as --rows tokens:N."),
