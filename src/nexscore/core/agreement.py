@@ -30,7 +30,7 @@ from ..errors import CacheError
 from . import kernels
 from .learn import response_chunks
 
-CHUNK_ENTRIES = 4_000_000
+CHUNK_ENTRIES = 1_000_000       # row entries per step: ~6 MB of pages mapped at a time
 
 
 def base_disagreement(cache, *, max_entries: int = CHUNK_ENTRIES) -> rules.Finding | None:
