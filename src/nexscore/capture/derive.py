@@ -25,6 +25,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 from ..cache.layout import MANIFEST
 from ..cache.token_cache import open_token_cache
@@ -49,14 +50,21 @@ class DeriveResult:
 
 
 def derive(token_cache, out, *, rows: str = "tokens:32", selection: str = "global", k: int | None = None,
-           overwrite: bool = False, progress: Progress | None = None) -> DeriveResult:
+           overwrite: bool = False, progress: Progress | None = None,
+           responses: Sequence[int] | None = None) -> DeriveResult:
     """Write to `out` the v1 cache of row policy `rows` and selection rule `selection` (with k; None:
     the rule's default) from a token cache. An existing `out` is refused unless overwrite (the
     old cache stays until the new one takes its place). progress(description, total) ->
-    advance(n), as in `capture.run`."""
+    advance(n), as in `capture.run`. responses: the indices of the token cache's responses to
+    derive, in this order (default all): a cache of part of the traces (`nex study` derives one
+    per split of the problems) without deriving the rest."""
     t0 = time.perf_counter()
     policy = CapturePolicy(k=k, selection=selection, rows=rows).resolved()
     tc = open_token_cache(token_cache)
+    chosen = list(range(tc.n_responses)) if responses is None else [int(r) for r in responses]
+    if any(not 0 <= r < tc.n_responses for r in chosen):
+        raise InputError(f"responses: {tc.path} holds responses 0 to {tc.n_responses - 1}; an index outside "
+                         "them was asked for")
     rule, row_policy = policy.rule, policy.row_policy
     capture = tc.manifest.get("capture") if isinstance(tc.manifest.get("capture"), dict) else {}
     min_units = tc.manifest.get("min_intermediate_size") or capture.get("intermediate_size") or tc.k
@@ -76,8 +84,8 @@ def derive(token_cache, out, *, rows: str = "tokens:32", selection: str = "globa
         writer = CacheWriter(target, signal_names=signals, resume=False, replace=overwrite)
         finished = False
         try:
-            advance = progress("deriving", tc.n_responses) if progress else None
-            for r in range(tc.n_responses):
+            advance = progress("deriving", len(chosen)) if progress else None
+            for r in chosen:
                 resp = tc.response(r)
                 keys, vals = select_entries(resp.values, resp.units, rule, resp.stats)
                 counts = row_policy.token_counts(resp.n_tokens, resp.pieces)
@@ -96,5 +104,5 @@ def derive(token_cache, out, *, rows: str = "tokens:32", selection: str = "globa
                 writer.close()
                 shutil.rmtree(writer.stage, ignore_errors=True)
     manifest = json.loads((path / MANIFEST).read_text())       # with the counts the writer filled in
-    return DeriveResult(path=path, token_cache=tc.path, n_responses=tc.n_responses, manifest=manifest,
+    return DeriveResult(path=path, token_cache=tc.path, n_responses=len(chosen), manifest=manifest,
                         seconds=time.perf_counter() - t0, policy=policy)

@@ -26,6 +26,7 @@ COMMANDS = {
     "cache": "cache_cmds",
     "ablate": "neuron_cmds", "transfer": "neuron_cmds",
     "merge": "rank_cmds", "rank": "rank_cmds",
+    "study": "study_cmds",
 }
 
 
