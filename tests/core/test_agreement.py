@@ -1,0 +1,55 @@
+"""core.agreement: base/ against rows/, as `nex run` checks it (the named regressions through the
+command line: tests/cache/test_rules.py)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from conftest import learnable_cache
+from damage import read, write
+from nexscore.cache.verify import audit_cache
+from nexscore.core.agreement import base_disagreement, check_base_agrees
+from nexscore.errors import CacheError
+
+
+@pytest.fixture
+def cache(tmp_path):
+    return learnable_cache(tmp_path / "c")
+
+
+def _damage(cache):
+    """Response 4: one base mass changed; response 5: one base key changed (list still ascending)."""
+    m, k, p = read(cache, "base/w_sum.float16"), read(cache, "base/keys.uint32"), read(cache, "base/row_ptr.int64")
+    m[p[4] + 2] += np.float16(1.0)
+    k[p[6] - 1] += 1
+    write(cache, "base/w_sum.float16", m)
+    write(cache, "base/keys.uint32", k)
+    return p
+
+
+def test_an_intact_cache_agrees(cache):
+    assert base_disagreement(cache) is None
+    check_base_agrees(cache)
+
+
+@pytest.mark.parametrize("mode", ["compiled", "numpy"])
+@pytest.mark.parametrize("max_entries", [1, 700, 10**9])
+def test_the_first_response_whatever_the_chunks_and_kernels(cache, monkeypatch, mode, max_entries):
+    """Chunks of one response each, of a few responses, or the whole cache; compiled or numpy:
+    the same finding, the first response in cache order (the audit's first)."""
+    p = _damage(cache)
+    monkeypatch.setenv("NEXSCORE_KERNELS", mode)
+    finding = base_disagreement(cache, max_entries=max_entries)
+    assert finding.kind == "consistency" and finding.file == "base/w_sum.float16" and finding.index == p[4] + 2
+    assert finding.rule.startswith("response 4: 1 base mass(es) differ")
+    assert {f.index for f in audit_cache(cache).errors} == {p[4] + 2, p[5]}
+
+
+def test_check_raises_one_line_naming_the_cache(cache):
+    _damage(cache)
+    with pytest.raises(CacheError) as info:
+        check_base_agrees(cache)
+    line = str(info.value)
+    assert "\n" not in line and line.startswith(f"{cache}: base/w_sum.float16[")
+    assert f"`nex cache verify {cache}`" in line
