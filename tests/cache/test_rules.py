@@ -266,6 +266,16 @@ def test_a_short_response_is_checked_too(tmp_path):
                     "(the first holds 7, its rows sum to 6)")
 
 
+def test_disagreement_is_reported_before_what_learning_made_of_the_rows(cache, tmp_path):
+    """rows/ that learning credits nothing from (every row spans 0 tokens) and a changed base
+    mass: the damage is the line, not "learning credited no neuron"."""
+    zero_tokens(cache, None)
+    m = read(cache, "base/w_sum.float16")
+    m[7] += np.float16(2.0)
+    write(cache, "base/w_sum.float16", m)
+    _parts_disagree(cache, tmp_path, "base/w_sum.float16[7]: response 0: 1 base mass(es) differ")
+
+
 def test_tolerated_damage_written_into_both_parts_agrees(tmp_path):
     """NaN, infinite and negative masses, as a writer stores them in rows/ and sums them into
     base/: the parts agree (compared raw, as written), the spec's rules apply. (Reserved-layer keys

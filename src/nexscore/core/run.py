@@ -36,7 +36,7 @@ import numpy as np
 from ..cache import open_cache
 from ..cache.layout import fingerprint
 from ..cache.writer import RESPONSES, read_responses
-from ..errors import InputError, RunError
+from ..errors import InputError, NexError, RunError
 from ..io import DIR, atomic_dir, claim_output, read_json_object, table_format, write_json, write_npy, write_table
 from ..rundir import changed_files, file_sha256
 from .agreement import check_base_agrees
@@ -257,8 +257,10 @@ def run(cache, out, *, rho: float = DEFAULT_RHO, min_run: int = DEFAULT_MIN_RUN,
             agreement = checker.submit(check_base_agrees, reader)
             try:
                 weights = _learn(reader, rho, min_run, progress, allow_zero_weights)
-            finally:
+            except NexError:
                 agreement.result()          # parts that disagree are reported first, whatever learning made
+                raise
+            agreement.result()
         with atomic_dir(target) as stage, ThreadPoolExecutor(1) as pool:
             # writing 16 MB of weights, and hashing them, overlaps the scoring
             saved = pool.submit(_save_and_hash, stage / WEIGHTS_FILE, weights, model_record(manifest))
