@@ -88,6 +88,27 @@ def test_derived_cache_is_byte_identical_to_a_direct_capture(lm, captured, tmp_p
     assert verify_cache(derived.path) == []
 
 
+def test_a_subset_of_responses_is_the_direct_capture_of_those_candidates(lm, captured, tmp_path):
+    """derive(responses=...) (`nex study` derives one cache per split): the cache of those traces."""
+    root, _ = captured
+    picked = [4, 0, 3]
+    cands = candidates(lm.tokenizer)
+    policy = CapturePolicy(k=4, selection="per_layer", rows="steps", batch_size=4)
+    direct = capture_candidates(lm, [cands[i] for i in picked], tmp_path / "direct", policy=policy).path
+    derived = derive(root / "token_cache", tmp_path / "derived", rows="steps", selection="per_layer", k=4,
+                     responses=picked)
+    got, want = arrays_of(derived.path), arrays_of(direct)
+    assert derived.n_responses == 3 and set(got) == set(want)
+    for name in got:          # the signals of another batching differ in the last bits (padding)
+        if name.startswith("signals/") and name.endswith(".float32"):
+            np.testing.assert_allclose(np.frombuffer(got[name], "<f4"), np.frombuffer(want[name], "<f4"), rtol=1e-5)
+        else:
+            assert got[name] == want[name], name
+    with pytest.raises(InputError, match="an index outside"):
+        derive(root / "token_cache", tmp_path / "bad", responses=[len(TEXTS)])
+    assert not (tmp_path / "bad").exists()
+
+
 def test_the_capture_beside_its_token_cache_is_the_direct_capture(lm, captured, tmp_path):
     """A token cache makes the pass keep longer lists; the cache written beside it does not change."""
     root, res = captured

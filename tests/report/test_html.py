@@ -16,6 +16,7 @@ FIELDS = {
     "header.html": {"model", "sub", "headline", "kpis", "block_size"},
     "viewer.html": {"tok_note"},
     "rank_header.html": {"task", "n_variants", "updated"},
+    "study_header.html": {"study", "n_cells", "seed", "rule", "updated", "statement"},
     "annotate.html": {"title", "css", "ids_note", "data", "js"},
     "report.css": set(), "report.js": set(), "annotate.css": set(), "annotate.js": set(),
 }
@@ -27,7 +28,7 @@ def test_templates_are_package_data_with_the_fields_the_code_fills():
     for name, fields in FIELDS.items():
         assert set(re.findall(r"\{\{\s*(\w+)\s*\}\}", template(name))) == fields, name
     # fragments are used verbatim inside a page: no final newline of their own
-    for name in ("header.html", "viewer.html", "rank_header.html"):
+    for name in ("header.html", "viewer.html", "rank_header.html", "study_header.html"):
         assert not template(name).endswith("\n"), name
 
 

@@ -31,6 +31,7 @@ from .html import Markup, esc, figure, fmt, json_script, note, page, render, sec
 from .neurons_check import check_section as _neurons_check
 from .rank_section import build_rank_report
 from .rank_section import rank_section as _rank_section
+from .study_section import STUDY_JSON, build_study_report
 from .tokens import pieces_for
 
 REPORT = "report.html"
@@ -502,6 +503,9 @@ def _build(run_dir, out, *, max_problems: int, tokenizer: str | None, use_tokeni
     if (Path(run_dir) / "rank.json").is_file() and not (Path(run_dir) / "candidates.jsonl").is_file():
         # a `nex rank` directory: its ranking section alone
         return ReportResult(path=build_rank_report(run_dir, out), sections=["rank"])
+    if (Path(run_dir) / STUDY_JSON).is_file() and not (Path(run_dir) / "candidates.jsonl").is_file():
+        # a `nex study` directory: its study tables alone
+        return ReportResult(path=build_study_report(run_dir, out), sections=["study"])
     data = open_run(run_dir)
     run_dir = data.run_dir
     notes = list(data.notes)
