@@ -174,3 +174,13 @@ def test_report_renders_the_study(tmp_path, tiny_dir):
     r = report.build(out)
     html = r.path.read_text()
     assert r.path == out / "report.html" and "NEX (max GMF)" in html and "chosen" in html
+
+
+def test_cli_dry_run_prints_the_plan():
+    pytest.importorskip("yaml")
+    from pathlib import Path
+
+    shipped = Path(__file__).resolve().parents[2] / "studies" / "smollm2_validity.yaml"
+    proc = run_nex("study", str(shipped), "--out", "/nonexistent/never-written", "--dry-run")
+    assert proc.returncode == 0, proc.stderr
+    assert "4 generation(s) of 96 problems (768 traces)" in proc.stdout and "96 cell(s)" in proc.stdout

@@ -35,7 +35,7 @@ from typing import Callable
 from .. import capture, generate, models
 from ..capture import CapturePolicy, derive
 from ..errors import InputError
-from ..io import read_json_object, write_json
+from ..io import SHARED, claim_output, read_json_object, write_json
 from ..rundir import (CACHE, CANDIDATES, RUN_JSON, TOKEN_CACHE, check_same_settings, encode_candidate, read_candidates,
                       read_run_json, write_lines)
 from ..select.run import select_run
@@ -142,7 +142,7 @@ def cell_numbers(summary: dict) -> dict:
         out.update({key: m.get(key) for key in KEPT})
         methods[name] = out
     pool = summary["pool"]
-    return {"pool": {k: pool[k] for k in ("n_problems", "n_traces", "n_labelled_problems",
+    return {"pool": {k: pool[k] for k in ("n_problems", "n_traces", "n_candidates_max", "n_labelled_problems",
                                           "n_problems_with_correct_and_incorrect")},
             "calibration": summary["settings"]["calibration"], "methods": methods, "notes": summary["notes"]}
 
@@ -294,9 +294,20 @@ def run(study_file, out, *, device: str = models.DEFAULT_DEVICE, dtype: str = mo
     if recorded is not None:
         check_same_settings(recorded.get("settings"), study.settings, where=out, what="a study",
                             source=PLAN_JSON, fix="run the study file it was made with, or choose another --out")
-    else:
-        out.mkdir(parents=True, exist_ok=True)
-        write_json(out / PLAN_JSON, {"study": study.name, "settings": study.settings, "created": _now()})
+    out.mkdir(parents=True, exist_ok=True)
+    # the study directory is held for the whole call: a second `nex study` on it is refused
+    with claim_output(out, kind=SHARED, owns=(PLAN_JSON, CHOICE_JSON, STUDY_JSON)):
+        if recorded is None:
+            write_json(out / PLAN_JSON, {"study": study.name, "settings": study.settings, "created": _now()})
+        result = _run_grid(study, grid, out, device=device, dtype=dtype, log=say, progress=progress)
+    result.seconds = time.perf_counter() - t0
+    return result
+
+
+def _run_grid(study: Study, grid: dict, out: Path, *, device: str, dtype: str, log: Log,
+              progress: Progress | None) -> StudyResult:
+    """Steps 1-7 of the module docstring, in the claimed study directory."""
+    say = log
     lms = _Models(device, dtype, say)
     subs: dict[tuple, Path] = {}
     for gen in grid["generations"]:
@@ -348,5 +359,4 @@ def run(study_file, out, *, device: str = models.DEFAULT_DEVICE, dtype: str = mo
         "updated": _now(),
     }
     path = write_json(out / STUDY_JSON, summary)
-    return StudyResult(plan=grid, summary=summary, path=path, n_cells_run=ran, n_cells_skipped=skipped,
-                       seconds=time.perf_counter() - t0)
+    return StudyResult(plan=grid, summary=summary, path=path, n_cells_run=ran, n_cells_skipped=skipped)
