@@ -157,6 +157,21 @@ def test_study_end_to_end_resume_and_refusal(tmp_path, tiny_dir, monkeypatch):
     (out / "choice.json").unlink()
     study_mod.run(f, out)
     assert set(seen[-1]) == {"dev.json"}
+    # dev and test would choose differently: study.json reports dev's choice and its test numbers
+    (out / "cells").rename(tmp_path / "old_cells2")
+    (out / "choice.json").unlink()
+    ids = [c["id"] for c in doc["cells"]]
+    wanted = {("dev", ids[0]): 0.6, ("dev", ids[1]): 0.9, ("test", ids[0]): 0.95, ("test", ids[1]): 0.1}
+
+    def fake_evaluate(cell, split, subs, s, progress):
+        return {"pool": {}, "calibration": {}, "notes": [],
+                "methods": {"nex": {"kind": "score", "available": True,
+                                    "auroc": wanted.get((split, cell["id"]), 0.5)}}}
+
+    monkeypatch.setitem(study_mod.run.__globals__, "_evaluate", fake_evaluate)
+    [entry] = study_mod.run(f, out).summary["choice"]["chosen"]
+    assert entry["cells"] == [ids[1]] and entry["dev_metric"] == 0.9
+    assert entry["test"][ids[1]]["methods"]["nex"]["auroc"] == 0.1
     # other settings are refused before any work
     changed = write(tmp_path / "s2.json", study_doc(tiny_dir, rows=["tokens:1", "tokens:8"]))
     with pytest.raises(InputError, match="other settings.*rows"):
