@@ -15,3 +15,4 @@ def test_stage_functions_are_reachable_from_the_package():
     assert callable(exploration.run) and analysis is nexscore.analysis
     assert callable(ablate_experiment) and callable(transfer_experiment)
     assert select.run.__module__ == "nexscore.select.run" and report.build.__module__ == "nexscore.report.build"
+    assert nexscore.study.run.__module__ == "nexscore.study.run"

@@ -21,7 +21,7 @@ __version__ = "0.1.0"
 _CORE = {"learn_weights", "score_responses", "nex_score", "segment", "load_weights",
          "save_weights", "log_gap"}
 # the packages of the pipeline's stages: `nexscore.select.run(...)` works after `import nexscore`
-_STAGES = {"generate", "capture", "core", "select", "report", "analysis", "rank", "neurons", "merge"}
+_STAGES = {"generate", "capture", "core", "select", "report", "analysis", "rank", "neurons", "merge", "study"}
 
 
 def __getattr__(name):
