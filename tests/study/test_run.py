@@ -183,12 +183,26 @@ def test_report_renders_the_study(tmp_path, tiny_dir):
     from nexscore import report
 
     f = write(tmp_path / "s.json", study_doc(tiny_dir, rows=["tokens:4"], selection=[{"rule": "global", "k": 4}],
-                                             calibration=["self", "split"]))
+                                             calibration=["self", "split", "pooled"]))
     out = tmp_path / "study"
     study_mod.run(f, out)
     r = report.build(out)
     html = r.path.read_text()
     assert r.path == out / "report.html" and "NEX (max GMF)" in html and "chosen" in html
+    doc = json.loads((out / "study.json").read_text())
+    modes = {c["calibration"]: c["dev"]["calibration"]["mode"] for c in doc["cells"]}
+    assert modes == {"self": "self", "split": "split", "pooled": "pooled"}
+    assert html.count('<tr class="hl">') >= 2      # the chosen cell in the cells table, NEX in its tables
+
+
+def test_yaml_study_without_pyyaml_is_one_line(tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "yaml", None)
+    f = tmp_path / "s.yaml"
+    f.write_text("models: [default]\n")
+    with pytest.raises(InputError, match="needs PyYAML.*nexscore\\[study\\]"):
+        read_study(f)
 
 
 def test_cli_dry_run_prints_the_plan():
