@@ -113,7 +113,7 @@ def split_problems(problem_ids, per_split: int, seed: int) -> dict[str, set]:
     if len(unique) < 2:
         raise InputError(f"a study splits problems into dev and test: it needs at least 2 problems (got {len(unique)})")
     order = sorted(unique, key=lambda p: hashlib.sha256(f"{seed}:{p}".encode()).hexdigest())
-    n_dev = min(per_split, len(unique) // 2) if len(unique) < 2 * per_split else per_split
+    n_dev = min(per_split, len(unique) // 2)       # fewer problems than asked: halves of what there is
     return {"dev": set(order[:n_dev]), "test": set(order[n_dev:])}
 
 
