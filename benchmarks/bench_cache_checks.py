@@ -29,7 +29,7 @@ from pathlib import Path
 from bench_core import _env, make_cache
 
 NO_AGREEMENT = ("import sys; import nexscore.core.run; sys.modules['nexscore.core.run'].check_base_agrees = "
-                "lambda c: None; ")
+                "lambda c, **how: None; ")
 NO_STRUCTURE = "import nexscore.cache.reader as r; r.check_rows = lambda a: None; r.check_base = lambda a, n: None; "
 MAIN = "from nexscore.cli import main; sys.argv = ['nex'] + sys.argv[1:]; main()"
 VARIANTS = {"checked": None, "structural": NO_AGREEMENT + MAIN, "unchecked": NO_AGREEMENT + NO_STRUCTURE + MAIN}

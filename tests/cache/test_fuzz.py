@@ -11,7 +11,8 @@ hold, for each damaged cache:
   (damage.repair, written from NEX_SPEC.md §2 without nexscore's sanitiser);
 - where both parts are read, the check of base/ against rows/ that `nex run` applies
   (core.agreement) refuses exactly the caches whose audit finds them inconsistent, naming the
-  first response the audit names;
+  first response the audit names, and reads the same on the arrays as mapped (mapped=True, what
+  run overlaps with the reader's checks), which never raises anything but a NexError;
 - no hang (SIGALRM) and no allocation beyond 2 GiB over the process's size (RLIMIT_AS).
 Weights files: refused with a WeightsError, or read as the intact weights.
 A few damaged caches also go through the command line (tools/fuzz_cli.py's judge).
@@ -93,8 +94,10 @@ def test_damaged_cache_is_refused_or_read_as_its_repair(golden, damage, corpus, 
             if scored[0] == "ok":
                 want = score_responses(repair(cache, tmp / "base_repaired", parts=("base",)), weights[corpus])
                 np.testing.assert_array_equal(scored[1], want, err_msg=context)
+            early = _attempt(lambda: base_disagreement(cache, mapped=True))     # never anything but a NexError
             if learned[0] == "ok" and scored[0] == "ok":
                 agreed = _attempt(base_disagreement, cache)
+                assert early == agreed, (context, early, agreed)
                 inconsistent = [f for f in audit.errors if f.kind == CONSISTENCY and f.file.startswith("base/")]
                 assert agreed[0] == "ok" and (agreed[1] is None) == (not inconsistent), (context, agreed[1])
                 if inconsistent:

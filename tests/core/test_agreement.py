@@ -53,3 +53,17 @@ def test_check_raises_one_line_naming_the_cache(cache):
     line = str(info.value)
     assert "\n" not in line and line.startswith(f"{cache}: base/w_sum.float16[")
     assert f"`nex cache verify {cache}`" in line
+
+
+def test_mapped_reads_the_arrays_as_they_are(cache):
+    """mapped=True (what nex run overlaps with the reader's checks): the same finding on a sound
+    cache; None where a count or pointer the pass needs is broken (the reader refuses that cache)."""
+    p = _damage(cache)
+    assert base_disagreement(cache, mapped=True) == base_disagreement(cache)
+    p[3] = p[2] - 1                                                  # base pointers decrease
+    write(cache, "base/row_ptr.int64", p)
+    assert base_disagreement(cache, mapped=True) is None
+    with pytest.raises(CacheError, match=r"base/row_ptr.int64\[3\]"):
+        base_disagreement(cache)
+    (cache / "rows/keys.uint32").write_bytes(b"")
+    assert base_disagreement(cache, mapped=True) is None

@@ -14,10 +14,11 @@ would not, since sanitising drops rows whose keys stay in base/). Every response
 also those learning skips (fewer than 3 rows).
 
 Cost: one pass over the row entries (kernels.base_agreement: a table lookup and a float64 add
-per entry), the arrays read in place and their pages dropped chunk by chunk; about 20 ms for the
-11 million entries of the 400-response synthetic cache, where the exhaustive audit (a sort per
-chunk) takes about 0.9 s. `run` overlaps it with learning (the compiled loop releases the GIL);
-see benchmarks/bench_cache_checks.py.
+per entry), the arrays read in place and their pages dropped chunk by chunk; about 17-20 ms for
+the 11 million entries of the 400-response synthetic cache, where the exhaustive audit (a sort
+per chunk) takes about 0.9 s. `run` starts it on a thread as soon as the arrays are mapped
+(`check_base_agrees(..., mapped=True)`), so that it overlaps the reader's structural checks and
+the learning (the compiled loop releases the GIL); see benchmarks/bench_cache_checks.py.
 """
 
 from __future__ import annotations
@@ -25,7 +26,9 @@ from __future__ import annotations
 import numpy as np
 
 from ..cache import open_cache, rules
+from ..cache.layout import BASE_DIR, ROWS_DIR
 from ..cache.mapped import drop_pages
+from ..cache.reader import BaseArrays, RowArrays, map_part
 from ..errors import CacheError
 from . import kernels
 from .learn import response_chunks
@@ -33,12 +36,23 @@ from .learn import response_chunks
 CHUNK_ENTRIES = 1_000_000       # row entries per step: ~6 MB of pages mapped at a time
 
 
-def base_disagreement(cache, *, max_entries: int = CHUNK_ENTRIES) -> rules.Finding | None:
+def base_disagreement(cache, *, max_entries: int = CHUNK_ENTRIES, mapped: bool = False) -> rules.Finding | None:
     """The first response (in cache order) whose base list does not hold the sums of its rows,
     as a finding naming it and what differs (its keys, else its masses); None when base/ agrees.
-    Opens both parts with the reader's checks (a CacheError for structural damage)."""
-    reader = open_cache(cache)
-    rows, base = reader.rows, reader.base
+
+    Opens both parts with the reader's checks (a CacheError for structural damage); with mapped,
+    reads the arrays as mapped instead, applying only the rules the pass needs to stay in bounds
+    (counts and pointers, O(lists)): where one fails, None (the reader refuses that cache). A
+    caller then runs the reader's checks meanwhile and trusts a finding only once they pass.
+    """
+    if mapped:
+        arrays = _mapped_parts(open_cache(cache).path)
+        if arrays is None:
+            return None
+        rows, base = arrays
+    else:
+        reader = open_cache(cache)
+        rows, base = reader.rows, reader.base
     entry_at = np.asarray(rows.row_ptr)[np.asarray(rows.sample_row_ptr)]     # per response: its first entry
     base_ptr = np.asarray(base.ptr)
     slots = kernels.BaseSlots()
@@ -62,14 +76,27 @@ def base_disagreement(cache, *, max_entries: int = CHUNK_ENTRIES) -> rules.Findi
     return None
 
 
-def check_base_agrees(cache) -> None:
+def check_base_agrees(cache, *, mapped: bool = False) -> None:
     """CacheError (one line: the cache, the file and index, the response and what differs)
-    unless base/ holds the sums of rows/ (`base_disagreement`)."""
-    finding = base_disagreement(cache)
+    unless base/ holds the sums of rows/ (`base_disagreement`, with `mapped` as it takes it)."""
+    finding = base_disagreement(cache, mapped=mapped)
     if finding is not None:
         path = open_cache(cache).path
         raise CacheError(f"{path}: {finding.line()}; the two parts disagree, so the cache is damaged "
                          f"(`nex cache verify {path}` lists every finding)")
+
+
+def _mapped_parts(root) -> tuple[RowArrays, BaseArrays] | None:
+    """Both parts as mapped, if their counts and pointers hold (what the pass needs), else None."""
+    rows, problems = map_part(root, ROWS_DIR)
+    base, more = map_part(root, BASE_DIR)
+    if problems or more:
+        return None
+    keys, rp, sp = rows["keys"], rows["row_ptr"], rows["sample_row_ptr"]
+    broken = (rules.same_count("", keys, "", rows["mass"]) or rules.same_count("", base["keys"], "", base["mass"])
+              or rules.pointer("", rp, end=keys.size, data="") or rules.pointer("", sp, end=rp.size - 1, data="")
+              or rules.pointer("", base["ptr"], end=base["keys"].size, data="", n_lists=sp.size - 1))
+    return None if broken else (RowArrays(**rows), BaseArrays(**base))
 
 
 def _row_sum(rows, entry_at: np.ndarray, r: int, key: int) -> float:

@@ -251,10 +251,11 @@ def run(cache, out, *, rho: float = DEFAULT_RHO, min_run: int = DEFAULT_MIN_RUN,
     with claim_output(out, kind=DIR, inputs=(cache,), owns=RUN_FILES) as target:
         reader = open_cache(cache)
         manifest = reader.manifest          # a damaged manifest, base/ or rows/ fails before the learning
-        reader.base, reader.rows            # (and the check below does not open rows/ a second time)
         with ThreadPoolExecutor(1) as checker:
-            # base/ against rows/ (one compiled pass, GIL released) overlaps the learning
-            agreement = checker.submit(check_base_agrees, reader)
+            # base/ against rows/, on the arrays as mapped (one compiled pass, GIL released): it
+            # overlaps the reader's structural checks and the learning; a structural error comes first
+            agreement = checker.submit(check_base_agrees, reader, mapped=True)
+            reader.base, reader.rows
             try:
                 weights = _learn(reader, rho, min_run, progress, allow_zero_weights)
             except NexError:
