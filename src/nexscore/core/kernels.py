@@ -296,20 +296,46 @@ def base_agreement(keys: np.ndarray, mass16: np.ndarray, entry_ptr: np.ndarray, 
                                  slots.claim(base_half.size), rules.BASE_RTOL, rules.BASE_ATOL,
                                  rules.FLOAT16_INF_FROM, *out)
         return tuple(out)
+    keys = np.asarray(keys, np.uint32)
+    base_keys = np.asarray(base_keys, np.uint32)
     resp = segment_ids(np.diff(entry_ptr))
     base_resp = segment_ids(np.diff(base_ptr))
-    row_comp = (resp << 32) | np.asarray(keys, np.int64)
-    base_comp = (base_resp << 32) | np.asarray(base_keys, np.int64)
-    at = np.searchsorted(base_comp, row_comp)
-    found = np.zeros(row_comp.size, bool)
-    inside = at < base_comp.size
-    found[inside] = base_comp[at[inside]] == row_comp[inside]
+    at = _base_positions(keys, entry_ptr, base_keys, base_ptr, (BaseSlots() if slots is None else slots)._table)
+    found = at >= 0
     at = at[found]
-    sums = np.bincount(at, weights=HALF_TO_SINGLE[half[found]].astype(np.float64), minlength=base_comp.size)
-    hit = np.bincount(at, minlength=base_comp.size) > 0
+    sums = np.bincount(at, weights=HALF_TO_SINGLE[half[found]].astype(np.float64), minlength=base_keys.size)
+    hit = np.bincount(at, minlength=base_keys.size) > 0
     bad = hit & ~rules.masses_agree(sums, HALF_TO_SINGLE[base_half].astype(np.float64))
     first_bad = np.full(n_resp, -1, np.int64)
     owners, first = np.unique(base_resp[bad], return_index=True)
     first_bad[owners] = np.flatnonzero(bad)[first]
     return (np.bincount(resp[~found], minlength=n_resp), np.bincount(base_resp[~hit], minlength=n_resp),
             np.bincount(base_resp[bad], minlength=n_resp), first_bad)
+
+
+def _base_positions(keys: np.ndarray, entry_ptr: np.ndarray, base_keys: np.ndarray, base_ptr: np.ndarray,
+                    table: np.ndarray) -> np.ndarray:
+    """For every row entry: the index of its key in its response's base list, or -1 (numpy).
+
+    Response by response through `table` (the compiled version's slots): its base keys are
+    written as 1 + their index, looked up (a value is trusted only where it points at that very
+    key, so what the compiled version left is harmless) and set back to 0 (which that version
+    reads as stale). Keys beyond the table are searched in the sorted list.
+    """
+    at = np.full(keys.size, -1, np.int64)
+    for r in np.flatnonzero((np.diff(entry_ptr) > 0) & (np.diff(base_ptr) > 0)).tolist():
+        a, b, ba, bb = int(entry_ptr[r]), int(entry_ptr[r + 1]), int(base_ptr[r]), int(base_ptr[r + 1])
+        k, bk = keys[a:b], base_keys[ba:bb]
+        small = bk < table.size
+        table[bk[small]] = np.arange(1, bk.size + 1, dtype=np.int32)[small]
+        j = np.full(k.size, -1, np.int64)
+        near = k < table.size
+        j[near] = table[k[near]].astype(np.int64) - 1
+        far = np.flatnonzero(~near)
+        j[far] = np.searchsorted(bk, k[far])
+        j[(j < 0) | (j >= bk.size)] = -1
+        hit = j >= 0
+        hit[hit] = bk[j[hit]] == k[hit]
+        at[a:b] = np.where(hit, j + ba, -1)
+        table[bk[small]] = 0
+    return at
