@@ -281,8 +281,8 @@ def base_agreement(keys: np.ndarray, mass16: np.ndarray, entry_ptr: np.ndarray, 
     none of its rows; mass_bad, its base masses (of keys its rows hold) that `rules.masses_agree`
     rejects against the float64 sum, in entry order, of their row masses; first_bad, the base
     index of the first of those, or -1.
-    slots: the compiled version's scratch (`BaseSlots`), reused from call to call (a new one when
-    None); the numpy one searches sorted composite keys instead.
+    slots: the scratch table (`BaseSlots`), reused from call to call (a new one when None); the
+    numpy version uses it too, response by response, leaving it as the compiled one expects.
     """
     half = np.ascontiguousarray(mass16).view(np.uint16)
     base_half = np.ascontiguousarray(base_mass16).view(np.uint16)
