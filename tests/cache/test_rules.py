@@ -24,7 +24,7 @@ from damage import copy_cache, float_keys, read, write, zero_tokens
 from nexscore.cache import open_cache
 from nexscore.cache.verify import audit_cache, describe_cache
 from nexscore import core
-from nexscore.core import learn_weights, score_responses
+from nexscore.core import learn_weights, save_weights, score_responses
 from nexscore.core.agreement import base_disagreement
 from nexscore.errors import CacheError
 
@@ -383,3 +383,15 @@ def test_damaged_golden_synthetic16(reference, tmp_path):
     cache = copy_cache(reference / "synthetic16/cache", tmp_path / "c")
     _lower(cache, "rows/row_ptr.int64")
     assert_one_line_error(run_nex("run", cache, "--out", tmp_path / "o"), "rows/row_ptr.int64", "must not decrease")
+
+
+def test_learning_and_scoring_one_cache_refuse_disagreeing_parts(cache, weights, tmp_path):
+    """`nex score` that learns (self, split) and `select`'s calibration learn from rows/ and score
+    base/ of the same cache, as `nex run` does: the same refusal. Given weights read base/ only."""
+    m, p = read(cache, "base/w_sum.float16"), read(cache, "base/row_ptr.int64")
+    m[int(p[2]) + 3] *= np.float16(1.5)
+    write(cache, "base/w_sum.float16", m)
+    line = assert_one_line_error(run_nex("score", cache, "--calibrate", "self"), "response 2")
+    assert "the two parts disagree" in line
+    save_weights(tmp_path / "w.npz", weights)
+    assert run_nex("score", cache, "--weights", tmp_path / "w.npz").returncode == 0

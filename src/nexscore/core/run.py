@@ -189,6 +189,8 @@ def run_score(cache, weights=None, out=None, *, calibrate: str | None = None, po
     problem_ids = _problem_ids(reader) if mode == "split" else None
     half = split_halves(problem_ids, split_seed) if mode == "split" else None
     pooled = _pool(reader, pool) if mode == "pooled" else None
+    if mode != "file":
+        check_base_agrees(reader)       # weights from rows/ would score a base/ that is not their sum
 
     def compute() -> tuple[np.ndarray, dict]:
         if mode == "file":

@@ -21,6 +21,7 @@ import numpy as np
 from ..core.calibrate import (DEFAULT_SPLIT_SEED, Part, check_same_model, half_responses, learn, pool_caches,
                               pool_record, resolve_mode, score_halves, split_halves, split_record)
 from ..core.gmf import score_responses
+from ..core.agreement import check_base_agrees
 from ..core.learn import accumulate
 from ..core.weights import load_weights
 from ..errors import InputError
@@ -90,6 +91,8 @@ def calibrate_run(run_dir: Path, cache, problem_ids: Sequence[str], mode: str, *
     neuron are noted, not refused (NEX then ties everywhere).
     """
     notes = [] if notes is None else notes
+    if mode != "file":
+        check_base_agrees(cache)        # weights from rows/ would score a base/ that is not their sum
     if mode in ("self", "file"):
         weights, info = resolve_weights(run_dir, cache, weights_file, relearn, progress, notes, allow_zero_weights)
         record = {"mode": mode}
