@@ -47,3 +47,11 @@ def test_arguments_show_their_help():
                                   "[dim]a[/dim] [red]b[/red] [link=file:///x]c[/link]", "x [bold cyan]y[/]"])
 def test_plain_output_reads_as_rich_renders_it(text):
     assert strip_markup(text) == Text.from_markup(text).plain
+
+
+def test_help_lists_commands_in_the_order_of_the_map():
+    """`nex demo` imports the stages' printers (registering their commands first); the help still
+    starts with the demo, and the pipeline reads in its order."""
+    out = run_nex("--help").stdout
+    assert out.index("│ demo ") < out.index("│ generate ") < out.index("│ capture ") < out.index("│ select ")
+    assert out.index("Start here") < out.index("Pipeline") < out.index("NEX core on a cache")

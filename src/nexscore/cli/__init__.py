@@ -34,8 +34,23 @@ def load_commands(modules=None):
     """Import the given command modules (all when None) and return the root app."""
     for name in dict.fromkeys(COMMANDS.values()) if modules is None else modules:
         importlib.import_module(f"{__name__}.{name}")     # registers its commands once
+    _in_help_order(root.app)
     root.reflow_helps(root.app)
     return root.app
+
+
+def _in_help_order(app) -> None:
+    """Commands in the order of COMMANDS, whatever order their modules were imported in (a
+    module that imports another, as `nex demo` imports the stages' printers, registers the
+    other's commands first); `nex --help` shows its panels in the order of their first command."""
+    order = {name: i for i, name in enumerate(COMMANDS)}
+
+    def key(info) -> int:
+        name = info.name or (info.callback.__name__.replace("_", "-") if info.callback else "")
+        return order.get(name, len(order))
+
+    app.registered_commands.sort(key=key)
+    app.registered_groups.sort(key=key)
 
 
 def __getattr__(name: str):
