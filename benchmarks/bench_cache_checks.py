@@ -6,7 +6,9 @@ Builds a synthetic cache with ../shared/tools/synth_cache.py (seed 1), then, int
 repeated (the machine may be shared: compare ratios of medians, not absolute times):
   checked     `nex run CACHE --out DIR` as shipped;
   structural  the same process with the check of base/ against rows/ (core.agreement's
-              `check_base_agrees`, which `run` overlaps with learning) replaced by a no-op;
+              `check_base_agrees`, which `run` overlaps with learning) replaced by a no-op
+              (that pass also holds the rule of the rows' key order for `run`, so this variant
+              lacks that one rule);
   unchecked   also without the reader's rule sets (`check_rows`, `check_base`): every check
               of the cache removed and nothing else changed.
 It reports the medians and their ratios to `unchecked`, each process's CPU time (user + system:
@@ -30,7 +32,7 @@ from bench_core import _env, make_cache
 
 NO_AGREEMENT = ("import sys; import nexscore.core.run; sys.modules['nexscore.core.run'].check_base_agrees = "
                 "lambda c, **how: None; ")
-NO_STRUCTURE = "import nexscore.cache.reader as r; r.check_rows = lambda a: None; r.check_base = lambda a, n: None; "
+NO_STRUCTURE = "import nexscore.cache.reader as r; r.check_rows = lambda a, **how: None; r.check_base = lambda a, n: None; "
 MAIN = "from nexscore.cli import main; sys.argv = ['nex'] + sys.argv[1:]; main()"
 VARIANTS = {"checked": None, "structural": NO_AGREEMENT + MAIN, "unchecked": NO_AGREEMENT + NO_STRUCTURE + MAIN}
 

@@ -8,6 +8,8 @@ import pytest
 
 from conftest import learnable_cache
 from damage import read, write
+from nexscore import core
+from nexscore.cache import open_cache
 from nexscore.cache.verify import audit_cache
 from nexscore.core.agreement import base_disagreement, check_base_agrees
 from nexscore.errors import CacheError
@@ -67,3 +69,23 @@ def test_mapped_reads_the_arrays_as_they_are(cache):
         base_disagreement(cache)
     (cache / "rows/keys.uint32").write_bytes(b"")
     assert base_disagreement(cache, mapped=True) is None
+
+
+@pytest.mark.parametrize("mode", ["compiled", "numpy"])
+def test_run_applies_the_rows_order_rule_in_its_pass_with_the_reader_s_line(cache, tmp_path, monkeypatch, mode):
+    """`run` opens rows/ without the order of their keys and applies that rule in the agreement
+    pass: the reader's own line (its first place and count over all the keys), before a base/
+    that disagrees earlier in the cache, and no output."""
+    monkeypatch.setenv("NEXSCORE_KERNELS", mode)
+    _damage(cache)                                           # base/ disagrees at response 4
+    k, rp = read(cache, "rows/keys.uint32"), read(cache, "rows/row_ptr.int64")
+    for i in rp[np.flatnonzero(np.diff(rp) >= 2)[[-1, -3]]]:  # two keys swapped in two late rows
+        k[i], k[i + 1] = k[i + 1], k[i]
+    write(cache, "rows/keys.uint32", k)
+    with pytest.raises(CacheError) as reader:
+        open_cache(cache).rows
+    assert "not ascending" in str(reader.value) and "(2 keys in all)" in str(reader.value)
+    with pytest.raises(CacheError) as run:
+        core.run(cache, tmp_path / "out")
+    assert str(run.value) == str(reader.value)
+    assert not (tmp_path / "out").exists()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from nexscore.cache import rules
 from nexscore.cache.layout import KEY_SPACE
 from nexscore.core import kernels
 from nexscore.core.sanitize import _HALF_TO_SINGLE
@@ -351,3 +352,32 @@ def test_built_wherever_a_compiler_exists():
         pytest.skip("no Python headers here (python3-dev): the numpy fallback is expected")
     assert kernels.available()
 
+
+
+@needs_c
+def test_base_agreement_applies_the_rows_order_rule_as_the_reader_does(monkeypatch):
+    """With row_ptr, a fifth count per response: its entries that break rules.ascending (not above
+    the entry before them, not starting a row), compiled and numpy alike; empty rows, keys beyond
+    the slots, responses starting at row starts."""
+    rng = np.random.default_rng(12)
+    n = 4000
+    keys = rng.integers(0, 60, n).astype(np.uint32)
+    keys[rng.random(n) < 0.02] = rng.integers(KEY_SPACE, 1 << 32, 1, dtype=np.uint64)[0]
+    row_ptr = np.sort(np.r_[0, rng.integers(0, n + 1, 500), n]).astype(np.int64)   # repeats: empty rows
+    for a, b in zip(row_ptr[:-1:2], row_ptr[1::2]):                                # every other row in order
+        keys[a:b] = np.sort(keys[a:b])
+    entry_ptr = row_ptr[np.r_[0, np.sort(rng.choice(np.arange(1, row_ptr.size - 1), 40, replace=False)),
+                              row_ptr.size - 1]]
+    bkeys = [np.unique(keys[a:b]) for a, b in zip(entry_ptr[:-1], entry_ptr[1:])]
+    base_ptr = np.r_[0, np.cumsum([x.size for x in bkeys])].astype(np.int64)
+    bkeys = np.concatenate(bkeys).astype(np.uint32)
+    mass, bmass = np.zeros(n, np.float16), np.zeros(bkeys.size, np.float16)
+    c, nm = both(monkeypatch, kernels.base_agreement, keys, mass, entry_ptr, bkeys, bmass, base_ptr, None, row_ptr)
+    assert len(c) == len(nm) == 5
+    for got, want in zip(c, nm):
+        np.testing.assert_array_equal(got, want)
+    bad = [e for e in range(1, n) if keys[e] <= keys[e - 1] and e not in set(row_ptr.tolist())]
+    np.testing.assert_array_equal(c[4], np.bincount(np.searchsorted(entry_ptr, bad, side="right") - 1,
+                                                    minlength=entry_ptr.size - 1))
+    assert c[4].sum() == rules.ascending("k", keys, row_ptr).count > 0
+    assert [x.size for x in kernels.base_agreement(keys, mass, entry_ptr, bkeys, bmass, base_ptr)] == [40 + 1] * 4

@@ -23,7 +23,7 @@ from .mapped import drop_pages, map_array, read_range
 from .rules import Finding
 
 __all__ = ["Cache", "Entries", "RowArrays", "BaseArrays", "PARTS", "open_cache", "read_range", "map_part",
-           "check_rows", "check_base"]
+           "check_rows", "check_row_order", "check_base"]
 
 
 @dataclass(frozen=True)
@@ -84,8 +84,9 @@ def map_part(root: Path, part: str) -> tuple[dict, list[Finding]]:
     return arrays, problems
 
 
-def check_rows(a: dict) -> Finding | None:
-    """The structural rules of rows/ (all five arrays mapped), first violation or None."""
+def check_rows(a: dict, *, order: bool = True) -> Finding | None:
+    """The structural rules of rows/ (all five arrays mapped), first violation or None; without
+    order, all but the last (`check_row_order`), which the caller then applies itself."""
     keys_rel, mass_rel = ROW_FILES["keys"][0], ROW_FILES["mass"][0]
     rp_rel, sp_rel, tp_rel = ROW_FILES["row_ptr"][0], ROW_FILES["sample_row_ptr"][0], ROW_FILES["token_row_ptr"][0]
     keys = a["keys"]
@@ -93,7 +94,14 @@ def check_rows(a: dict) -> Finding | None:
             or rules.pointer(rp_rel, a["row_ptr"], end=keys.size, data=f"{keys_rel} (entries)")
             or rules.pointer(sp_rel, a["sample_row_ptr"], end=a["row_ptr"].size - 1, data=f"{rp_rel} (rows)")
             or rules.token_pointer(tp_rel, a["token_row_ptr"], rel_rows=rp_rel, n_rows=a["row_ptr"].size - 1)
-            or rules.ascending(keys_rel, keys, a["row_ptr"], release=lambda i, j: drop_pages(keys, i, j)))
+            or (check_row_order(a) if order else None))
+
+
+def check_row_order(a) -> Finding | None:
+    """The last rule of rows/ (keys unique and ascending within a row), on arrays (a dict or a
+    `RowArrays`) whose other rules hold."""
+    keys, row_ptr = (a["keys"], a["row_ptr"]) if isinstance(a, dict) else (a.keys, a.row_ptr)
+    return rules.ascending(ROW_FILES["keys"][0], keys, row_ptr, release=lambda i, j: drop_pages(keys, i, j))
 
 
 def check_base(a: dict, n_responses: int | None) -> Finding | None:
@@ -120,10 +128,16 @@ def responses_in_rows(root: Path) -> int | None:
 
 
 class Cache:
-    """A v1 cache directory; `rows` and `base` are mapped and checked on first use."""
+    """A v1 cache directory; `rows` and `base` are mapped and checked on first use.
 
-    def __init__(self, path: str | Path):
+    check_row_order=False: opening rows/ applies every rule but the order of keys within rows
+    (`check_row_order`); for a caller that applies it in a pass of its own over those keys
+    (`nex run`: core.agreement) and refuses the cache when it fails.
+    """
+
+    def __init__(self, path: str | Path, *, check_row_order: bool = True):
         self.path = Path(path)
+        self.checks_row_order = check_row_order
         if not self.path.exists():
             raise CacheError(f"{self.path}: no such directory")
         if not self.path.is_dir():
@@ -139,7 +153,8 @@ class Cache:
     @property
     def rows(self) -> RowArrays:
         if self._rows is None:
-            self._rows = self._open(ROWS_DIR, check_rows, RowArrays)
+            self._rows = self._open(ROWS_DIR, lambda arrays: check_rows(arrays, order=self.checks_row_order),
+                                    RowArrays)
         return self._rows
 
     @property
@@ -176,6 +191,6 @@ class Cache:
         return arrays_of(**arrays)
 
 
-def open_cache(path: str | Path) -> Cache:
-    """Open a cache directory (see `Cache`)."""
-    return path if isinstance(path, Cache) else Cache(path)
+def open_cache(path: str | Path, *, check_row_order: bool = True) -> Cache:
+    """Open a cache directory (see `Cache`; a `Cache` is returned as it is)."""
+    return path if isinstance(path, Cache) else Cache(path, check_row_order=check_row_order)

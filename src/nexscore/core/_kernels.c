@@ -615,7 +615,8 @@ fail:
 PyDoc_STRVAR(base_agreement_doc,
 "base_agreement(keys u32, half u16, table f32[65536], entry_ptr i64, base_keys u32, base_half u16,\n"
 "               base_ptr i64, slots i32[key space], offset, rtol, atol, inf_from,\n"
-"               missing i64 out, extra i64 out, mass_bad i64 out, first_bad i64 out)\n\n"
+"               missing i64 out, extra i64 out, mass_bad i64 out, first_bad i64 out\n"
+"               [, row_ptr i64, unordered i64 out])\n\n"
 "Per response r (row entries [entry_ptr[r], entry_ptr[r+1]), base entries\n"
 "[base_ptr[r], base_ptr[r+1]), base keys unique and ascending): missing[r] = row entries whose\n"
 "key is not in the base list; extra[r] = base keys in none of its rows; mass_bad[r] = base\n"
@@ -626,7 +627,11 @@ PyDoc_STRVAR(base_agreement_doc,
 "as every call gets an offset at or above the previous call's offset + its number of base\n"
 "entries (a slot below the current response's first value is stale). Keys beyond it are\n"
 "searched. Base keys unique and ascending within a response is the reader's rule and is not\n"
-"checked again here: on other input the counts mean nothing, but every access stays in bounds.");
+"checked again here: on other input the counts mean nothing, but every access stays in bounds.\n"
+"With row_ptr (the row starts, from 0 to the number of entries), the same pass applies the\n"
+"rows' order rule (nexscore.cache.rules.ascending): unordered[r] = entries of response r not\n"
+"above the entry before them that do not start a row (learning and this pass read the same\n"
+"keys, so `nex run` checks their order here rather than in a pass of its own).");
 
 /* rules.masses_agree: got (a float16 base mass) against want (the float64 sum of its rows) */
 static int mass_agrees(double want, double got, double rtol, double atol, double inf_from)
@@ -638,16 +643,22 @@ static int mass_agrees(double want, double got, double rtol, double atol, double
 
 static PyObject *base_agreement(PyObject *self, PyObject *args)
 {
-    PyObject *o[12];
+    PyObject *o[14] = {NULL};
     long long offset;
     double rtol, atol, inf_from;
-    Buf b[12];
+    Buf b[14];
     double *sums = NULL;
     uint8_t *hits = NULL;
-    if (!PyArg_ParseTuple(args, "OOOOOOOOLdddOOOO", &o[0], &o[1], &o[2], &o[3], &o[4], &o[5], &o[6], &o[7],
-                          &offset, &rtol, &atol, &inf_from, &o[8], &o[9], &o[10], &o[11]))
+    if (!PyArg_ParseTuple(args, "OOOOOOOOLdddOOOO|OO", &o[0], &o[1], &o[2], &o[3], &o[4], &o[5], &o[6], &o[7],
+                          &offset, &rtol, &atol, &inf_from, &o[8], &o[9], &o[10], &o[11], &o[12], &o[13]))
         return NULL;
-    static const Spec spec[12] = {
+    const int check_order = o[12] != NULL;
+    if (check_order != (o[13] != NULL)) {
+        PyErr_SetString(PyExc_TypeError, "row_ptr and unordered go together");
+        return NULL;
+    }
+    const int n_bufs = check_order ? 14 : 12;
+    static const Spec spec[14] = {
         {"keys", 4, 0},
         {"half", 2, 0},
         {"table", 4, 0},
@@ -660,8 +671,10 @@ static PyObject *base_agreement(PyObject *self, PyObject *args)
         {"extra", 8, 1},
         {"mass_bad", 8, 1},
         {"first_bad", 8, 1},
+        {"row_ptr", 8, 0},
+        {"unordered", 8, 1},
     };
-    if (take(o, b, spec, 12) < 0) return NULL;
+    if (take(o, b, spec, n_bufs) < 0) return NULL;
     const uint32_t *keys = b[0].view.buf, *bkeys = b[4].view.buf;
     const uint16_t *half = b[1].view.buf, *bhalf = b[5].view.buf;
     const float *table = b[2].view.buf;
@@ -676,6 +689,15 @@ static PyObject *base_agreement(PyObject *self, PyObject *args)
     NEED(n_resp >= 0 && b[6].n == n_resp + 1, "entry_ptr and base_ptr must have one item per response plus one");
     NEED(offset >= 0 && offset + (long long)nb < INT32_MAX, "offset + base entries must fit in int32");
     for (int i = 8; i < 12; i++) NEED(b[i].n == n_resp, "%s must have one item per response", spec[i].name);
+    const int64_t *rptr = check_order ? b[12].view.buf : NULL;
+    int64_t *unordered = check_order ? b[13].view.buf : NULL;
+    const Py_ssize_t n_row_ptr = check_order ? b[12].n : 0;
+    if (check_order) {
+        NEED(b[13].n == n_resp, "unordered must have one item per response");
+        NEED(n_row_ptr >= 1 && rptr[0] == 0 && rptr[n_row_ptr - 1] == n,
+             "row_ptr must run from 0 to the number of entries");
+        for (Py_ssize_t i = 1; i < n_row_ptr; i++) NEED(rptr[i - 1] <= rptr[i], "row_ptr must not decrease");
+    }
     NEED(n_resp == 0 || (eptr[0] == 0 && eptr[n_resp] == n && bptr[0] == 0 && bptr[n_resp] == nb),
          "entry_ptr and base_ptr must run from 0 to the number of entries");
     for (Py_ssize_t r = 0; r < n_resp; r++) {
@@ -686,6 +708,7 @@ static PyObject *base_agreement(PyObject *self, PyObject *args)
     hits = malloc((size_t)(longest > 0 ? longest : 1));
     if (!sums || !hits) { PyErr_NoMemory(); goto fail; }
     Py_BEGIN_ALLOW_THREADS
+    Py_ssize_t ri = 0;                  /* rptr[ri]: the next row start at or after the entry */
     for (Py_ssize_t r = 0; r < n_resp; r++) {
         const int64_t b0 = bptr[r], nr = bptr[r + 1] - b0, first_slot = offset + 1 + b0;
         const uint32_t *bk = bkeys + b0;
@@ -694,10 +717,18 @@ static PyObject *base_agreement(PyObject *self, PyObject *args)
             hits[j] = 0;
             if (bk[j] < (uint64_t)n_slots) slots[bk[j]] = (int32_t)(first_slot + j);
         }
-        int64_t miss = 0;
+        int64_t miss = 0, disorder = 0;
         const int64_t e_end = eptr[r + 1];
         for (int64_t e = eptr[r]; e < e_end; e++) {
             const uint32_t k = keys[e];
+            if (check_order) {
+                /* rules.ascending: an entry not above the one before must start a row */
+                if (e == rptr[ri]) {
+                    while (ri + 1 < n_row_ptr && rptr[ri] <= e) ri++;     /* past empty rows too */
+                } else if (k <= keys[e - 1]) {
+                    disorder++;
+                }
+            }
 #if defined(__GNUC__)
             /* the slot of a key a few entries on: its cache line arrives while this one is summed */
             if (e + 24 < e_end && keys[e + 24] < (uint64_t)n_slots) __builtin_prefetch(&slots[keys[e + 24]]);
@@ -727,6 +758,7 @@ static PyObject *base_agreement(PyObject *self, PyObject *args)
             }
         }
         missing[r] = miss;
+        if (check_order) unordered[r] = disorder;
         extra[r] = ext;
         mass_bad[r] = bad;
         first_bad[r] = first;
@@ -734,12 +766,12 @@ static PyObject *base_agreement(PyObject *self, PyObject *args)
     Py_END_ALLOW_THREADS
     free(sums);
     free(hits);
-    release(b, 12);
+    release(b, n_bufs);
     Py_RETURN_NONE;
 fail:
     free(sums);
     free(hits);
-    release(b, 12);
+    release(b, n_bufs);
     return NULL;
 }
 

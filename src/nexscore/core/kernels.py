@@ -270,8 +270,8 @@ class BaseSlots:
 
 
 def base_agreement(keys: np.ndarray, mass16: np.ndarray, entry_ptr: np.ndarray, base_keys: np.ndarray,
-                   base_mass16: np.ndarray, base_ptr: np.ndarray,
-                   slots: BaseSlots | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+                   base_mass16: np.ndarray, base_ptr: np.ndarray, slots: BaseSlots | None = None,
+                   row_ptr: np.ndarray | None = None) -> tuple[np.ndarray, ...]:
     """Does each response's base list hold the sums of its rows (cache.rules' rule, raw values)?
 
     Response r owns row entries [entry_ptr[r], entry_ptr[r+1]) of keys / mass16 and base entries
@@ -283,18 +283,22 @@ def base_agreement(keys: np.ndarray, mass16: np.ndarray, entry_ptr: np.ndarray, 
     index of the first of those, or -1.
     slots: the scratch table (`BaseSlots`), reused from call to call (a new one when None); the
     numpy version uses it too, response by response, leaving it as the compiled one expects.
+    row_ptr: the row starts of these entries (from 0 to their count); with it, a fifth array:
+    unordered, per response its entries not above the entry before them that do not start a
+    row (the rows' order rule, `rules.ascending`, applied in the same pass over the keys).
     """
     half = np.ascontiguousarray(mass16).view(np.uint16)
     base_half = np.ascontiguousarray(base_mass16).view(np.uint16)
     entry_ptr, base_ptr = _c64(entry_ptr), _c64(base_ptr)
     n_resp = entry_ptr.size - 1
     if compiled():
-        out = [np.empty(n_resp, np.int64) for _ in range(4)]
+        out = [np.empty(n_resp, np.int64) for _ in range(4 if row_ptr is None else 5)]
+        order = () if row_ptr is None else (_c64(row_ptr), out[4])
         slots = BaseSlots() if slots is None else slots
         _compiled.base_agreement(np.ascontiguousarray(keys, np.uint32), half, HALF_TO_SINGLE, entry_ptr,
                                  np.ascontiguousarray(base_keys, np.uint32), base_half, base_ptr, slots._table,
                                  slots.claim(base_half.size), rules.BASE_RTOL, rules.BASE_ATOL,
-                                 rules.FLOAT16_INF_FROM, *out)
+                                 rules.FLOAT16_INF_FROM, *out[:4], *order)
         return tuple(out)
     keys = np.asarray(keys, np.uint32)
     base_keys = np.asarray(base_keys, np.uint32)
@@ -309,8 +313,15 @@ def base_agreement(keys: np.ndarray, mass16: np.ndarray, entry_ptr: np.ndarray, 
     first_bad = np.full(n_resp, -1, np.int64)
     owners, first = np.unique(base_resp[bad], return_index=True)
     first_bad[owners] = np.flatnonzero(bad)[first]
-    return (np.bincount(resp[~found], minlength=n_resp), np.bincount(base_resp[~hit], minlength=n_resp),
-            np.bincount(base_resp[bad], minlength=n_resp), first_bad)
+    out = (np.bincount(resp[~found], minlength=n_resp), np.bincount(base_resp[~hit], minlength=n_resp),
+           np.bincount(base_resp[bad], minlength=n_resp), first_bad)
+    if row_ptr is None:
+        return out
+    row_start = np.zeros(keys.size + 1, bool)
+    row_start[_c64(row_ptr)] = True
+    unordered = np.flatnonzero(keys[1:] <= keys[:-1]) + 1
+    unordered = unordered[~row_start[unordered]]
+    return (*out, np.bincount(resp[unordered], minlength=n_resp))
 
 
 def _base_positions(keys: np.ndarray, entry_ptr: np.ndarray, base_keys: np.ndarray, base_ptr: np.ndarray,

@@ -251,12 +251,13 @@ def run(cache, out, *, rho: float = DEFAULT_RHO, min_run: int = DEFAULT_MIN_RUN,
     t0 = time.perf_counter()
     check_settings(rho, min_run)
     with claim_output(out, kind=DIR, inputs=(cache,), owns=RUN_FILES) as target:
-        reader = open_cache(cache)
+        # the order of the rows' keys is checked in the agreement pass, which reads those keys anyway
+        reader = open_cache(cache, check_row_order=False)
         manifest = reader.manifest          # a damaged manifest, base/ or rows/ fails before the learning
         with ThreadPoolExecutor(1) as checker:
             # base/ against rows/, on the arrays as mapped (one compiled pass, GIL released): it
             # overlaps the reader's structural checks and the learning; a structural error comes first
-            agreement = checker.submit(check_base_agrees, reader, mapped=True)
+            agreement = checker.submit(check_base_agrees, reader, mapped=True, row_order=not reader.checks_row_order)
             reader.base, reader.rows
             try:
                 weights = _learn(reader, rho, min_run, progress, allow_zero_weights)
