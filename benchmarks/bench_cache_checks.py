@@ -6,7 +6,7 @@ Builds a synthetic cache with ../shared/tools/synth_cache.py (seed 1), then, int
 repeated (the machine may be shared: compare ratios of medians, not absolute times):
   checked     `nex run CACHE --out DIR` as shipped;
   structural  the same process with the check of base/ against rows/ (core.agreement's
-              `check_base_agrees`, which `run` overlaps with learning) replaced by a no-op
+              `BaseCheck`, which `run` overlaps with learning) replaced by a no-op
               (that pass also holds the rule of the rows' key order for `run`, so this variant
               lacks that one rule);
   unchecked   also without the reader's rule sets (`check_rows`, `check_base`): every check
@@ -30,9 +30,11 @@ from pathlib import Path
 
 from bench_core import _env, make_cache
 
-NO_AGREEMENT = ("import sys; import nexscore.core.run; sys.modules['nexscore.core.run'].check_base_agrees = "
-                "lambda c, **how: None; ")
-NO_STRUCTURE = "import nexscore.cache.reader as r; r.check_rows = lambda a, **how: None; r.check_base = lambda a, n: None; "
+NO_AGREEMENT = ("import sys; import nexscore.core.run; sys.modules['nexscore.core.run'].BaseCheck = "
+                "type('NoCheck', (), {'__init__': lambda s, *a, **k: None, 'work': lambda s, **k: None, "
+                "'finish': lambda s: None}); ")
+NO_STRUCTURE = ("import nexscore.cache.reader as r; r.check_rows = lambda a, **how: None; "
+                "r.check_base = lambda a, n: None; ")
 MAIN = "from nexscore.cli import main; sys.argv = ['nex'] + sys.argv[1:]; main()"
 VARIANTS = {"checked": None, "structural": NO_AGREEMENT + MAIN, "unchecked": NO_AGREEMENT + NO_STRUCTURE + MAIN}
 

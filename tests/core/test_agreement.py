@@ -11,7 +11,7 @@ from damage import read, write
 from nexscore import core
 from nexscore.cache import open_cache
 from nexscore.cache.verify import audit_cache
-from nexscore.core.agreement import base_disagreement, check_base_agrees
+from nexscore.core.agreement import BaseCheck, base_disagreement, check_base_agrees
 from nexscore.errors import CacheError
 
 
@@ -89,3 +89,23 @@ def test_run_applies_the_rows_order_rule_in_its_pass_with_the_reader_s_line(cach
         core.run(cache, tmp_path / "out")
     assert str(run.value) == str(reader.value)
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("damaged", [False, True])
+def test_base_check_finishes_a_chunk_another_thread_holds(cache, damaged):
+    """`finish` also checks a chunk a (stalled) background thread took, and gives the finding of
+    the first chunk with one, whoever checked which chunk."""
+    if damaged:
+        _damage(cache)
+    want = base_disagreement(cache, max_entries=700)
+    check = BaseCheck(cache, max_entries=700)
+    assert len(check._state) > 3
+    check._state[0] = check._state[2] = BaseCheck.TAKEN         # held by a thread that never returns
+    check.work()                                                 # another takes only what is free
+    assert check._state[0] == BaseCheck.TAKEN
+    if damaged:
+        with pytest.raises(CacheError, match="the two parts disagree"):
+            check.finish()
+    else:
+        check.finish()
+    assert check.finding() == want and all(s == BaseCheck.DONE for s in check._state[:3])

@@ -16,8 +16,8 @@ also those learning skips (fewer than 3 rows).
 Cost: one pass over the row entries (kernels.base_agreement: a table lookup and a float64 add
 per entry), the arrays read in place and their pages dropped chunk by chunk; about 17-20 ms for
 the 11 million entries of the 400-response synthetic cache, where the exhaustive audit (a sort
-per chunk) takes about 0.9 s. `run` starts it on a thread as soon as the arrays are mapped
-(`check_base_agrees(..., mapped=True)`), so that it overlaps the reader's structural checks and
+per chunk) takes about 0.9 s. `run` starts it (`BaseCheck`, mapped=True) as soon as the arrays are
+mapped, on a thread at idle priority, so that it overlaps the reader's structural checks and
 the learning (the compiled loop releases the GIL); see benchmarks/bench_cache_checks.py.
 `run` also hands this pass the rows' order rule (`row_order`; the reader opens rows/ without
 it): the pass reads those keys anyway, so the rule costs about 1 ms here against about 6 ms as
@@ -25,6 +25,9 @@ a pass of its own, and its finding is the reader's line.
 """
 
 from __future__ import annotations
+
+import os
+import threading
 
 import numpy as np
 
@@ -51,57 +54,124 @@ def base_disagreement(cache, *, max_entries: int = CHUNK_ENTRIES, mapped: bool =
     With row_order, the same pass applies the rows' order rule (`reader.check_row_order`, for a
     reader opened without it) and its finding, the reader's own, comes before any of base/.
     """
-    if mapped:
-        arrays = _mapped_parts(open_cache(cache).path)
-        if arrays is None:
-            return None
-        rows, base = arrays
-    else:
-        reader = open_cache(cache)
-        rows, base = reader.rows, reader.base
-    row_ptr = np.asarray(rows.row_ptr)
-    sample_row_ptr = np.asarray(rows.sample_row_ptr)
-    entry_at = row_ptr[sample_row_ptr]                  # per response: its first entry
-    base_ptr = np.asarray(base.ptr)
-    slots = kernels.BaseSlots()
-    disordered = False
-    for r0, r1 in response_chunks(rows, max_entries=max_entries):
-        a, b, ba, bb = int(entry_at[r0]), int(entry_at[r1]), int(base_ptr[r0]), int(base_ptr[r1])
-        rows_at = row_ptr[sample_row_ptr[r0]:sample_row_ptr[r1] + 1] - a if row_order else None
-        missing, extra, mass_bad, first_bad, *unordered = kernels.base_agreement(
-            rows.keys[a:b], rows.mass[a:b], entry_at[r0:r1 + 1] - a,
-            base.keys[ba:bb], base.mass[ba:bb], base_ptr[r0:r1 + 1] - ba, slots, rows_at)
-        for array, i, j in ((rows.keys, a, b), (rows.mass, a, b), (base.keys, ba, bb), (base.mass, ba, bb)):
-            drop_pages(array, i, j)
-        disordered = disordered or bool(unordered and unordered[0].any())
-        keys_differ = (missing > 0) | (extra > 0)
-        off = np.flatnonzero(keys_differ | (mass_bad > 0))
-        if off.size:
-            # the order rule's finding (over all the keys: its first place and count) comes first
-            disorder = check_row_order(rows) if row_order else None
-            if disorder is not None:
-                return disorder
-            r = int(off[0])
-            if keys_differ[r]:
-                return rules.base_keys_differ(r0 + r, int(base_ptr[r0 + r]), missing=int(missing[r]),
-                                              extra=int(extra[r]))
-            index = ba + int(first_bad[r])
-            return rules.base_masses_differ(r0 + r, index, int(mass_bad[r]), got=float(base.mass[index]),
-                                            want=_row_sum(rows, entry_at, r0 + r, int(base.keys[index])))
-    return check_row_order(rows) if disordered else None
+    check = BaseCheck(cache, max_entries=max_entries, mapped=mapped, row_order=row_order)
+    check.work()
+    return check.finding()
 
 
 def check_base_agrees(cache, *, mapped: bool = False, row_order: bool = False) -> None:
     """CacheError (one line: the cache, the file and index, the response and what differs)
     unless base/ holds the sums of rows/ (`base_disagreement`, with `mapped` and `row_order` as
     it takes them); with row_order, the reader's own error when the rows' keys are out of order."""
-    finding = base_disagreement(cache, mapped=mapped, row_order=row_order)
-    if finding is not None:
-        path = open_cache(cache).path
+    BaseCheck(cache, mapped=mapped, row_order=row_order).finish()
+
+
+class BaseCheck:
+    """The pass of `base_disagreement`, in chunks of responses that threads take in turn.
+
+    `nex run` gives it a background thread at the lowest priority (`work(idle=True)`) while it
+    learns, so the pass uses the CPU time the learning leaves rather than taking time from it,
+    and then finishes what is left itself at normal priority (`finish`: it also takes the chunk
+    the background thread holds, so a busy machine cannot hold it up). A chunk's result is the
+    same whoever computes it; the finding is that of the first chunk (in cache order) with one.
+    """
+
+    PENDING, TAKEN, DONE = 0, 1, 2
+
+    def __init__(self, cache, *, max_entries: int = CHUNK_ENTRIES, mapped: bool = False,
+                 row_order: bool = False):
+        self.path = open_cache(cache).path
+        self.row_order = row_order
+        if mapped:
+            arrays = _mapped_parts(self.path)
+        else:
+            reader = open_cache(cache)
+            arrays = reader.rows, reader.base
+        self._chunks = [] if arrays is None else list(response_chunks(arrays[0], max_entries=max_entries))
+        self._arrays = arrays
+        if arrays is not None:
+            rows, base = arrays
+            self._row_ptr = np.asarray(rows.row_ptr)
+            self._sample_row_ptr = np.asarray(rows.sample_row_ptr)
+            self._entry_at = self._row_ptr[self._sample_row_ptr]       # per response: its first entry
+            self._base_ptr = np.asarray(base.ptr)
+        self._state = [self.PENDING] * len(self._chunks)
+        self._found: dict[int, rules.Finding] = {}
+        self._disordered = False
+        self._lock = threading.Lock()
+
+    def work(self, *, idle: bool = False, steal: bool = False) -> None:
+        """Check chunks until none is left before the first finding; idle: on this thread at the
+        lowest priority (Linux: nice 19 per thread); steal: also chunks another thread holds."""
+        if idle:
+            try:
+                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+            except (AttributeError, OSError):
+                pass
+        slots = kernels.BaseSlots()
+        while True:
+            with self._lock:
+                stop = min(self._found, default=len(self._chunks) - 1)
+                wanted = self.PENDING if not steal else self.TAKEN
+                i = next((j for j in range(stop + 1) if self._state[j] <= wanted), None)
+                if i is None:
+                    return
+                self._state[i] = self.TAKEN
+            finding, disordered = self._check(i, slots)
+            with self._lock:
+                self._state[i] = self.DONE
+                self._disordered = self._disordered or disordered
+                if finding is not None:
+                    self._found[i] = finding
+
+    def finding(self) -> rules.Finding | None:
+        """The first finding, once every chunk before it is done (after `work` has returned)."""
+        with self._lock:                     # a background thread may still add a later chunk's
+            found, disordered = dict(self._found), self._disordered
+        if found or disordered:
+            # the order rule's finding (over all the keys: its first place and count) comes first
+            disorder = check_row_order(self._arrays[0]) if self.row_order else None
+            if disorder is not None:
+                return disorder
+        return found[min(found)] if found else None
+
+    def finish(self) -> None:
+        """Check what is left here (`work(steal=True)`), then CacheError for a finding, in one line."""
+        self.work(steal=True)
+        finding = self.finding()
+        if finding is None:
+            return
         if finding.kind == rules.STRUCTURE:
-            raise CacheError(f"{path}: {finding.line()}")       # as the reader words it
-        raise CacheError(f"{path}: {finding.line()}; the two parts disagree, so the cache is damaged "
-                         f"(`nex cache verify {path}` lists every finding)")
+            raise CacheError(f"{self.path}: {finding.line()}")       # as the reader words it
+        raise CacheError(f"{self.path}: {finding.line()}; the two parts disagree, so the cache is damaged "
+                         f"(`nex cache verify {self.path}` lists every finding)")
+
+    def _check(self, i: int, slots: kernels.BaseSlots) -> tuple[rules.Finding | None, bool]:
+        """Chunk i: the finding of its first response that disagrees (or None), and whether its
+        rows' keys break the order rule (with row_order)."""
+        rows, base = self._arrays
+        entry_at, base_ptr = self._entry_at, self._base_ptr
+        r0, r1 = self._chunks[i]
+        a, b, ba, bb = int(entry_at[r0]), int(entry_at[r1]), int(base_ptr[r0]), int(base_ptr[r1])
+        rows_at = (self._row_ptr[self._sample_row_ptr[r0]:self._sample_row_ptr[r1] + 1] - a
+                   if self.row_order else None)
+        missing, extra, mass_bad, first_bad, *unordered = kernels.base_agreement(
+            rows.keys[a:b], rows.mass[a:b], entry_at[r0:r1 + 1] - a,
+            base.keys[ba:bb], base.mass[ba:bb], base_ptr[r0:r1 + 1] - ba, slots, rows_at)
+        for array, x, y in ((rows.keys, a, b), (rows.mass, a, b), (base.keys, ba, bb), (base.mass, ba, bb)):
+            drop_pages(array, x, y)
+        disordered = bool(unordered and unordered[0].any())
+        keys_differ = (missing > 0) | (extra > 0)
+        off = np.flatnonzero(keys_differ | (mass_bad > 0))
+        if not off.size:
+            return None, disordered
+        r = int(off[0])
+        if keys_differ[r]:
+            return rules.base_keys_differ(r0 + r, int(base_ptr[r0 + r]), missing=int(missing[r]),
+                                          extra=int(extra[r])), disordered
+        index = ba + int(first_bad[r])
+        return rules.base_masses_differ(r0 + r, index, int(mass_bad[r]), got=float(base.mass[index]),
+                                        want=_row_sum(rows, entry_at, r0 + r, int(base.keys[index]))), disordered
 
 
 def _mapped_parts(root) -> tuple[RowArrays, BaseArrays] | None:

@@ -10,7 +10,7 @@ published reference's output layout (`RUN_FILES`), and summary.json's fields are
 (`run_summary`) so that the CLI, `nex demo` and Python callers write the same file. The weights
 (16 MB) are written (and their digest taken) on a second thread while the cache is scored.
 Since `run` learns from rows/ and scores base/, it also checks that base/ holds the sums of
-rows/ (`agreement.check_base_agrees`, on a thread beside the learning) and refuses a cache whose
+rows/ (`agreement.BaseCheck`, on a thread beside the learning) and refuses a cache whose
 parts disagree: each part alone would pass, and the NEX would belong to neither.
 
 Outputs (nexscore.io): each stage claims its output before any work (one writer at a time; an
@@ -39,7 +39,7 @@ from ..cache.writer import RESPONSES, read_responses
 from ..errors import InputError, NexError, RunError
 from ..io import DIR, atomic_dir, claim_output, read_json_object, table_format, write_json, write_npy, write_table
 from ..rundir import changed_files, file_sha256
-from .agreement import check_base_agrees
+from .agreement import BaseCheck, check_base_agrees
 from .gmf import log_gap as to_log_gap
 from .calibrate import (DEFAULT_SPLIT_SEED, Part, check_same_model, half_responses, learn, pool_caches,
                         pool_record, resolve_mode, score_halves, split_halves, split_record)
@@ -254,17 +254,22 @@ def run(cache, out, *, rho: float = DEFAULT_RHO, min_run: int = DEFAULT_MIN_RUN,
         # the order of the rows' keys is checked in the agreement pass, which reads those keys anyway
         reader = open_cache(cache, check_row_order=False)
         manifest = reader.manifest          # a damaged manifest, base/ or rows/ fails before the learning
-        with ThreadPoolExecutor(1) as checker:
-            # base/ against rows/, on the arrays as mapped (one compiled pass, GIL released): it
-            # overlaps the reader's structural checks and the learning; a structural error comes first
-            agreement = checker.submit(check_base_agrees, reader, mapped=True, row_order=not reader.checks_row_order)
+        # base/ against rows/, on the arrays as mapped (one compiled pass, GIL released): a thread at
+        # idle priority checks it in the CPU time the reader's structural checks and the learning
+        # leave, and this one finishes what is left; a structural error comes first
+        agreement = BaseCheck(reader, mapped=True, row_order=not reader.checks_row_order)
+        checker = ThreadPoolExecutor(1)
+        try:
+            checker.submit(agreement.work, idle=True)
             reader.base, reader.rows
             try:
                 weights = _learn(reader, rho, min_run, progress, allow_zero_weights)
             except NexError:
-                agreement.result()          # parts that disagree are reported first, whatever learning made
+                agreement.finish()          # parts that disagree are reported first, whatever learning made
                 raise
-            agreement.result()
+            agreement.finish()
+        finally:
+            checker.shutdown(wait=False)    # its chunk in hand, if any, is done here too (finish)
         with atomic_dir(target) as stage, ThreadPoolExecutor(1) as pool:
             # writing 16 MB of weights, and hashing them, overlaps the scoring
             saved = pool.submit(_save_and_hash, stage / WEIGHTS_FILE, weights, model_record(manifest))
