@@ -369,6 +369,28 @@ def write_json(path, data) -> Path:
     return Path(path)
 
 
+def read_document(path, *, where: str, as_yaml: bool, yaml_hint: str):
+    """A JSON or YAML document a user wrote (FAMILY.yaml, a study file, an --mlp-spec file): one
+    reader, so all three give the same one-line errors. yaml_hint: how to get PyYAML."""
+    text = Path(path).read_text(encoding="utf-8")
+    if not as_yaml:
+        try:
+            return json.loads(text)
+        except ValueError as exc:
+            raise InputError(f"{where}: not valid JSON ({exc})") from None
+    try:
+        import yaml  # deferred: PyYAML is optional; only YAML files need it
+    except ImportError:
+        raise InputError(f"{where}: reading YAML needs PyYAML: {yaml_hint}") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise InputError(f"{where}: not valid YAML ({problem}{at})") from None
+
+
 def read_json_object(path, *, fix: str, error: type[NexError] = InputError) -> dict | None:
     """The JSON object in a file that a step of nexscore wrote; None when the file is not there.
 

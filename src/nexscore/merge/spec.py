@@ -32,13 +32,13 @@ from __future__ import annotations
 
 import copy
 import itertools
-import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..errors import InputError
+from ..io import read_document
 
 METHODS = ("linear", "slerp", "ties", "dare_ties", "passthrough")
 GRID_KEYS = {
@@ -103,21 +103,8 @@ def read_family(path) -> FamilySpec:
     p = Path(path)
     if not p.is_file():
         raise InputError(f"{p}: no such family file (a YAML file; see `nex merge --help` for the format)")
-    text = p.read_text()
-    if p.suffix.lower() == ".json":
-        try:
-            doc = json.loads(text)
-        except ValueError as exc:
-            raise InputError(f"{p}: not valid JSON ({exc})") from None
-    else:
-        try:
-            import yaml  # deferred: PyYAML is optional (merge extra)
-        except ImportError:
-            raise InputError("reading FAMILY.yaml needs PyYAML: pip install 'nexscore[merge]'") from None
-        try:
-            doc = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            raise InputError(f"{p}: not valid YAML ({exc})") from None
+    doc = read_document(p, where=str(p), as_yaml=p.suffix.lower() != ".json",
+                        yaml_hint="pip install 'nexscore[merge]'")
     base_dir = p.resolve().parent
     return parse_family(doc, where=str(p), base_dir=base_dir)
 

@@ -26,11 +26,12 @@ from __future__ import annotations
 
 import functools
 import json
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
 from ..errors import InputError
+from ..io import read_document
 
 TABLE_FILE = "architectures.json"
 TABLE_FORMAT = "nexscore-architectures/1"
@@ -145,24 +146,8 @@ def read_mlp_spec(path) -> MLPSpec:
         raise InputError(f"--mlp-spec {p}: no such file (a JSON or YAML file with the fields of an "
                          "entry of `nex models --architectures`)")
     where = f"--mlp-spec {p}"
-    text = p.read_text()
-    if p.suffix.lower() in (".yaml", ".yml"):
-        try:
-            import yaml  # deferred: PyYAML is optional and only YAML spec files need it
-        except ImportError:
-            raise InputError(f"{where}: reading YAML needs PyYAML (pip install pyyaml), "
-                             "or write the spec as JSON") from None
-        try:
-            doc = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-            raise InputError(f"{where}: not valid YAML ({getattr(exc, 'problem', None) or exc}{at})") from None
-    else:
-        try:
-            doc = json.loads(text)
-        except ValueError as exc:
-            raise InputError(f"{where}: not valid JSON ({exc})") from None
+    doc = read_document(p, where=where, as_yaml=p.suffix.lower() in (".yaml", ".yml"),
+                        yaml_hint="pip install pyyaml, or write the spec as JSON")
     return parse_spec(doc, where=where, default_name=p.stem, source=str(p))
 
 

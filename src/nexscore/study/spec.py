@@ -26,6 +26,7 @@ from pathlib import Path
 from ..capture.rows import parse_rows
 from ..capture.selection import parse_selection
 from ..errors import InputError
+from ..io import read_document
 from ..select.run import METHODS
 
 TOP = {"models", "tasks", "shots", "generation", "rows", "selection", "calibration", "split", "choose"}
@@ -140,22 +141,8 @@ def load_document(path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: no such study file")
-    text = path.read_text(encoding="utf-8")
-    if path.suffix.lower() == ".json":
-        try:
-            doc = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise InputError(f"{path}: not valid JSON ({exc.msg}, line {exc.lineno})") from None
-    else:
-        try:
-            import yaml  # deferred: PyYAML is optional (the study extra); JSON study files do without it
-        except ImportError:
-            raise InputError(f"{path}: reading a YAML study file needs PyYAML: pip install 'nexscore[study]' "
-                             "(or write the study as .json)") from None
-        try:
-            doc = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            raise InputError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    doc = read_document(path, where=str(path), as_yaml=path.suffix.lower() != ".json",
+                        yaml_hint="pip install 'nexscore[study]' (or write the study as .json)")
     if not isinstance(doc, dict):
         raise InputError(f"{path}: a study file holds a mapping (models, tasks, shots, ...)")
     return doc
