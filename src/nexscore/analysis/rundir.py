@@ -18,10 +18,7 @@ from ..cache import open_cache
 from ..cache.writer import NoSignals, read_responses, read_signals
 from ..core import row_phases
 from ..errors import CacheError, InputError, RunError
-# the run directory's names and readers (SELECT_JSON, WEIGHTS, EXPLORATION_JSON, read_json are
-# imported from here by the report)
-from ..rundir import (CACHE, CACHE_PARTIAL, CANDIDATES, EXPLORATION_JSON, IDS, SELECT_JSON, WEIGHTS,  # noqa: F401
-                      read_candidates, read_json, read_run_json)
+from ..rundir import CACHE, CACHE_PARTIAL, CANDIDATES, IDS, read_candidates, read_run_json
 
 
 @dataclass

@@ -38,14 +38,14 @@ from ..cache.layout import fingerprint
 from ..cache.writer import RESPONSES, read_responses
 from ..errors import InputError, NexError, RunError
 from ..io import DIR, atomic_dir, claim_output, read_json_object, table_format, write_json, write_npy, write_table
-from ..rundir import changed_files, file_sha256
+from ..rundir import cache_model_record, changed_files, file_sha256
 from .agreement import BaseCheck, check_base_agrees
 from .gmf import log_gap as to_log_gap
 from .calibrate import (DEFAULT_SPLIT_SEED, Part, check_same_model, half_responses, learn, pool_caches,
                         pool_record, resolve_mode, score_halves, split_halves, split_record)
 from .gmf import mean_score, score_responses
 from .learn import accumulate
-from .weights import check_learned, load_weights, model_record, save_weights
+from .weights import check_learned, load_weights, save_weights
 
 Progress = Callable[[str, int], Callable[[int], None]]
 
@@ -153,7 +153,7 @@ def run_learn(cache, out, *, rho: float = DEFAULT_RHO, min_run: int = DEFAULT_MI
         reader = open_cache(cache)
         manifest = reader.manifest          # a damaged manifest fails before the learning, not after
         weights = _learn(reader, rho, min_run, progress, allow_zero_weights)
-        save_weights(target, weights, model=model_record(manifest))
+        save_weights(target, weights, model=cache_model_record(manifest))
     return LearnResult(Path(out), weights, time.perf_counter() - t0)
 
 
@@ -272,7 +272,7 @@ def run(cache, out, *, rho: float = DEFAULT_RHO, min_run: int = DEFAULT_MIN_RUN,
             checker.shutdown(wait=False)    # its chunk in hand, if any, is done here too (finish)
         with atomic_dir(target) as stage, ThreadPoolExecutor(1) as pool:
             # writing 16 MB of weights, and hashing them, overlaps the scoring
-            saved = pool.submit(_save_and_hash, stage / WEIGHTS_FILE, weights, model_record(manifest))
+            saved = pool.submit(_save_and_hash, stage / WEIGHTS_FILE, weights, cache_model_record(manifest))
             scores = score_responses(reader, weights)
             write_npy(stage / SCORES_FILE, scores)
             summary = run_summary(scores, rho, min_run, log_gap)

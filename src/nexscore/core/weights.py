@@ -14,7 +14,6 @@ from ..cache.layout import KEY_SPACE
 from ..errors import WeightsError
 from ..io import atomic_path
 # the record of the model weights were learned on, from a cache manifest (kept under "model_json")
-from ..rundir import cache_model_record as model_record
 
 EPS = 1e-6
 MODEL_KEY = "model_json"   # optional: JSON record of the model the weights were learned on

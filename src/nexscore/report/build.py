@@ -19,13 +19,13 @@ from pathlib import Path
 import numpy as np
 
 from .. import __version__, figures
-from ..analysis.rundir import EXPLORATION_JSON, SELECT_JSON, WEIGHTS, RunData, open_run, read_json
+from ..analysis.rundir import RunData, open_run
 from ..cache.layout import KEY_SPACE, split_key
 from ..cache.reader import read_range
 from ..core import load_weights, score_responses
 from ..errors import InputError, RunError
 from ..io import atomic_path
-from ..rundir import changed_files
+from ..rundir import EXPLORATION_JSON, SELECT_JSON, WEIGHTS, changed_files, read_json
 from ..select.run import LABELS
 from .html import Markup, esc, figure, fmt, json_script, note, page, render, section, table
 from .neurons_check import check_section as _neurons_check
