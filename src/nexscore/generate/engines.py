@@ -1,8 +1,9 @@
 """Generation engines: transformers (any device) and vLLM (CUDA GPUs, optional).
 
-Both take requests (prompt token ids + a per-trace seed) and return the generated token ids
-without the stop token, and why generation ended ("stop": a stop token was generated; "length":
-max_new_tokens was reached).
+Both take requests (prompt token ids, a per-trace seed, stop texts) and return the generated
+token ids without the stop token (or the stop text), and why generation ended ("stop": a stop
+token or stop text was generated; "length": max_new_tokens was reached). Stop texts are found in
+the decoded response (`stop_text_cut`), identically for both engines.
 
 Sampling (transformers engine): temperature, then top-p (the smallest set of most likely tokens
 whose probability reaches top_p), then one draw by inverse CDF with a uniform number taken from
@@ -28,6 +29,7 @@ VLLM_HINT = ("--engine vllm needs vLLM, which runs on CUDA GPUs: pip install 'ne
 class Request:
     prompt_ids: list[int]
     seed: int
+    stop_texts: tuple[str, ...] = ()    # texts that end the response (tasks.base.Prompt.stop_texts)
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,44 @@ def cut_at_stop(token_ids, stop_ids, max_new_tokens: int) -> Completion:
         if t in stops:
             return Completion(ids[:i], "stop")
     return Completion(ids[:max_new_tokens], "length")
+
+
+def stop_text_cut(token_ids, stop_texts, decode) -> int | None:
+    """How many leading tokens to keep when a stop text occurs in the response, else None.
+
+    A stop text counts from the response's first non-blank character on (a response that opens
+    with a blank line is not empty). The kept tokens are the longest prefix whose text holds no
+    stop text: a token that carries both the end of the answer and the start of the stop text
+    (".\n\n") is dropped with it. decode(ids) -> text, as the response text is decoded.
+    """
+    ids = list(token_ids)
+    if not stop_texts or not ids:
+        return None
+
+    def stops_in(text: str) -> bool:
+        first = len(text) - len(text.lstrip())
+        return any(text.find(t, first) >= 0 for t in stop_texts)
+
+    if not stops_in(decode(ids)):
+        return None
+    lo, hi = 0, len(ids)       # stops_in(prefix of lo tokens) is False, of hi tokens True
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if stops_in(decode(ids[:mid])):
+            hi = mid
+        else:
+            lo = mid
+    return lo
+
+
+def finish(token_ids, stop_ids, max_new_tokens: int, stop_texts=(), decode=None) -> Completion:
+    """The response in generated ids: up to the first stop token, then up to the first stop text."""
+    comp = cut_at_stop(token_ids, stop_ids, max_new_tokens)
+    if stop_texts and decode is not None:
+        kept = stop_text_cut(comp.token_ids, stop_texts, decode)
+        if kept is not None:
+            return Completion(comp.token_ids[:kept], "stop")
+    return comp
 
 
 def _check_sampling(temperature: float, top_p: float, max_new_tokens: int) -> None:
@@ -151,6 +191,9 @@ class TransformersEngine:
         pad = getattr(tokenizer, "pad_token_id", None)
         self.pad_id = int(pad) if pad is not None else (self.stop_ids[0] if self.stop_ids else 0)
 
+    def _decode(self, ids) -> str:
+        return self.tokenizer.decode(ids, skip_special_tokens=True)
+
     def generate(self, requests: list[Request]) -> list[Completion]:
         """Generate in rounds of growing length; traces that stopped leave the batch.
 
@@ -175,7 +218,8 @@ class TransformersEngine:
             still = []
             for i, tokens in zip(alive, new):
                 generated[i].extend(tokens)
-                comp = cut_at_stop(generated[i], self.stop_ids, self.max_new_tokens)
+                comp = finish(generated[i], self.stop_ids, self.max_new_tokens, requests[i].stop_texts,
+                              self._decode)
                 if comp.finish_reason == "stop" or len(generated[i]) >= self.max_new_tokens:
                     done[i] = comp
                 else:
@@ -229,8 +273,9 @@ class VllmEngine:
 
     def __init__(self, location: str, *, stop_ids: list[int], temperature: float, top_p: float,
                  max_new_tokens: int, dtype: str = "auto", seed: int = 0, tokenizer: str | None = None,
-                 revision: str | None = None, **llm_kwargs):
+                 revision: str | None = None, decode=None, **llm_kwargs):
         _check_sampling(temperature, top_p, max_new_tokens)
+        self.decode = decode      # ids -> response text, for requests with stop texts
         try:
             import vllm  # noqa: F401 - deferred: optional (CUDA only) and heavy
             from vllm import LLM  # deferred: as above
@@ -269,9 +314,13 @@ class VllmEngine:
         if len(outputs) != len(requests):
             raise GenerateError(f"vLLM returned {len(outputs)} results for {len(requests)} prompts")
         done = []
-        for out in outputs:
+        for req, out in zip(requests, outputs):
             comp = out.outputs[0]
-            result = cut_at_stop(list(comp.token_ids), self.stop_ids, self.max_new_tokens)
+            if req.stop_texts and self.decode is None:
+                raise GenerateError("these prompts end their responses at stop texts; the vLLM engine "
+                                    "needs the decode function to find them")
+            result = finish(list(comp.token_ids), self.stop_ids, self.max_new_tokens, req.stop_texts,
+                            self.decode)
             if result.finish_reason == "length" and comp.finish_reason == "stop":
                 result = Completion(result.token_ids, "stop")  # vLLM left the stop token out
             done.append(result)

@@ -17,6 +17,7 @@ existing traces (another model, task, temperature...) are refused unless `overwr
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import gc
 import platform
 import shutil
@@ -30,6 +31,7 @@ from ..errors import GenerateError, InputError, check_at_least
 from ..rundir import (CACHE, CANDIDATES, DERIVED, MODEL_IDENTITY, RUN_JSON, Candidate, check_same_settings,
                       encode_candidate, model_record, read_candidates, read_run_json, update_run_json, write_lines)
 from ..tasks import load_task, with_shots
+from ..tasks.base import prompt_stop_texts
 from .engines import Request, TransformersEngine, VllmEngine, stop_token_ids, trace_seed
 
 Progress = Callable[[str, int], Callable[[int], None]]    # progress(description, total) -> advance(n)
@@ -123,14 +125,16 @@ def _remove(path: Path) -> None:
         path.unlink(missing_ok=True)
 
 
-def run_config(task, settings: Settings, stops: list[int] | None = None) -> dict:
-    """The task and sampling sections of run.json."""
+def run_config(task, settings: Settings, stops: list[int] | None = None, stop_texts=()) -> dict:
+    """The task and sampling sections of run.json (stop_texts recorded only where there are any)."""
     sampling = {"n": settings.n, "temperature": float(settings.temperature),
                 "top_p": float(settings.top_p), "max_new_tokens": int(settings.max_new_tokens),
                 "seed": int(settings.seed), "engine": settings.engine}
     if stops is not None:
         sampling.update(stop_token_ids=list(stops), response_includes_stop_token=False,
                         seeding="per trace: sha256(seed, problem_id, sample_id)")
+    if stop_texts:
+        sampling["stop_texts"] = list(stop_texts)
     return {"task": task.config(settings.n_problems), "sampling": sampling}
 
 
@@ -180,7 +184,8 @@ def generate_run(run_dir, task, loaded, settings: Settings, *, model_spec: str |
     stops = list(getattr(engine, "stop_ids", None) or stop_token_ids(loaded.model, tokenizer))
 
     spec = model_spec if model_spec is not None else loaded.info.get("spec", loaded.info.get("id"))
-    config = {"model": model_record({**loaded.info, "spec": str(spec)}), **run_config(task, settings, stops)}
+    config = {"model": model_record({**loaded.info, "spec": str(spec)}),
+              **run_config(task, settings, stops, prompt_stop_texts(tokenizer))}
     cand_path = run_dir / CANDIDATES
     old = read_run_json(run_dir)
     removed: list[str] = []
@@ -251,8 +256,8 @@ def generate_run(run_dir, task, loaded, settings: Settings, *, model_spec: str |
     try:
         for start in range(0, len(missing), settings.batch_size):
             batch = missing[start:start + settings.batch_size]
-            requests = [Request(prompts[i].ids, trace_seed(settings.seed, problems[i].problem_id, s))
-                        for i, s in batch]
+            requests = [Request(prompts[i].ids, trace_seed(settings.seed, problems[i].problem_id, s),
+                                prompts[i].stop_texts) for i, s in batch]
             completions = engine.generate(requests)
             if len(completions) != len(batch):
                 raise GenerateError(f"the engine returned {len(completions)} results for "
@@ -320,9 +325,10 @@ def load_for_generation(spec: str, settings: Settings, *, device: str = models.D
     else:
         location, revision = info.get("id") or spec, info.get("revision")
     tokenizer = info.get("base_model") if info.get("source") == "gguf" else None
+    decode = functools.partial(loaded.tokenizer.decode, skip_special_tokens=True)
     engine = VllmEngine(location, stop_ids=stops, temperature=settings.temperature, top_p=settings.top_p,
                         max_new_tokens=settings.max_new_tokens, dtype=dtype, seed=settings.seed,
-                        tokenizer=tokenizer, revision=revision)
+                        tokenizer=tokenizer, revision=revision, decode=decode)
     return loaded, engine
 
 

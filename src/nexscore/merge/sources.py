@@ -51,9 +51,9 @@ def local_model_dir(spec: str, *, fallback: Path | None = None) -> Path:
     s = str(spec).strip()
     if not s:
         raise InputError("empty model spec")
-    if s.lower() in files.EMBEDDED_ALIASES:
-        path = files.require_embedded_gguf()
-        return _gguf_dir(path, embedded=True, fallback=fallback)
+    named = files.named_gguf(s)
+    if named is not None:
+        return _gguf_dir(named[0], embedded=named[1] is None, fallback=fallback)
     p = Path(s).expanduser()
     if p.is_file():
         if p.suffix.lower() != ".gguf":

