@@ -2,6 +2,7 @@
 fingerprint of a cache that outputs record to say which cache they came from."""
 
 import hashlib
+import json
 import os
 from pathlib import Path
 
@@ -17,6 +18,32 @@ MAX_UNITS = 1 << UNIT_BITS
 ROWS_DIR = "rows"
 BASE_DIR = "base"
 MANIFEST = "manifest.json"
+
+# a cache set (nexscore.cache.sets): SET_DIR/cacheset.json lists the shards SET_DIR/shard-00000/, ...,
+# each a complete v1 cache
+CACHE_SET = "cacheset.json"
+SHARD_PREFIX = "shard-"
+
+
+def shard_dir_name(i: int) -> str:
+    """The directory name of shard i of a cache set: shard-00000, shard-00001, ... (sorted = set order
+    below 100,000 shards)."""
+    return f"{SHARD_PREFIX}{int(i):05d}"
+
+
+def listed_shards(root) -> list[Path] | None:
+    """The shard directories a cache set's cacheset.json lists, in set order; None when `root` is not a
+    cache set (no cacheset.json). Nothing is checked here beyond the list's shape (a listing that cannot
+    be read gives []): `nexscore.cache.sets` opens and checks sets; this is for the low-level readers
+    (fingerprint, the response table, the signals) that only need to know where the shards are."""
+    root = Path(root)
+    if not (root / CACHE_SET).is_file():
+        return None
+    try:
+        doc = json.loads((root / CACHE_SET).read_text())
+        return [root / str(s["dir"]) for s in doc["shards"]]
+    except (OSError, ValueError, TypeError, KeyError):
+        return []
 
 # name -> dtype of every array of the layout, relative to the cache directory
 ROW_FILES = {
@@ -45,6 +72,7 @@ def split_key(key):
 
 
 FINGERPRINT_OF = "sha256 of manifest.json's bytes and of the name, size and mtime of each array file"
+SET_FINGERPRINT_OF = "sha256 of cacheset.json's bytes and of each shard's fingerprint (" + FINGERPRINT_OF + ")"
 
 
 def fingerprint(root) -> dict:
@@ -56,6 +84,12 @@ def fingerprint(root) -> dict:
     """
     root = Path(root)
     h = hashlib.sha256()
+    shards = listed_shards(root)
+    if shards is not None:                  # a cache set: its listing, then each shard as above
+        h.update((root / CACHE_SET).read_bytes())
+        for shard in shards:
+            h.update(f"\n{shard.name} {fingerprint(shard)['sha256']}".encode())
+        return {"path": str(root.resolve()), "sha256": h.hexdigest(), "of": SET_FINGERPRINT_OF}
     try:
         h.update((root / MANIFEST).read_bytes())
     except OSError:

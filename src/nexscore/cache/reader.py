@@ -18,7 +18,7 @@ import numpy as np
 from ..errors import CacheError
 from ..io import read_json_object
 from . import rules
-from .layout import BASE_DIR, BASE_FILES, MANIFEST, ROW_FILES, ROWS_DIR
+from .layout import BASE_DIR, BASE_FILES, CACHE_SET, MANIFEST, ROW_FILES, ROWS_DIR
 from .mapped import drop_pages, map_array, read_range
 from .rules import Finding
 
@@ -192,5 +192,12 @@ class Cache:
 
 
 def open_cache(path: str | Path, *, check_row_order: bool = True) -> Cache:
-    """Open a cache directory (see `Cache`; a `Cache` is returned as it is)."""
-    return path if isinstance(path, Cache) else Cache(path, check_row_order=check_row_order)
+    """Open a cache directory (see `Cache`; a `Cache` is returned as it is), or a cache set, read
+    as one cache (`nexscore.cache.sets.CacheSet`, which offers what a `Cache` does)."""
+    if isinstance(path, Cache) or hasattr(path, "shards"):
+        return path
+    if (Path(path) / CACHE_SET).is_file():
+        from .sets import CacheSet  # deferred: sets builds on this module (a set is a list of `Cache`s)
+
+        return CacheSet(path, check_row_order=check_row_order)
+    return Cache(path, check_row_order=check_row_order)
