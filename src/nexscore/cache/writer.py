@@ -31,7 +31,7 @@ import numpy as np
 from ..errors import CacheError
 from ..io import json_lines, replace_dir
 from . import rules
-from .layout import BASE_FILES, KEY_SPACE, MANIFEST, ROW_FILES
+from .layout import BASE_FILES, KEY_SPACE, MANIFEST, ROW_FILES, listed_shards
 from .mapped import map_array
 
 STATE = "writer_state.json"
@@ -322,6 +322,14 @@ def read_signals(cache_dir, n_responses: int | None = None) -> tuple[dict[str, n
     number of tokens) and every signal file one float32 value per token.
     """
     root = Path(cache_dir)
+    shards = listed_shards(root)
+    if shards is not None:                  # a cache set: the shards' signals end to end
+        parts = [read_signals(shard) for shard in shards]
+        tokens_before = np.cumsum([0] + [int(p[-1]) for _, p in parts])
+        ptr = np.concatenate([p[:-1] + tokens_before[i] for i, (_, p) in enumerate(parts)] + [tokens_before[-1:]])
+        if n_responses is not None and ptr.size != n_responses + 1:
+            raise CacheError(f"{root}: the shards' signals cover {ptr.size - 1} responses, not {n_responses}")
+        return {name: np.concatenate([v[name] for v, _ in parts]) for name in parts[0][0]}, ptr
     if not (root / SIGNAL_PTR).exists():
         raise NoSignals(f"{root}: no per-token signals ({SIGNAL_PTR}); re-capture with `nex capture` to record them")
     ptr, problem = map_array(root, SIGNAL_PTR, np.dtype("<i8"))
@@ -356,6 +364,12 @@ def read_responses(cache_dir) -> list[dict]:
     (counts: non-negative integers; index: the line's position), is a CacheError naming the
     file and the line.
     """
+    shards = listed_shards(cache_dir)
+    if shards is not None:                  # a cache set: the shards' tables end to end, renumbered
+        out = []
+        for shard in shards:
+            out.extend({**m, "index": len(out) + i} if "index" in m else m for i, m in enumerate(read_responses(shard)))
+        return out
     path = Path(cache_dir) / RESPONSES
     if not path.is_file():
         return []

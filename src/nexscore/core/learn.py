@@ -44,6 +44,12 @@ class Accumulators:
     def zeros(cls) -> "Accumulators":
         return cls(np.zeros(KEY_SPACE, np.float32), np.zeros(KEY_SPACE, np.float32))
 
+    def add_credit(self, keys: np.ndarray, entries: np.ndarray, values: np.ndarray, effective: np.ndarray) -> None:
+        """Add values[i] to the effective (effective[i]) or redundant mass of keys[entries[i]], in
+        order (what `accumulate` does with each chunk's credit; `core.mapreduce.CreditLog` records
+        the same additions instead, for a shard of a cache set)."""
+        kernels.credit_add(self.effective, self.redundant, keys, entries, values, effective)
+
     def add(self, other: "Accumulators") -> None:
         self.effective += other.effective
         self.redundant += other.redundant
@@ -227,7 +233,7 @@ def accumulate(cache: Cache, *, rho: float = 0.95, min_run: int = 2, start: int 
             if not kept.all():
                 ok = kept[entries]
                 entries, value, effective = entries[ok], value[ok], effective[ok]
-        kernels.credit_add(acc.effective, acc.redundant, keys, entries, value, effective)
+        acc.add_credit(keys, entries, value, effective)
         if segmentation is not None:
             segmentation.append(seg)
         if on_chunk is not None:
