@@ -34,6 +34,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from ..cache import open_cache
+from ..cache.sets import CacheSet
 from ..cache.layout import fingerprint
 from ..cache.writer import RESPONSES, read_responses
 from ..errors import InputError, NexError, RunError
@@ -45,6 +46,7 @@ from .calibrate import (DEFAULT_SPLIT_SEED, Part, check_same_model, half_respons
                         pool_record, resolve_mode, score_halves, split_halves, split_record)
 from .gmf import mean_score, score_responses
 from .learn import accumulate
+from .mapreduce import ShardMap, set_scores, set_weights
 from .weights import check_learned, load_weights, save_weights
 
 Progress = Callable[[str, int], Callable[[int], None]]
@@ -136,23 +138,45 @@ def run_summary(scores: np.ndarray, rho: float | None = None, min_run: int | Non
     return summary
 
 
-def _learn(reader, rho: float, min_run: int, progress: Progress | None, allow_zero_weights: bool) -> np.ndarray:
-    advance = progress("learning weights", reader.rows.n_responses) if progress else None
-    weights = accumulate(reader, rho=rho, min_run=min_run, on_chunk=advance).weights()
+def _learn(reader, rho: float, min_run: int, progress: Progress | None, allow_zero_weights: bool,
+           shard_map: ShardMap | None = None, check_agreement: bool = False) -> np.ndarray:
+    """Weights learned on a cache, or on a cache set shard by shard (`mapreduce.set_weights`:
+    bit-identical; check_agreement: each shard's base/ against its rows/ first)."""
+    if isinstance(reader, CacheSet):
+        weights = set_weights(reader, rho=rho, min_run=min_run, check_agreement=check_agreement,
+                              shard_map=shard_map, progress=progress)
+    else:
+        advance = progress("learning weights", reader.rows.n_responses) if progress else None
+        weights = accumulate(reader, rho=rho, min_run=min_run, on_chunk=advance).weights()
     return check_learned(weights, reader.path, allow_zero=allow_zero_weights)   # refused before any file is written
 
 
+def _score(reader, weights: np.ndarray, shard_map: ShardMap | None = None) -> np.ndarray:
+    """GMF of every response of a cache, or of a cache set shard by shard (`mapreduce.set_scores`)."""
+    return set_scores(reader, weights, shard_map=shard_map) if isinstance(reader, CacheSet) \
+        else score_responses(reader, weights)
+
+
+def _check_agrees(reader) -> None:
+    """base/ holds the sums of rows/ (of every shard, in order, for a cache set)."""
+    for part in reader.shards if isinstance(reader, CacheSet) else (reader,):
+        check_base_agrees(part)
+
+
 def run_learn(cache, out, *, rho: float = DEFAULT_RHO, min_run: int = DEFAULT_MIN_RUN,
-              progress: Progress | None = None, allow_zero_weights: bool = False) -> LearnResult:
+              progress: Progress | None = None, allow_zero_weights: bool = False,
+              shard_map: ShardMap | None = None) -> LearnResult:
     """`nex learn`: weights learned on a cache (no labels), written to `out` with the record of
     the model the cache was captured from (so commands that edit a model can check it).
-    Weights that credit no neuron are refused unless allow_zero_weights (`check_learned`)."""
+    Weights that credit no neuron are refused unless allow_zero_weights (`check_learned`).
+    A cache set is learned shard by shard, mapped with shard_map (`mapreduce.ShardMap`; default:
+    in this process, in order), to the same weights."""
     t0 = time.perf_counter()
     check_settings(rho, min_run)
     with claim_output(out, inputs=(cache,)) as target:
         reader = open_cache(cache)
         manifest = reader.manifest          # a damaged manifest fails before the learning, not after
-        weights = _learn(reader, rho, min_run, progress, allow_zero_weights)
+        weights = _learn(reader, rho, min_run, progress, allow_zero_weights, shard_map)
         save_weights(target, weights, model=cache_model_record(manifest))
     return LearnResult(Path(out), weights, time.perf_counter() - t0)
 
@@ -160,7 +184,7 @@ def run_learn(cache, out, *, rho: float = DEFAULT_RHO, min_run: int = DEFAULT_MI
 def run_score(cache, weights=None, out=None, *, calibrate: str | None = None, pool: Sequence = (),
               split_seed: int = DEFAULT_SPLIT_SEED, rho: float = DEFAULT_RHO, min_run: int = DEFAULT_MIN_RUN,
               log_gap: bool = False, allow_zero_weights: bool = False,
-              progress: Progress | None = None) -> ScoreResult:
+              progress: Progress | None = None, shard_map: ShardMap | None = None) -> ScoreResult:
     """`nex score`: GMF of every response under weights calibrated as `calibrate` says
     (`core.calibrate.MODES`); with `out`, a table (.csv or .parquet) of one row per response in
     cache order. summary["calibration"] records the mode (and the split seed and halves, or the
@@ -171,7 +195,8 @@ def run_score(cache, weights=None, out=None, *, calibrate: str | None = None, po
     split: each half of the problems (from the cache's response table) scored with weights
     learned on the other half. pooled: learned on `cache` and the caches in `pool` together
     (captured from one model). Learned weights that credit no neuron are refused unless
-    allow_zero_weights (`check_learned`).
+    allow_zero_weights (`check_learned`). A cache set is learned (self) and scored (self, file)
+    shard by shard, mapped with shard_map (`mapreduce.ShardMap`), to the same numbers.
     """
     t0 = time.perf_counter()
     mode = resolve_mode(calibrate, weights=weights, pool=pool)
@@ -190,14 +215,14 @@ def run_score(cache, weights=None, out=None, *, calibrate: str | None = None, po
     half = split_halves(problem_ids, split_seed) if mode == "split" else None
     pooled = _pool(reader, pool) if mode == "pooled" else None
     if mode != "file":
-        check_base_agrees(reader)       # weights from rows/ would score a base/ that is not their sum
+        _check_agrees(reader)           # weights from rows/ would score a base/ that is not their sum
 
     def compute() -> tuple[np.ndarray, dict]:
         if mode == "file":
-            return score_responses(reader, weights), file_record
+            return _score(reader, weights, shard_map), file_record
         if mode == "self":
-            w = _learn(reader, rho, min_run, progress, allow_zero_weights)
-            return score_responses(reader, w), {"mode": "self", "n_nonzero_weights": int(np.count_nonzero(w))}
+            w = _learn(reader, rho, min_run, progress, allow_zero_weights, shard_map)
+            return _score(reader, w, shard_map), {"mode": "self", "n_nonzero_weights": int(np.count_nonzero(w))}
         if mode == "split":
             pair = [check_learned(learn([Part(reader, half_responses(half, h))], rho=rho, min_run=min_run,
                                         progress=progress).weights(),
@@ -239,7 +264,8 @@ def _pool(reader, pool: Sequence) -> list:
 
 
 def run(cache, out, *, rho: float = DEFAULT_RHO, min_run: int = DEFAULT_MIN_RUN, log_gap: bool = False,
-        progress: Progress | None = None, allow_zero_weights: bool = False) -> CoreRunResult:
+        progress: Progress | None = None, allow_zero_weights: bool = False,
+        shard_map: ShardMap | None = None) -> CoreRunResult:
     """`nex run`: learn weights on a cache, score that same cache, write `RUN_FILES` into `out`.
 
     weights.npz holds key 'weights' (2^22 float32) and the model record; response_scores.npy
@@ -247,6 +273,10 @@ def run(cache, out, *, rho: float = DEFAULT_RHO, min_run: int = DEFAULT_MIN_RUN,
     cache's fingerprint ("cache") and the sha256 of the two other files ("files").
     `out` is a directory of these files alone, replaced as one set (`nexscore.io.atomic_dir`):
     an interrupted run leaves the previous set whole.
+
+    A cache set is learned and scored shard by shard, mapped with shard_map (`mapreduce.ShardMap`;
+    default: in this process, in order), each shard's parts checked to agree before it is learned;
+    the files hold the numbers of the unsharded cache, bit for bit (summary["cache"] is the set's).
     """
     t0 = time.perf_counter()
     check_settings(rho, min_run)
@@ -254,6 +284,9 @@ def run(cache, out, *, rho: float = DEFAULT_RHO, min_run: int = DEFAULT_MIN_RUN,
         # the order of the rows' keys is checked in the agreement pass, which reads those keys anyway
         reader = open_cache(cache, check_row_order=False)
         manifest = reader.manifest          # a damaged manifest, base/ or rows/ fails before the learning
+        if isinstance(reader, CacheSet):
+            weights = _learn(reader, rho, min_run, progress, allow_zero_weights, shard_map, check_agreement=True)
+            return _publish_run(target, out, reader, manifest, weights, rho, min_run, log_gap, t0, shard_map)
         # base/ against rows/, on the arrays as mapped (one compiled pass, GIL released): a thread at
         # idle priority checks it in the CPU time the reader's structural checks and the learning
         # leave, and this one finishes what is left; a structural error comes first
@@ -270,15 +303,21 @@ def run(cache, out, *, rho: float = DEFAULT_RHO, min_run: int = DEFAULT_MIN_RUN,
             agreement.finish()
         finally:
             checker.shutdown(wait=False)    # its chunk in hand, if any, is done here too (finish)
-        with atomic_dir(target) as stage, ThreadPoolExecutor(1) as pool:
-            # writing 16 MB of weights, and hashing them, overlaps the scoring
-            saved = pool.submit(_save_and_hash, stage / WEIGHTS_FILE, weights, cache_model_record(manifest))
-            scores = score_responses(reader, weights)
-            write_npy(stage / SCORES_FILE, scores)
-            summary = run_summary(scores, rho, min_run, log_gap)
-            summary["cache"] = fingerprint(reader.path)
-            summary["files"] = {WEIGHTS_FILE: saved.result(), SCORES_FILE: file_sha256(stage / SCORES_FILE)}
-            write_json(stage / SUMMARY_FILE, summary)
+        return _publish_run(target, out, reader, manifest, weights, rho, min_run, log_gap, t0)
+
+
+def _publish_run(target: Path, out, reader, manifest: dict | None, weights: np.ndarray, rho: float, min_run: int,
+                 log_gap: bool, t0: float, shard_map: ShardMap | None = None) -> CoreRunResult:
+    """Score the cache and publish `RUN_FILES` into `target` as one set (see `run`)."""
+    with atomic_dir(target) as stage, ThreadPoolExecutor(1) as pool:
+        # writing 16 MB of weights, and hashing them, overlaps the scoring
+        saved = pool.submit(_save_and_hash, stage / WEIGHTS_FILE, weights, cache_model_record(manifest))
+        scores = _score(reader, weights, shard_map)
+        write_npy(stage / SCORES_FILE, scores)
+        summary = run_summary(scores, rho, min_run, log_gap)
+        summary["cache"] = fingerprint(reader.path)
+        summary["files"] = {WEIGHTS_FILE: saved.result(), SCORES_FILE: file_sha256(stage / SCORES_FILE)}
+        write_json(stage / SUMMARY_FILE, summary)
     return CoreRunResult(Path(out), weights, scores, summary, time.perf_counter() - t0)
 
 
