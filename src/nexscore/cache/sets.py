@@ -34,6 +34,7 @@ from ..io import DIR, atomic_dir, claim_output, read_json_object, write_json
 from ..rundir import cache_model_record
 from .layout import BASE_FILES, CACHE_SET, MANIFEST, ROW_FILES, shard_dir_name
 from .reader import BaseArrays, Cache, RowArrays
+from .rules import CONSISTENCY, ERROR, Finding
 from .writer import RESPONSES, SIGNAL_PTR, SIGNALS_DIR, read_responses
 
 SET_FORMAT = "nexscore cache set"
@@ -43,7 +44,7 @@ PER_SHARD_FIELDS = ("counts",)
 FIX = "write the set again (`nex cache shard`, or the capture that made it)"
 
 __all__ = ["SET_FORMAT", "SET_VERSION", "CacheSet", "ConcatArray", "shard_ranges", "write_cache_set",
-           "is_cache_set", "open_cache_set", "shard_cache", "shard_record"]
+           "is_cache_set", "open_cache_set", "shard_cache", "shard_record", "read_listing", "check_listed_shard"]
 
 
 def is_cache_set(path) -> bool:
@@ -167,25 +168,10 @@ class CacheSet:
         self.model = self.listing.get("model")
         self.shards: list[Cache] = []
         for i, entry in enumerate(self.listing["shards"]):
-            shard = self.path / entry["dir"]
-            where = f"{self.path / CACHE_SET}: shard {i} ({entry['dir']})"
-            if not shard.is_dir():
-                raise CacheError(f"{where} is listed but missing ({shard} is not a directory); the set is "
-                                 f"incomplete: restore the shard or {FIX}")
-            if _sha256(shard / MANIFEST) != entry.get("manifest_sha256"):
-                raise CacheError(f"{shard / MANIFEST}: differs from the digest {CACHE_SET} records for shard {i}; "
-                                 f"the shard was replaced or damaged: {FIX}")
-            for rel, size in (entry.get("files") or {}).items():
-                got = (shard / rel).stat().st_size if (shard / rel).is_file() else None
-                if got != size:
-                    raise CacheError(f"{shard / rel}: {'is missing' if got is None else f'holds {got} bytes'}, "
-                                     f"{CACHE_SET} records {size}; the shard is damaged: {FIX}")
-            cache = Cache(shard, check_row_order=check_row_order)
-            record = cache_model_record(cache.manifest)
-            if record != self.model:
-                raise CacheError(f"{shard}: captured from another model than the set's ({_model_name(record)} vs "
-                                 f"{_model_name(self.model)}); a set holds the shards of one capture: {FIX}")
-            self.shards.append(cache)
+            problem = check_listed_shard(self.path, i, entry, self.model)
+            if problem is not None:
+                raise CacheError(f"{self.path}/{problem.line()}")
+            self.shards.append(Cache(self.path / entry["dir"], check_row_order=check_row_order))
         counts = [int(e["responses"]) for e in self.listing["shards"]]
         self.offsets = np.cumsum([0] + counts).astype(np.int64)
         self._rows: RowArrays | None = None
@@ -256,10 +242,58 @@ class CacheSet:
         return read_responses(self.path)
 
 
+def _listed_responses(shard: Path) -> int | None:
+    """The response count a shard's pointer files declare (from their sizes alone), None if none does."""
+    for rel in (ROW_FILES["sample_row_ptr"][0], BASE_FILES["ptr"][0]):
+        if (shard / rel).is_file():
+            size = (shard / rel).stat().st_size
+            return size // 8 - 1 if size >= 8 and not size % 8 else None
+    return None
+
+
+def check_listed_shard(root: Path, i: int, entry: dict, model: dict | None) -> Finding | None:
+    """What is wrong with shard i of a set against what cacheset.json records of it (`entry`), as a
+    Finding whose file is relative to the set (None: nothing): missing, another manifest, array
+    files of other sizes, another response count, another model. Cheap (sizes and one small file);
+    the shard's arrays themselves are checked as any v1 cache's when read."""
+    name = entry["dir"]
+    shard = root / name
+    if not shard.is_dir():
+        return Finding(ERROR, f"{name}/", f"is listed in {CACHE_SET} (shard {i}) but missing; the set is incomplete: "
+                                          f"restore the shard or {FIX}")
+    if _sha256(shard / MANIFEST) != entry.get("manifest_sha256"):
+        return Finding(ERROR, f"{name}/{MANIFEST}", f"differs from the digest {CACHE_SET} records for shard {i}; "
+                                                   f"the shard was replaced or damaged: {FIX}", kind=CONSISTENCY)
+    for rel, size in (entry.get("files") or {}).items():
+        got = (shard / rel).stat().st_size if (shard / rel).is_file() else None
+        if got != size:
+            return Finding(ERROR, f"{name}/{rel}", f"{'is missing' if got is None else f'holds {got} bytes'}, "
+                                                  f"{CACHE_SET} records {size} for shard {i}; the shard is damaged: "
+                                                  f"{FIX}")
+    declared = _listed_responses(shard)
+    if declared is not None and declared != entry["responses"]:
+        return Finding(ERROR, f"{name}/", f"holds {declared} responses, {CACHE_SET} records {entry['responses']} for "
+                                          f"shard {i}; the shard is damaged: {FIX}", kind=CONSISTENCY)
+    try:
+        record = cache_model_record(read_json_object(shard / MANIFEST, fix=FIX, error=CacheError))
+    except CacheError as exc:
+        return Finding(ERROR, f"{name}/{MANIFEST}", str(exc).split(": ", 1)[-1], kind=CONSISTENCY)
+    if record != model:
+        return Finding(ERROR, f"{name}/", f"was captured from another model than the set ({_model_name(record)} vs "
+                                          f"{_model_name(model)}); a set holds the shards of one capture: {FIX}",
+                       kind=CONSISTENCY)
+    return None
+
+
 def _model_name(record: dict | None) -> str:
     if not record:
         return "no model recorded"
     return str(record.get("id") or record.get("source") or json.dumps(record, sort_keys=True)[:80])
+
+
+def read_listing(root) -> dict:
+    """cacheset.json of a set, checked for its shape (see `_read_listing`)."""
+    return _read_listing(Path(root))
 
 
 def _read_listing(root: Path) -> dict:

@@ -9,16 +9,17 @@ returns the counts `nex cache info` prints.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import CacheError
 from . import rules
-from .layout import BASE_DIR, KEY_SPACE, RESERVED_LAYER, ROW_FILES, ROWS_DIR, UNIT_BITS
+from .layout import BASE_DIR, CACHE_SET, KEY_SPACE, RESERVED_LAYER, ROW_FILES, ROWS_DIR, UNIT_BITS
 from .reader import PARTS, BaseArrays, Cache, RowArrays, map_part, open_cache, read_range, responses_in_rows
 from .rules import CONSISTENCY, ERROR, TOLERATED, WARNING, Finding
+from .sets import CacheSet, check_listed_shard, read_listing
 
 CHUNK = 4_000_000
 
@@ -194,6 +195,8 @@ def _check_base_sums(rows, base) -> list[Finding]:
 def audit_cache(path) -> Audit:
     """Every problem of a cache, as findings; never raises (a check that fails is a finding too)."""
     root = Path(path)
+    if (root / CACHE_SET).is_file():
+        return _audit_set(root)
     audit = Audit(str(root))
     found = audit.findings
 
@@ -225,6 +228,25 @@ def audit_cache(path) -> Audit:
     if rows is not None and base is not None:
         guarded(BASE_DIR + "/", _check_base_sums, rows, base)
     guarded("manifest.json", _check_manifest, root)
+    return audit
+
+
+def _audit_set(root: Path) -> Audit:
+    """A cache set: its listing, each listed shard against what it records (`sets.check_listed_shard`)
+    and audited as a v1 cache, each finding named by its shard (shard-00002/rows/keys.uint32)."""
+    audit = Audit(str(root))
+    try:
+        listing = read_listing(root)
+    except CacheError as exc:
+        audit.findings.append(Finding(ERROR, CACHE_SET, str(exc).split(": ", 1)[-1]))
+        return audit
+    for i, entry in enumerate(listing["shards"]):
+        problem = check_listed_shard(root, i, entry, listing.get("model"))
+        if problem is not None:
+            audit.findings.append(problem)
+        if (root / entry["dir"]).is_dir():
+            shard = audit_cache(root / entry["dir"])
+            audit.findings.extend(replace(f, file=f"{entry['dir']}/{f.file}") for f in shard.findings)
     return audit
 
 
@@ -302,6 +324,8 @@ def describe_cache(path) -> dict:
     """Counts of a cache: responses, rows, entries, tokens, layers seen, keys per row."""
     cache = open_cache(path)
     info: dict = {"path": str(cache.path)}
+    if isinstance(cache, CacheSet):
+        info["shards"] = len(cache.shards)
     if cache.has_rows:
         rows = cache.rows
         per_row = np.diff(np.asarray(rows.row_ptr))

@@ -1,9 +1,10 @@
-"""`nex cache info` and `nex cache verify`."""
+"""`nex cache info`, `nex cache verify` and `nex cache shard`."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Optional
 
 import typer
 
@@ -27,6 +28,8 @@ def info(cache: Path = typer.Argument(..., help="Cache directory (holds rows/ an
         return
     out = console()
     out.print(f"[bold]{d['path']}[/bold]")
+    if "shards" in d:
+        out.print(f"  shards     {d['shards']:,}  (a cache set, read as one cache)")
     if "responses" in d:
         kpr, rpr = d["keys_per_row"], d["rows_per_response"]
         out.print(f"  responses  {d['responses']:,}")
@@ -92,3 +95,21 @@ def verify(cache: Path = typer.Argument(..., help="Cache directory to audit."),
         print(f"{cache}: {audit.summary()}")
     if not audit.ok or (strict and audit.warnings):
         raise typer.Exit(1)
+
+
+@cache_app.command("shard")
+def shard(cache: Path = typer.Argument(..., help="v1 cache directory to split."),
+          out: Path = typer.Option(..., "--out", "-o", help="Cache set directory to write (new, or a set to replace)."),
+          shards: Optional[int] = typer.Option(None, "--shards", help="Number of shards."),
+          target_size: Optional[int] = typer.Option(None, "--target-size",
+                                                    help="Problems per shard (the last shard holds the rest).")):
+    """Split a cache into a cache set: shards of whole problems, contiguous, in cache order.
+
+    Each shard is a complete v1 cache holding its responses' arrays byte for byte; cacheset.json
+    lists them. Every command that reads a cache reads the set as one, with the same numbers.
+    """
+    from ..cache.sets import read_listing, shard_cache  # deferred: numpy and the cache load only when the command runs
+
+    shard_cache(cache, out, shards=shards, target_size=target_size)
+    listing = read_listing(out)
+    print(f"{out}: {len(listing['shards'])} shard(s), {listing['responses']:,} responses")
