@@ -21,6 +21,7 @@ its own, with `learn_task` and `score_task` (module-level functions of picklable
 from __future__ import annotations
 
 import json
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -146,7 +147,7 @@ def load_state(path) -> ShardState:
             values = {s: z[f"{s}_values"] for s in _SIDES}
     except FileNotFoundError:
         raise CacheError(f"{path}: no such learning state; {fix}") from None
-    except (OSError, ValueError, KeyError, EOFError) as exc:
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
         raise CacheError(f"{path}: not a readable learning state ({str(exc)[:80]}); {fix}") from None
     if not isinstance(meta, dict) or meta.get("format") != STATE_FORMAT or meta.get("version") != STATE_VERSION:
         raise CacheError(f"{path}: not a {STATE_FORMAT} of version {STATE_VERSION}; {fix}")
