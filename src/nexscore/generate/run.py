@@ -254,8 +254,10 @@ def generate_run(run_dir, task, loaded, settings: Settings, *, model_spec: str |
     new_tokens = 0
     t_gen = time.perf_counter()
     try:
-        for start in range(0, len(missing), settings.batch_size):
-            batch = missing[start:start + settings.batch_size]
+        # an engine that spreads work over many workers (nexscore.distributed) takes many batches a call
+        step = getattr(engine, "requests_per_call", None) or settings.batch_size
+        for start in range(0, len(missing), step):
+            batch = missing[start:start + step]
             requests = [Request(prompts[i].ids, trace_seed(settings.seed, problems[i].problem_id, s),
                                 prompts[i].stop_texts) for i, s in batch]
             completions = engine.generate(requests)
@@ -338,7 +340,7 @@ def run(run_dir, *, model: str | None = None, task: str | None = None, task_opti
         seed: int | None = None, batch_size: int | None = None, engine: str | None = None,
         device: str = models.DEFAULT_DEVICE, dtype: str = models.DEFAULT_DTYPE, mlp_spec=None, overwrite: bool = False,
         regrade: bool = False, loaded=None, log: Callable[[str], None] | None = None,
-        progress: Progress | None = None) -> GenerateResult:
+        progress: Progress | None = None, loader=None) -> GenerateResult:
     """`nex generate`: sample `n` traces for each of `problems` problems of `task` into RUN_DIR.
 
     A setting left None is the one RUN_DIR/run.json records (so `run(run_dir)` resumes or
@@ -350,6 +352,8 @@ def run(run_dir, *, model: str | None = None, task: str | None = None, task_opti
     see nexscore.models.load_model) unless `loaded` is a model loaded already. Settings that
     differ from run.json are refused before the model loads, unless overwrite. log(message)
     receives what a user should see; progress(description, total) -> advance(n) the progress.
+    loader: replaces `load_for_generation` (same arguments and result; nexscore.distributed's
+    loads the model on Ray actors and returns an engine that hands batches to them).
     """
     say = log or (lambda msg: None)
     run_dir = Path(run_dir)
@@ -396,7 +400,8 @@ def run(run_dir, *, model: str | None = None, task: str | None = None, task_opti
     engine_obj, load_seconds = None, None
     if loaded is None:
         t0 = time.perf_counter()
-        loaded, engine_obj = load_for_generation(model_spec, settings, device=device, dtype=dtype, mlp_spec=mlp_spec)
+        loaded, engine_obj = (loader or load_for_generation)(model_spec, settings, device=device, dtype=dtype,
+                                                             mlp_spec=mlp_spec)
         load_seconds = time.perf_counter() - t0
         say(f"model {loaded.info.get('id')} ({loaded.info.get('source')}) loaded in {load_seconds:.1f} s")
     result = generate_run(run_dir, task_obj, loaded, settings, model_spec=model_spec, overwrite=overwrite,

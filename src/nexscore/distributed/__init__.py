@@ -1,0 +1,19 @@
+"""The stages on a Ray cluster (`--ray [ADDRESS]`): sharded generation, capture, learning, scoring.
+
+Importing this package does not import Ray; connecting does (`connect`), and only then. Every
+stage here runs the library's own functions on shards and reassembles their results in a fixed
+order, so that a run on Ray writes the bytes a run without it writes:
+
+- generation: the run's batches handed to model replicas (`generation.generate_on_ray`);
+- capture: contiguous shards of candidates, each captured by a replica into RUN_DIR/cache/shard-NNNNN
+  (a v1 cache), then the cache set written by the driver (`capture.capture_on_ray`);
+- learning and scoring: a cache set's shards as tasks (`ray_exec.shard_map_for`, the core's
+  `shard_map` seam), states reduced on the driver in shard order;
+- ranking: one variant per actor (`rank.rank_on_ray`).
+
+The run directory must lie on a filesystem every worker sees (a local cluster always does).
+"""
+
+from .ray_exec import AUTO, LOCAL, RAY_HINT, Cluster, WorkerPool, connect, map_tasks, shard_map_for
+
+__all__ = ["connect", "Cluster", "WorkerPool", "map_tasks", "shard_map_for", "RAY_HINT", "AUTO", "LOCAL"]

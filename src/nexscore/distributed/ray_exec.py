@@ -1,0 +1,261 @@
+"""Ray as the engine of `--ray`: connecting, a pool of workers, shards as tasks with retry.
+
+Ray is imported here only, and only inside the functions that run when `--ray` is given, so
+that no other command pays for it or needs it installed. What runs on the workers is the
+library's own stage functions (generation, capture, learning of one shard); this module only
+hands them out, collects their results in a fixed order and takes a shard back from a worker
+that died, so that a run on Ray gives the bytes of a run without it.
+
+    >>> cluster = connect("local")              # or "auto", or "HOST:PORT" / "ray://HOST:PORT"
+    >>> with WorkerPool(cluster, Worker, init_args) as pool:
+    ...     results = pool.map("method", items, progress=...)
+
+The run directory must lie on a filesystem every worker sees (workers write their shards there).
+"""
+
+from __future__ import annotations
+
+import socket
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+from ..errors import InputError, RunError
+
+RAY_HINT = "--ray needs Ray: pip install 'nexscore[ray]' (or run the command without --ray)"
+LOCAL, AUTO = "local", "auto"
+DEFAULT_PORT = 6379            # `ray start --head`'s port
+CLIENT_PORT = 10001            # a ray:// address's default port
+PROBE_SECONDS = 5.0            # how long an address may take to answer before it is called unreachable
+RETRIES = 3                    # times a shard is taken back from a dead worker before the run fails
+Progress = Callable[[str, int], Callable[[int], None]]    # progress(description, total) -> advance(n)
+
+
+def import_ray():
+    """The ray module, or one clear line saying how to install it."""
+    try:
+        import ray  # deferred: Ray is an optional extra, loaded only when --ray is given
+    except ImportError:
+        raise InputError(RAY_HINT) from None
+    return ray
+
+
+@dataclass
+class Cluster:
+    """A Ray cluster this process is connected to, and how its workers are sized."""
+
+    address: str
+    cpus: int
+    gpus: int
+    started_here: bool                 # this process started it (and shuts it down in `close`)
+    closed: bool = field(default=False)
+
+    @property
+    def n_workers(self) -> int:
+        """Model replicas the cluster holds at once: one per GPU, else one per CPU."""
+        return max(1, self.gpus if self.gpus else self.cpus)
+
+    def worker_options(self) -> dict:
+        """Ray resources of one model replica: a whole GPU where the cluster has GPUs, else a CPU."""
+        return {"num_gpus": 1, "num_cpus": 1} if self.gpus else {"num_cpus": 1}
+
+    def close(self) -> None:
+        if self.started_here and not self.closed:
+            import_ray().shutdown()
+        self.closed = True
+
+    def __enter__(self) -> "Cluster":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _host_port(address: str) -> tuple[str, int]:
+    """HOST:PORT (or ray://HOST[:PORT]) -> (host, port); InputError for anything else."""
+    rest, default = (address[len("ray://"):], CLIENT_PORT) if address.startswith("ray://") else (address, DEFAULT_PORT)
+    host, _, port = rest.rpartition(":") if ":" in rest else (rest, "", "")
+    host = host.strip("[]")
+    if not host or (port and not port.isdigit()):
+        raise InputError(f"--ray {address}: not an address; use auto, local, HOST:PORT or ray://HOST:PORT")
+    return host, int(port) if port else default
+
+
+def _probe(address: str) -> None:
+    """Refuse an address nothing answers at, in seconds (ray.init would retry for minutes)."""
+    host, port = _host_port(address)
+    try:
+        with socket.create_connection((host, port), timeout=PROBE_SECONDS):
+            pass
+    except OSError as exc:
+        raise InputError(f"--ray {address}: no Ray cluster answers at {host}:{port} ({exc.strerror or exc}); "
+                         "start one with `ray start --head` on that machine, or use --ray local") from None
+
+
+def connect(address: str | None = AUTO, *, num_cpus: int | None = None, num_gpus: int | None = None) -> Cluster:
+    """Connect to Ray: `auto` (the cluster `ray start` runs on this machine, or RAY_ADDRESS), an
+    address (HOST:PORT of its head, or ray://HOST:PORT), or `local` (start a cluster in this process,
+    with num_cpus / num_gpus if given, shut down by `Cluster.close`). A process already connected
+    (e.g. a test's cluster) is reused whatever the address. Errors are one line each: Ray not
+    installed, no cluster running, an address that does not answer."""
+    address = (address or AUTO).strip()
+    ray = import_ray()
+    if ray.is_initialized():
+        return _described(ray, address, started_here=False)
+    options = dict(logging_level="ERROR", log_to_driver=False, configure_logging=True)
+    if address == LOCAL:
+        ray.init(num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False, **options)
+        return _described(ray, address, started_here=True)
+    if address != AUTO:
+        _probe(address)
+    try:
+        ray.init(address=address, **options)
+    except ConnectionError as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise InputError(f"--ray {address}: {first.rstrip('.')}; start one with `ray start --head`, or use "
+                         "--ray local to start one for this command") from None
+    return _described(ray, address, started_here=False)
+
+
+def _described(ray, address: str, *, started_here: bool) -> Cluster:
+    resources = ray.cluster_resources()
+    return Cluster(address=address, cpus=int(resources.get("CPU", 0)), gpus=int(resources.get("GPU", 0)),
+                   started_here=started_here)
+
+
+def _retriable(ray) -> tuple:
+    """Ray's errors for a worker that went away (killed, crashed, out of memory, node lost)."""
+    names = ("RayActorError", "ActorDiedError", "ActorUnavailableError", "WorkerCrashedError",
+             "OutOfMemoryError", "NodeDiedError", "ObjectLostError")
+    return tuple(getattr(ray.exceptions, n) for n in names if hasattr(ray.exceptions, n))
+
+
+def _cause(exc: BaseException) -> BaseException:
+    """The exception a task raised on its worker (a NexError stays one, so the CLI prints one line)."""
+    cause = getattr(exc, "cause", None)
+    return cause if isinstance(cause, BaseException) else exc
+
+
+class WorkerPool:
+    """A pool of Ray actors, each one `worker_class(*init_args)`, that live across calls to `map`
+    (a model loads once per actor and serves every shard it is handed).
+
+    At most n_workers actors (default the cluster's, sized by `Cluster.worker_options`), started
+    as the first items need them. `map` hands each free actor the next item; an actor that dies
+    (killed, crashed, out of memory) is replaced and its item handed out again, at most `retries`
+    times per item (an item that leaves partial output must resume or rewrite it, as capture and
+    generation do). An exception raised by the method itself is raised here as it was, without a
+    retry (it would fail again). Use as a context manager: the actors end with it.
+    """
+
+    def __init__(self, cluster: Cluster, worker_class, init_args: tuple = (), *, n_workers: int | None = None,
+                 retries: int = RETRIES):
+        self.ray = import_ray()
+        self.cluster = cluster
+        self.remote_class = self.ray.remote(max_restarts=0, **cluster.worker_options())(worker_class)
+        self.init_args = tuple(init_args)
+        self.n_workers = max(1, n_workers or cluster.n_workers)
+        self.retries = retries
+        self.actors: list = []
+        self.replaced = 0                      # actors that died and were replaced
+
+    def _grow(self, n: int) -> None:
+        while len(self.actors) < min(n, self.n_workers):
+            self.actors.append(self.remote_class.remote(*self.init_args))
+
+    def call(self, method: str, item=None):
+        """One call of method(item) on an actor (e.g. what the model is), with the same retry."""
+        return self.map(method, [item], description=method)[0]
+
+    def map(self, method: str, items: Sequence, *, progress: Progress | None = None, description: str = "shards") -> list:
+        """[actor.method(item) for item in items], in items' order; progress(description,
+        len(items)) advances by one per finished item."""
+        ray = self.ray
+        items = list(items)
+        if not items:
+            return []
+        retriable = _retriable(ray)
+        self._grow(len(items))
+        advance = progress(description, len(items)) if progress else None
+        queue = deque(range(len(items)))
+        attempts = [0] * len(items)
+        results: list[Any] = [None] * len(items)
+        pending: dict = {}
+
+        def submit(slot: int) -> None:
+            if queue:
+                i = queue.popleft()
+                pending[getattr(self.actors[slot], method).remote(items[i])] = (i, slot)
+
+        for slot in range(min(len(self.actors), len(items))):
+            submit(slot)
+        while pending:
+            ready, _ = ray.wait(list(pending), num_returns=1)
+            i, slot = pending.pop(ready[0])
+            try:
+                results[i] = ray.get(ready[0])
+            except retriable as exc:
+                attempts[i] += 1
+                if attempts[i] > self.retries:
+                    raise RunError(f"{description} {i}: its Ray worker died {attempts[i]} times "
+                                   f"({type(exc).__name__}); see the Ray logs (`ray logs`)") from None
+                _kill(ray, self.actors[slot])
+                self.actors[slot] = self.remote_class.remote(*self.init_args)
+                self.replaced += 1
+                queue.appendleft(i)
+            except ray.exceptions.RayTaskError as exc:
+                raise _cause(exc) from None
+            else:
+                if advance:
+                    advance(1)
+            submit(slot)
+        return results
+
+    def close(self) -> None:
+        for actor in self.actors:
+            _kill(self.ray, actor)
+        self.actors = []
+
+    def __enter__(self) -> "WorkerPool":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def map_tasks(cluster: Cluster, fn: Callable, items: Sequence) -> list:
+    """[fn(item) for item in items] as Ray tasks of one CPU each, in items' order (fn: a
+    module-level function, so that workers import it rather than receive its code)."""
+    ray = import_ray()
+    remote_fn = ray.remote(num_cpus=1, max_retries=RETRIES, retry_exceptions=False)(fn)
+    refs = [remote_fn.remote(item) for item in items]
+    try:
+        return ray.get(refs)
+    except ray.exceptions.RayTaskError as exc:
+        raise _cause(exc) from None
+    except _retriable(ray) as exc:
+        raise RunError(f"a Ray worker died {RETRIES + 1} times running {getattr(fn, '__name__', fn)} "
+                       f"({type(exc).__name__}); see the Ray logs (`ray logs`)") from None
+
+
+def shard_map_for(cluster: Cluster | None):
+    """The `shard_map` seam of the core (nexscore.core.mapreduce): shards as Ray tasks, or None
+    (in process) without a cluster."""
+    if cluster is None:
+        return None
+
+    def ray_map(fn: Callable, items: list) -> list:
+        return map_tasks(cluster, fn, items)
+
+    return ray_map
+
+
+def _kill(ray, actor) -> None:
+    try:
+        ray.kill(actor, no_restart=True)
+    except Exception:  # noqa: BLE001 - an actor already gone is what we want
+        pass
+
+
+__all__ = ["Cluster", "WorkerPool", "connect", "import_ray", "map_tasks", "shard_map_for", "RAY_HINT", "LOCAL",
+           "AUTO"]
