@@ -39,8 +39,9 @@ from .writer import RESPONSES, SIGNAL_PTR, SIGNALS_DIR, read_responses
 
 SET_FORMAT = "nexscore cache set"
 SET_VERSION = 1
-# manifest fields that differ between the shards of one capture (the rest must agree)
-PER_SHARD_FIELDS = ("counts",)
+# manifest fields that differ between the shards of one capture (the rest must agree): a capture's
+# manifest records the digest and number of the candidates it captured (`capture.capture_record`)
+PER_SHARD_FIELDS = ("counts", "candidates")
 FIX = "write the set again (`nex cache shard`, or the capture that made it)"
 
 __all__ = ["SET_FORMAT", "SET_VERSION", "CacheSet", "ConcatArray", "shard_ranges", "write_cache_set",
