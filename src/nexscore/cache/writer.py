@@ -368,7 +368,8 @@ def read_responses(cache_dir) -> list[dict]:
     if shards is not None:                  # a cache set: the shards' tables end to end, renumbered
         out = []
         for shard in shards:
-            out.extend({**m, "index": len(out) + i} if "index" in m else m for i, m in enumerate(read_responses(shard)))
+            before = len(out)
+            out.extend({**m, "index": before + i} if "index" in m else m for i, m in enumerate(read_responses(shard)))
         return out
     path = Path(cache_dir) / RESPONSES
     if not path.is_file():
