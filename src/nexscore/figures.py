@@ -29,8 +29,11 @@ CORRECT, WRONG = "#2e7d32", "#c62828"
 MISSING = "matplotlib is not installed, so this figure is left out: pip install 'nexscore[report]'"
 PROXY_AXIS = {"mean_entropy": "mean token entropy (nats)", "high_entropy_fraction": "share of high-entropy tokens",
               "explore_fraction": "share of rows labelled E"}
-NEURON_SET_COLORS = {"effective": "#1f6feb", "redundant": "#cf222e", "random": "#6e7781"}
+NEURON_SET_COLORS = {"effective": "#1f6feb", "redundant": "#cf222e", "random-effective": "#6e9bd8",
+                     "random-redundant": "#e8868d", "random": "#6e7781"}
 NEURON_SET_LABELS = {"effective": "most effective (largest weights)", "redundant": "most redundant (most negative)",
+                     "random-effective": "random, effective set's per-layer counts",
+                     "random-redundant": "random, redundant set's per-layer counts",
                      "random": "random (effective set's per-layer counts)"}
 
 
@@ -247,41 +250,47 @@ def exploration_figure(result: dict) -> str | None:
 
 
 def neuron_grid_figure(doc: dict) -> str | None:
-    """`nex ablate` / `nex transfer`: accuracy (%) against m per neuron set, with 95 % intervals, the
-    unedited model as a band; None without matplotlib or data."""
+    """`nex ablate` / `nex transfer`: accuracy change (points) against m for each neuron set and
+    each random control, with 95 % paired intervals, one panel per arm (the model the weights were
+    learned on); zero is the unedited model, and for a transfer a dashed line marks the donor.
+    None without matplotlib or data."""
     if not available() or not doc.get("summary") or not doc.get("base"):
         return None
     kind = doc.get("kind", "ablate")
-    fig = new_figure(7.2, 3.6)
-    ax = fig.add_subplot()
+    arms = list(dict.fromkeys(r.get("arm", "") for r in doc["summary"]))
+    fig = new_figure(4.4 * len(arms) + 2.8, 3.6)
+    axes = fig.subplots(1, len(arms), sharey=True, squeeze=False)[0]
     ms = sorted({r["m"] for r in doc["summary"]})
-    base = doc["base"]
-    lo, hi = base.get("ci95") or [None, None]
-    ax.axhline(100 * base["accuracy"], color="#24292f", linewidth=1.4,
-               label="unedited " + ("model" if kind == "ablate" else "recipient"))
-    if lo is not None and hi is not None:
-        ax.axhspan(100 * lo, 100 * hi, color="#24292f", alpha=0.08, linewidth=0)
-    if kind == "transfer" and doc.get("donor"):
-        ax.axhline(100 * doc["donor"]["accuracy"], color="#8250df", linestyle="--", linewidth=1.2, label="donor")
-    offsets = {"effective": 0.97, "redundant": 1.0, "random": 1.03}
-    for name in ("effective", "redundant", "random"):
-        rows = sorted((r for r in doc["summary"] if r["set"] == name), key=lambda r: r["m"])
-        if not rows:
-            continue
-        xs = [r["m"] * offsets[name] for r in rows]
-        ys = [100 * r["accuracy"] for r in rows]
-        err = [[100 * (r["accuracy"] - r["ci95"][0]) for r in rows],
-               [100 * (r["ci95"][1] - r["accuracy"]) for r in rows]]
-        ax.errorbar(xs, ys, yerr=err, color=NEURON_SET_COLORS[name], marker="o", markersize=4, linewidth=1.6,
-                    capsize=3, label=NEURON_SET_LABELS[name], linestyle=":" if name == "random" else "-")
-    ax.set_xscale("log", base=2)
-    ax.set_xlim(min(ms) / 1.5, max(ms) * 1.5)
-    ax.set_xticks(ms)
-    ax.set_xticklabels([str(m) for m in ms])
-    ax.minorticks_off()
-    what = "ablated" if kind == "ablate" else "transplanted"
-    ax.set_xlabel(f"m: neurons {what}", fontsize=10)
-    ax.set_ylabel("accuracy (%)", fontsize=10)
-    style_axes(ax, "both")
-    ax.legend(fontsize=8, frameon=False, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    names = list(dict.fromkeys(r["set"] for r in doc["summary"]))
+    offsets = np.linspace(0.94, 1.06, len(names)) if len(names) > 1 else [1.0]
+    gap = (doc.get("donor_gap") or {}).get("value")
+    for ax, arm in zip(axes, arms):
+        ax.axhline(0.0, color="#24292f", linewidth=1.2,
+                   label="unedited " + ("model" if kind == "ablate" else "recipient"))
+        if kind == "transfer" and gap is not None:
+            ax.axhline(100 * gap, color="#8250df", linestyle="--", linewidth=1.2, label="donor")
+        for name, off in zip(names, offsets):
+            rows = sorted((r for r in doc["summary"] if r["set"] == name and r.get("arm", "") == arm),
+                          key=lambda r: r["m"])
+            if not rows:
+                continue
+            xs = [r["m"] * off for r in rows]
+            ys = [100 * r["change"] for r in rows]
+            err = [[100 * (r["change"] - r["change_ci95"][0]) for r in rows],
+                   [100 * (r["change_ci95"][1] - r["change"]) for r in rows]]
+            ax.errorbar(xs, ys, yerr=err, color=NEURON_SET_COLORS.get(name, "#57606a"), marker="o", markersize=4,
+                        linewidth=1.6, capsize=3, label=NEURON_SET_LABELS.get(name, name),
+                        linestyle=":" if name.startswith("random") else "-")
+        ax.set_xscale("log", base=2)
+        ax.set_xlim(min(ms) / 1.5, max(ms) * 1.5)
+        ax.set_xticks(ms)
+        ax.set_xticklabels([str(m) for m in ms])
+        ax.minorticks_off()
+        what = "ablated" if kind == "ablate" else "transplanted"
+        ax.set_xlabel(f"m: neurons {what}", fontsize=10)
+        if len(arms) > 1 or kind == "transfer":
+            ax.set_title(f"weights learned on the {arm}", fontsize=10)
+        style_axes(ax, "both")
+    axes[0].set_ylabel("accuracy change (points)", fontsize=10)
+    axes[-1].legend(fontsize=8, frameon=False, loc="center left", bbox_to_anchor=(1.01, 0.5))
     return to_svg(fig, f"neuron-{kind}")

@@ -1,5 +1,5 @@
-"""neurons.choose: the effective, redundant and random neuron sets of `nex ablate` / `nex
-transfer`, ties at the cut, and weights that do not fit the model."""
+"""neurons.choose: the effective and redundant neuron sets of `nex ablate` / `nex transfer`, a
+random control matched to each, ties at the cut, and weights that do not fit the model."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 from conftest import random_weights, weights_with
 from nexscore.cache.layout import KEY_SPACE
 from nexscore.errors import InputError
-from nexscore.neurons.choose import (check_grid, check_keys_fit, choose_effective, choose_random,
+from nexscore.neurons.choose import (ALL_SETS, check_grid, check_keys_fit, choose_effective, choose_random,
                                      choose_redundant, choose_sets, signed_counts)
 
 N_LAYERS, INTER = 3, 32
@@ -44,17 +44,40 @@ def test_ties_at_the_cut_are_drawn_by_seed_not_by_key_order():
     assert np.all(w[a.keys] == 1.0)
 
 
-def test_random_control_matches_per_layer_counts_and_avoids_the_effective_set():
+def test_each_control_matches_its_sets_per_layer_counts_outside_both_sets():
     w = random_weights(1, n=80)
     for m in (4, 16, 30):
         sets = choose_sets(w, m, INTER, seed=3)
-        eff, rnd = sets["effective"], sets["random"]
-        assert np.array_equal(eff.per_layer(N_LAYERS), rnd.per_layer(N_LAYERS))
-        assert np.intersect1d(eff.keys, rnd.keys).size == 0
-        assert np.all(rnd.units < INTER)
-        again = choose_sets(w, m, INTER, seed=3)["random"]
-        assert np.array_equal(again.keys, rnd.keys)
-        assert not np.array_equal(choose_random(eff, INTER, seed=4).keys, rnd.keys)
+        assert list(sets) == list(ALL_SETS)
+        eff, red = sets["effective"], sets["redundant"]
+        both = np.union1d(eff.keys, red.keys)
+        for of in ("effective", "redundant"):
+            ctl = sets[f"random-{of}"]
+            assert ctl.name == f"random-{of}" and ctl.info["matched_to"] == of and ctl.m == m
+            assert np.array_equal(ctl.per_layer(N_LAYERS), sets[of].per_layer(N_LAYERS))
+            assert np.intersect1d(ctl.keys, sets[of].keys).size == 0
+            if m < 30:                       # room in every layer: clear of both sets
+                assert np.intersect1d(ctl.keys, both).size == 0
+            assert np.all(ctl.units < INTER)
+            again = choose_sets(w, m, INTER, seed=3)[f"random-{of}"]
+            assert np.array_equal(again.keys, ctl.keys)             # seeded: the same draw
+        # the two controls are drawn independently of each other
+        assert not np.array_equal(sets["random-effective"].keys, sets["random-redundant"].keys)
+        assert not np.array_equal(choose_random(eff, INTER, seed=4).keys, sets["random-effective"].keys)
+    # a control alone (its set not measured) is the same draw
+    alone = choose_sets(w, 16, INTER, seed=3, sets=("random-redundant",))
+    assert list(alone) == ["random-redundant"]
+    assert np.array_equal(alone["random-redundant"].keys, choose_sets(w, 16, INTER, seed=3)["random-redundant"].keys)
+    with pytest.raises(InputError, match="unknown neuron set 'random'"):
+        choose_sets(w, 4, INTER, sets=("random",))
+
+
+def test_a_crowded_layer_falls_back_to_units_outside_the_matched_set():
+    # layer 0: 3 of 4 units are effective or redundant; the control of 2 effective units must still find 2
+    w = weights_with({(0, 0): 0.9, (0, 1): 0.8, (0, 2): -0.5})
+    sets = choose_sets(w, 2, 4, seed=0, sets=("effective", "random-effective"))
+    ctl = sets["random-effective"]
+    assert ctl.keys.size == 2 and np.intersect1d(ctl.keys, sets["effective"].keys).size == 0
 
 
 def test_m_larger_than_the_neurons_of_that_sign_is_refused():
@@ -64,7 +87,9 @@ def test_m_larger_than_the_neurons_of_that_sign_is_refused():
         check_grid(w, [1, 3])
     with pytest.raises(InputError, match=r"m = 2 is larger than the 1 neurons with a negative"):
         check_grid(w, [2], ("redundant",))
-    check_grid(w, [2], ("effective", "random"))
+    check_grid(w, [2], ("effective", "random-effective"))
+    with pytest.raises(InputError, match=r"m = 2 is larger than the 1 neurons with a negative.*in W.npz"):
+        check_grid(w, [2], ("effective", "random-redundant"), where="W.npz")     # a control needs its set
     with pytest.raises(InputError, match="at most 1"):
         choose_redundant(w, 2)
 

@@ -22,14 +22,18 @@ WEIGHTS = typer.Option(..., "--weights", "-w", help="Weights file (.npz, key 'we
                        "from `nex select` or `nex learn`.")
 M = typer.Option("16,64,256", "--m", help="Numbers of neurons to edit, comma-separated; every value is measured "
                  "for every set.")
-SETS = typer.Option("effective,redundant,random", "--sets", help="Neuron sets, comma-separated: effective (largest "
-                    "weights), redundant (most negative), random (the effective set's per-layer counts).")
+SETS = typer.Option("effective,redundant", "--sets", help="Neuron sets, comma-separated: effective (largest "
+                    "weights), redundant (most negative).")
+CONTROLS = typer.Option("effective,redundant", "--controls", help="Random controls, comma-separated, or 'none': "
+                        "a random set with the effective (redundant) set's count in every layer.")
 TASK = typer.Option("rg:chain_sum", "--task", "-t", help="Labelled problems to measure accuracy on (a task with gold "
                     "answers; rg:chain_sum gets the demo's options: 2-3 terms of 1-2 digits).")
 TASK_OPT = typer.Option(None, "--task-opt", help="Task option KEY=VALUE (repeatable); for rg:chain_sum these "
                         "override the demo's options.")
-TASK_SEED = typer.Option(1, "--task-seed", help="Seed of the labelled problems (the demo samples from seed 0: "
-                         "seed 1 keeps the two sets apart).")
+TASK_SEED = typer.Option(1_000_000, "--task-seed", help="Seed of the labelled problems. reasoning-gym seeds item i "
+                         "with seed + i, so a seed near the traces' (0 by default) shares problems with them; "
+                         "problems whose question is among the weights' traces (candidates.jsonl beside the "
+                         "weights) are passed over.")
 PROBLEMS = typer.Option(64, "--problems", "-k", help="Labelled problems per measurement (more give tighter intervals).")
 MAX_NEW = typer.Option(160, "--max-new-tokens", help="Longest greedy answer in tokens.")
 BATCH = typer.Option(64, "--batch-size", help="Problems answered together.")
@@ -53,65 +57,67 @@ def _ints(text: str, what: str) -> list[int]:
     return values
 
 
-def _sets(text: str) -> tuple[str, ...]:
-    from ..neurons.choose import SETS as ALL   # deferred: numpy loads when the command runs
-
+def _names(text: str, option: str, allowed, *, none_ok: bool = False) -> tuple[str, ...]:
     names = tuple(dict.fromkeys(x.strip().lower() for x in str(text).split(",") if x.strip()))
-    bad = [n for n in names if n not in ALL]
-    if bad or not names:
-        raise InputError(f"--sets '{text}': use one or more of {', '.join(ALL)}")
-    return tuple(n for n in ALL if n in names)
+    if none_ok and names == ("none",):
+        return ()
+    bad = [n for n in names if n not in allowed]
+    if bad or (not names and not none_ok):
+        raise InputError(f"{option} '{text}': use one or more of {', '.join(allowed)}"
+                         + (" (or none)" if none_ok else ""))
+    return tuple(n for n in allowed if n in names)
 
 
 def _print(result, kind: str) -> None:
     from rich.table import Table   # deferred: rich loads to print a result, not for --help
 
-    from ..neurons.experiment import summarise   # deferred: numpy loads when the command runs
+    from ..neurons import table as ntable   # deferred: numpy loads when the command runs
 
     doc = result.doc
     out = console()
-
-    def pct(v, ci):
-        return "n/a" if v is None else f"{100 * v:5.1f} [{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]"
-
-    def pts(v, ci):
-        return "" if v is None else f"{100 * v:+5.1f} [{100 * ci[0]:+.1f}, {100 * ci[1]:+.1f}]"
-
     title = (("ablation: accuracy % after editing m neurons" if kind == "ablate"
               else "transfer: recipient accuracy % after transplanting m neurons")
-             + "; changes in points; [95 % bootstrap CI over problems, paired for changes]")
-    table = Table(title=title, title_justify="left")
-    for col in ("set", "m", "accuracy [CI]", "change vs unedited [CI]", "vs random [CI]"):
-        table.add_column(col, justify="left" if col == "set" else "right", no_wrap=True,
-                         min_width=9 if col == "set" else None)
-    base = doc["base"]
-    table.add_row("unedited" if kind == "ablate" else "recipient", "", pct(base["accuracy"], base["ci95"]), "", "",
-                  style="dim")
-    if doc.get("donor"):
-        table.add_row("donor", "", pct(doc["donor"]["accuracy"], doc["donor"]["ci95"]), "", "", style="dim")
-    for r in summarise(doc):
-        table.add_row(r["set"], str(r["m"]), pct(r["accuracy"], r["ci95"]), pts(r["change"], r["change_ci95"]),
-                      pts(r.get("vs_random"), r.get("vs_random_ci95")),
-                      style="bold" if r["set"] == "effective" else None)
-    out.print(table)
-    w = doc["weights"]
-    out.print(f"weights: {w['n_positive']:,} positive, {w['n_negative']:,} negative; provenance {w['provenance']}"
-              + (f" (learned on the {w['matches']})" if w.get("matches") else ""))
+             + "; changes in points against the unedited model and against the set's own random control "
+               "(same per-layer counts); [95 % bootstrap CI over problems, paired for changes]")
+    grid = Table(title=title, title_justify="left")
+    for j, col in enumerate(ntable.SHORT_COLUMNS):
+        grid.add_column(col, justify="left" if j < 3 else "right", min_width=(16 if j == 2 else None))
+    for row in ntable.unedited_rows(doc):
+        grid.add_row(*row, style="dim")
+    for row in ntable.rows(doc):
+        grid.add_row(*row, style="bold" if row[2] == "effective" else None)
+    out.print(grid)
+    if doc.get("contrasts"):
+        pairs = Table(title="contrasts, points [paired 95 % CI]", title_justify="left")
+        for j, col in enumerate(ntable.SHORT_CONTRAST_COLUMNS):
+            pairs.add_column(col, justify="left" if j < 2 else "right")
+        for row in ntable.contrast_rows(doc):
+            pairs.add_row(*row)
+        out.print(pairs)
+    for arm, a in doc["arms"].items():
+        w = a["weights"]
+        out.print(f"weights learned on the {arm}: {w['n_positive']:,} positive, {w['n_negative']:,} negative; "
+                  f"provenance {w['provenance']}; labelled problems vs its traces: {a['traces']['status']}")
+    files = ", ".join(str(p) for p in (result.table, result.figure) if p)
     out.print(f"measured {result.n_measured}, reused {result.n_reused} in {result.seconds:.0f} s -> {result.path}"
-              + (f", {result.figure}" if result.figure else ""))
+              + (f", {files}" if files else ""))
     for warning in result.warnings:
         console(stderr=True).print(f"[yellow]warning:[/yellow] {warning}")
 
 
-def _spec(m: str, sets: str, **settings):
-    from ..neurons.experiment import GridSpec   # deferred: numpy loads when the command runs
+def _spec(m: str, sets: str, controls: str, **settings):
+    from ..neurons.choose import CONTROLS as ALL_CONTROLS, SETS as ALL_SETS   # deferred: numpy loads when run
+    from ..neurons.experiment import GridSpec   # deferred: as above
 
-    return GridSpec(ms=_ints(m, "--m"), sets=_sets(sets), **settings)
+    spec = GridSpec(ms=_ints(m, "--m"), sets=_names(sets, "--sets", ALL_SETS),
+                    controls=_names(controls, "--controls", ALL_CONTROLS, none_ok=True), **settings)
+    spec.measured()      # nothing to measure: one line now
+    return spec
 
 
 @app.command(rich_help_panel=PANEL)
 def ablate(model: str = MODEL,
-           weights: Path = WEIGHTS, m: str = M, sets: str = SETS,
+           weights: Path = WEIGHTS, m: str = M, sets: str = SETS, controls: str = CONTROLS,
            scale: float = typer.Option(0.0, "--scale", help="Factor for the chosen neurons' down-projection "
                                        "columns: 0 removes them, 0.5 halves their output."),
            task: str = TASK, task_opt: Optional[List[str]] = TASK_OPT, task_seed: int = TASK_SEED,
@@ -120,25 +126,27 @@ def ablate(model: str = MODEL,
            device: str = DEVICE, dtype: str = DTYPE, mlp_spec: Optional[Path] = MLP_SPEC):
     """Remove the neurons NEX weights rank highest (and lowest, and random ones) and measure accuracy.
 
-    For every m of --m, three sets of m neurons are chosen from the weights file: the most
-    effective (largest weights), the most redundant (most negative weights) and a random
-    control with the effective set's count in every layer. Each set's down-projection columns
-    are multiplied by --scale (0: the neurons are silenced) in a copy of the model held in
-    memory, the model answers the labelled problems greedily, and the edit is undone. If the
-    weights mark neurons that matter, removing the effective set should cost more accuracy
-    than removing the random one.
+    For every m of --m, four sets of m neurons are chosen from the weights file: the most
+    effective (largest weights), the most redundant (most negative weights), and a random
+    control for each, with that set's count in every layer (--controls). Each set's
+    down-projection columns are multiplied by --scale (0: the neurons are silenced) in the
+    model held in memory, the model answers labelled problems greedily, and the edit is undone.
+    If the weights mark neurons that matter, removing the effective set should cost more than
+    removing its random control, and more than removing the redundant set beyond that set's
+    control.
 
-    Writes OUT/ablate.json (accuracy per set and m with 95 % bootstrap intervals over
-    problems, paired intervals for the change) and OUT/ablate.svg; `nex report RUN_DIR` shows
-    them when OUT is the run directory. Results are saved after every measurement: running
-    the same command again resumes, and a longer --m list only measures what is new. The
-    model's files are never modified.
+    Writes OUT/ablate.json, OUT/ablate.md (the table, the same as `nex transfer` writes) and
+    OUT/ablate.svg as one set: accuracy per set and m with 95 % bootstrap intervals over
+    problems, paired intervals for changes and contrasts. Labelled problems whose question is
+    among the weights' traces (candidates.jsonl beside the weights) are passed over. Results are
+    saved after every measurement: the same command again resumes, and a longer --m list only
+    measures what is new. The model's files are never modified.
 
     Example: nex ablate --model default --weights runs/demo/weights.npz --m 16,64,256
     """
     from ..neurons.experiment import ablate_experiment   # deferred: numpy loads when the command runs
 
-    spec = _spec(m, sets, seed=seed, scale=scale, max_new_tokens=max_new_tokens, batch_size=batch_size)
+    spec = _spec(m, sets, controls, seed=seed, scale=scale, max_new_tokens=max_new_tokens, batch_size=batch_size)
     with stage_bars() as bars:
         result = ablate_experiment(model, weights, spec, task=task, task_options=parse_task_options(task_opt),
                                    task_seed=task_seed, problems=problems, out=out, overwrite=overwrite, force=force,
@@ -150,30 +158,36 @@ def ablate(model: str = MODEL,
 @app.command(rich_help_panel=PANEL)
 def transfer(donor: str = typer.Option(..., "--donor", help="Model whose neurons are copied."),
              recipient: str = typer.Option(..., "--recipient", help="Model that receives them (same architecture)."),
-             weights: Path = WEIGHTS, m: str = M, sets: str = SETS,
+             weights: List[Path] = typer.Option(..., "--weights", "-w", help="Weights file(s) (.npz): one per "
+                                                "arm, learned on the donor's traces and/or the recipient's "
+                                                "(repeat --weights); each must record one of the two models."),
+             m: str = M, sets: str = SETS, controls: str = CONTROLS,
              task: str = TASK, task_opt: Optional[List[str]] = TASK_OPT, task_seed: int = TASK_SEED,
              problems: int = PROBLEMS, max_new_tokens: int = MAX_NEW, batch_size: int = BATCH, seed: int = SEED,
              out: Optional[Path] = OUT, overwrite: bool = OVERWRITE, force: bool = FORCE,
              device: str = DEVICE, dtype: str = DTYPE, mlp_spec: Optional[Path] = MLP_SPEC):
-    """Transplant the neurons NEX weights rank highest from a donor into a recipient; measure the recipient.
+    """Transplant the neurons NEX weights rank from a donor into a recipient; measure the recipient.
 
-    For every m of --m, three sets of m neurons are chosen from the weights file (learned on
-    the donor or the recipient): the most effective, the most redundant and a random control
-    with the effective set's per-layer counts. For neuron (layer, unit), row `unit` of the gate
-    and up projections and column `unit` of the down projection are copied from the donor into
-    the recipient held in memory; the recipient answers the labelled problems greedily and the
-    copy is undone. Donor and recipient must share the architecture (e.g. a base model and its
-    fine-tune). If the weights mark the neurons that carry the donor's ability, transplanting
-    the effective set should move the recipient toward the donor more than the random set.
+    One arm per --weights file: weights learned on the donor's own traces, on the recipient's,
+    or both (each file's model record must name one of the two models, else it is refused).
+    For every arm and every m of --m, the most effective and most redundant m neurons and a
+    random control for each (the set's per-layer counts) are chosen; for neuron (layer, unit),
+    row `unit` of the gate and up projections and column `unit` of the down projection are
+    copied from the donor into the recipient held in memory, the recipient answers labelled
+    problems greedily, and the copy is undone. Donor and recipient must share the architecture
+    and every MLP shape (e.g. a base model and a variant `nex merge` built from it). If the
+    weights mark the neurons that carry the donor's ability, the effective set should move the
+    recipient toward the donor more than its random control and more than the redundant set.
 
-    Writes OUT/transfer.json (recipient before and after, donor accuracy, intervals) and
-    OUT/transfer.svg; resumable like `nex ablate`. Neither model's files are modified.
+    Writes OUT/transfer.json, OUT/transfer.md (the same table as `nex ablate`) and
+    OUT/transfer.svg as one set; resumable like `nex ablate`. Neither model's files are modified.
 
-    Example: nex transfer --donor runs/tuned --recipient default --weights runs/tuned/weights.npz
+    Example: nex transfer --donor default --recipient fam/linear-t0.1 --weights runs/base/weights.npz
+    --weights runs/t0.1/weights.npz --m 16,32,64,128 --problems 128
     """
     from ..neurons.experiment import transfer_experiment   # deferred: numpy loads when the command runs
 
-    spec = _spec(m, sets, seed=seed, max_new_tokens=max_new_tokens, batch_size=batch_size)
+    spec = _spec(m, sets, controls, seed=seed, max_new_tokens=max_new_tokens, batch_size=batch_size)
     with stage_bars() as bars:
         result = transfer_experiment(donor, recipient, weights, spec, task=task,
                                      task_options=parse_task_options(task_opt), task_seed=task_seed,

@@ -1,10 +1,12 @@
-"""Neuron sets from a weights file: the most effective, the most redundant and a random control.
+"""Neuron sets from a weights file: the most effective, the most redundant and random controls.
 
 A weights file holds one float32 per key (layer << 16 | unit). The m most *effective* neurons
 are the m with the largest positive weights, the m most *redundant* the m with the most
-negative ones. The *random* control has the effective set's count in every layer, drawn
-uniformly (seeded) from that layer's other units, so that a difference between the two cannot
-come from which layers were touched.
+negative ones. Each has its own random control (`random-effective`, `random-redundant`): the
+set's count in every layer, drawn uniformly (seeded) from that layer's units outside both
+sets, so that a difference between a set and its control cannot come from which layers were
+touched. Both controls are needed because the two sets sit in different layers: comparing
+effective with redundant alone mixes the sign of the weights with the position of the neurons.
 
 Weights saturate: tanh(log ratio) is exactly 1.0 in float32 for many neurons, so the m-th and
 (m+1)-th largest weights are often equal. Ties at the cut are broken by a seeded random draw
@@ -23,8 +25,22 @@ import numpy as np
 from ..cache.layout import MAX_UNITS, UNIT_BITS, make_key
 from ..errors import InputError
 
-SETS = ("effective", "redundant", "random")
+SETS = ("effective", "redundant")                 # the sets the weights rank
+CONTROLS = SETS                                    # a random control can match either
+CONTROL_PREFIX = "random-"
+ALL_SETS = SETS + tuple(CONTROL_PREFIX + s for s in CONTROLS)     # measurement order within one m
 UNIT_MASK = MAX_UNITS - 1
+_CONTROL_SALT = {"effective": 3, "redundant": 4}   # the draws of the two controls are independent
+
+
+def control_name(of: str) -> str:
+    """The name of the random control matched to set `of` ("random-effective")."""
+    return CONTROL_PREFIX + of
+
+
+def control_of(name: str) -> str | None:
+    """The set a control name is matched to (None for a set that is no control)."""
+    return name[len(CONTROL_PREFIX):] if name.startswith(CONTROL_PREFIX) else None
 
 
 @dataclass
@@ -115,54 +131,77 @@ def choose_redundant(weights: np.ndarray, m: int, *, seed: int = 0) -> NeuronSet
     return _extreme(weights, m, -1, seed, "redundant")
 
 
-def choose_random(like: NeuronSet, intermediate_size: int, *, seed: int = 0) -> NeuronSet:
-    """Random neurons with `like`'s count in every layer, avoiding `like`'s own units (seeded).
+def choose_random(like: NeuronSet, intermediate_size: int, *, seed: int = 0, avoid=None) -> NeuronSet:
+    """Random neurons with `like`'s count in every layer, outside `like` and `avoid` (seeded).
 
-    Where a layer has too few other units, the draw falls back to all of the layer's units.
-    The draw depends on (seed, m) only, not on the order in which a grid is run.
+    avoid: keys the draw should also stay clear of (the other set of the same m). Where a layer
+    has too few units left, the draw falls back to the layer's units outside `like`, then to all
+    of them. The draw depends on (seed, matched set, m) only, not on the order of a grid.
     """
-    rng = _rng(seed, 3, like.m)
+    rng = _rng(seed, _CONTROL_SALT.get(like.name, 5), like.m)
+    avoid_by_layer = group_keys(np.asarray(avoid if avoid is not None else [], np.int64))
     keys = []
     for layer, units in like.by_layer().items():
         count = units.size
-        pool = np.setdiff1d(np.arange(intermediate_size), units)
+        everything = np.arange(intermediate_size)
+        own = np.setdiff1d(everything, units)
+        pool = np.setdiff1d(own, avoid_by_layer.get(layer, []))
         if pool.size < count:
-            pool = np.arange(intermediate_size)
+            pool = own if own.size >= count else everything
         chosen = rng.choice(pool, size=count, replace=False)
         keys.append(make_key(layer, chosen).astype(np.uint32))
     keys = np.sort(np.concatenate(keys)).astype(np.uint32) if keys else np.zeros(0, np.uint32)
-    return NeuronSet("random", like.m, keys)
+    return NeuronSet(control_name(like.name), like.m, keys, info={"matched_to": like.name})
+
+
+def group_keys(keys: np.ndarray) -> dict[int, np.ndarray]:
+    """layer -> units of an array of keys."""
+    keys = np.asarray(keys, np.int64)
+    layers = keys >> UNIT_BITS
+    return {int(layer): keys[layers == layer] & UNIT_MASK for layer in np.unique(layers)}
 
 
 def choose_sets(weights: np.ndarray, m: int, intermediate_size: int, *, seed: int = 0,
-                sets=SETS) -> dict[str, NeuronSet]:
-    """{set name: NeuronSet} for one m (the random control always follows the effective set)."""
+                sets=ALL_SETS) -> dict[str, NeuronSet]:
+    """{set name: NeuronSet} for one m, in `sets` order; a control follows the set it is matched
+    to (chosen for it even when that set itself is not measured). A control avoids both sets of
+    the m whenever the weights can supply both, whichever sets are asked for, so that its draw
+    does not depend on the other names in `sets`."""
+    unknown = [n for n in sets if n not in ALL_SETS]
+    if unknown:
+        raise InputError(f"unknown neuron set '{unknown[0]}'; use {', '.join(ALL_SETS)}")
+    need = {control_of(n) or n for n in sets}
+    pos, neg = signed_counts(weights)
+    base = {}
+    if "effective" in need or (m <= pos and any(control_of(n) for n in sets)):
+        base["effective"] = choose_effective(weights, m, seed=seed)
+    if "redundant" in need or (m <= neg and any(control_of(n) for n in sets)):
+        base["redundant"] = choose_redundant(weights, m, seed=seed)
     out: dict[str, NeuronSet] = {}
-    eff = choose_effective(weights, m, seed=seed) if ("effective" in sets or "random" in sets) else None
     for name in sets:
-        if name == "effective":
-            out[name] = eff
-        elif name == "redundant":
-            out[name] = choose_redundant(weights, m, seed=seed)
-        elif name == "random":
-            out[name] = choose_random(eff, intermediate_size, seed=seed)
-        else:
-            raise InputError(f"unknown neuron set '{name}'; use {', '.join(SETS)}")
+        of = control_of(name)
+        if of is None:
+            out[name] = base[name]
+            continue
+        others = [v.keys for k, v in base.items() if k != of]
+        out[name] = choose_random(base[of], intermediate_size, seed=seed,
+                                  avoid=np.concatenate(others) if others else None)
     return out
 
 
-def check_grid(weights: np.ndarray, ms, sets=SETS) -> None:
-    """Refuse, before any model is loaded, an m that a set cannot supply."""
+def check_grid(weights: np.ndarray, ms, sets=ALL_SETS, where: str = "this weights file") -> None:
+    """Refuse, before any model is loaded, an m that a set (or the set a control matches) cannot supply."""
     pos, neg = signed_counts(weights)
+    need = {control_of(n) or n for n in sets}
     for m in ms:
         if m < 1:
             raise InputError(f"--m values must be at least 1 (got {m})")
-        if ("effective" in sets or "random" in sets) and m > pos:
+        if "effective" in need and m > pos:
             raise InputError(f"m = {m} is larger than the {pos:,} neurons with a positive (effective) weight "
-                             f"in this weights file; use --m values of at most {pos:,}")
-        if "redundant" in sets and m > neg:
+                             f"in {where}; use --m values of at most {pos:,}")
+        if "redundant" in need and m > neg:
             raise InputError(f"m = {m} is larger than the {neg:,} neurons with a negative (redundant) weight "
-                             f"in this weights file; use --m values of at most {neg:,}")
+                             f"in {where}; use --m values of at most {neg:,}")
 
 
 def check_keys_fit(weights: np.ndarray, n_layers: int, intermediate_size: int, where: str = "weights") -> None:

@@ -28,6 +28,7 @@ from ..io import atomic_path
 from ..rundir import EXPLORATION_JSON, SELECT_JSON, WEIGHTS, changed_files, read_json
 from ..select.run import LABELS
 from .html import Markup, esc, figure, fmt, json_script, note, page, render, section, table
+from .neurons_check import build_neurons_report, has_results as _has_neuron_results
 from .neurons_check import check_section as _neurons_check
 from .rank_section import build_rank_report
 from .rank_section import rank_section as _rank_section
@@ -506,6 +507,9 @@ def _build(run_dir, out, *, max_problems: int, tokenizer: str | None, use_tokeni
     if (Path(run_dir) / STUDY_JSON).is_file() and not (Path(run_dir) / "candidates.jsonl").is_file():
         # a `nex study` directory: its study tables alone
         return ReportResult(path=build_study_report(run_dir, out), sections=["study"])
+    if not (Path(run_dir) / "candidates.jsonl").is_file() and _has_neuron_results(run_dir):
+        # a directory of `nex ablate` / `nex transfer` results: the neuron check alone
+        return ReportResult(path=build_neurons_report(run_dir, out), sections=["neurons"])
     data = open_run(run_dir)
     run_dir = data.run_dir
     notes = list(data.notes)
