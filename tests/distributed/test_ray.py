@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from conftest import chain_sum
@@ -25,3 +27,96 @@ def test_generation_on_ray_writes_the_bytes_of_one_process(tmp_path, cluster, ch
                               batch_size=4, **TASK)
     assert sharded.n_traces == plain.n_traces == 15
     assert (tmp_path / "ray" / "candidates.jsonl").read_bytes() == (tmp_path / "plain" / "candidates.jsonl").read_bytes()
+
+
+def _concatenated(cache_dir):
+    """Every array of a cache as one v1 cache reads it (a set's shards end to end, pointers rebased),
+    the response table and the signals."""
+    import numpy as np
+
+    from nexscore.cache import open_cache
+    from nexscore.cache.writer import read_responses, read_signals
+
+    c = open_cache(cache_dir)
+    out = {f"rows/{n}": np.asarray(getattr(c.rows, n)) for n in ("keys", "mass", "sample_row_ptr", "row_ptr",
+                                                                "token_row_ptr")}
+    out |= {f"base/{n}": np.asarray(getattr(c.base, n)) for n in ("keys", "mass", "ptr")}
+    signals, token_ptr = read_signals(cache_dir)
+    out |= {f"signals/{n}": v for n, v in signals.items()} | {"signals/token_ptr": token_ptr}
+    out["responses"] = np.array([json.dumps(m, sort_keys=True) for m in read_responses(cache_dir)])
+    return out
+
+
+@pytest.fixture(scope="module")
+def generated(tmp_path_factory, chat_model):
+    from nexscore import generate
+
+    run_dir = tmp_path_factory.mktemp("gen") / "run"
+    generate.run(run_dir, model=str(chat_model), problems=6, n=3, max_new_tokens=24, batch_size=4, **TASK)
+    return run_dir
+
+
+def _copy_run(src, dst):
+    import shutil
+
+    dst.mkdir(parents=True)
+    for name in ("run.json", "candidates.jsonl"):
+        shutil.copy(src / name, dst / name)
+    return dst
+
+
+def test_capture_on_ray_is_the_single_process_cache_in_shards(tmp_path, cluster, generated, chat_model):
+    import numpy as np
+
+    from nexscore import capture
+    from nexscore.cache.sets import is_cache_set
+    from nexscore.distributed.capture import capture_on_ray
+
+    policy = capture.CapturePolicy(batch_size=2, block_size=4)
+    plain = _copy_run(generated, tmp_path / "plain")
+    capture.run(plain, policy=policy, device="cpu", dtype="float32")
+    sharded = _copy_run(generated, tmp_path / "ray")
+    result = capture_on_ray(sharded, cluster, policy=policy, device="cpu", dtype="float32", shards=4)
+    # 6 problems of 3 traces in batches of 2: a problem and a batch start together at 0, 6 and 12 only
+    assert is_cache_set(sharded / "cache") and len(list((sharded / "cache").glob("shard-*"))) == 3
+    assert result.manifest["counts"]["responses"] == 18
+    a, b = _concatenated(plain / "cache"), _concatenated(sharded / "cache")
+    assert sorted(a) == sorted(b) and len(a) >= 12
+    for name in a:
+        assert a[name].dtype == b[name].dtype and np.array_equal(a[name], b[name]), name
+
+
+@pytest.fixture(scope="module")
+def captured(tmp_path_factory, generated):
+    """The generated run captured twice: in one process (a v1 cache) and on Ray (a set of 3 shards)."""
+    from nexscore import capture
+    from nexscore.distributed import connect
+    from nexscore.distributed.capture import capture_on_ray
+
+    root = tmp_path_factory.mktemp("captured")
+    policy = capture.CapturePolicy(batch_size=2, block_size=4)
+    plain, sharded = _copy_run(generated, root / "plain"), _copy_run(generated, root / "ray")
+    capture.run(plain, policy=policy, device="cpu", dtype="float32")
+    capture_on_ray(sharded, connect("auto"), policy=policy, device="cpu", dtype="float32", shards=3)
+    return plain, sharded
+
+
+def test_learn_score_and_run_on_ray_give_the_bytes_of_one_process(tmp_path, cluster, captured):
+    from conftest import invoke_nex
+
+    plain, sharded = captured
+    for name, run_dir, extra in (("plain", plain, []), ("ray", sharded, ["--ray", "auto"])):
+        for args in (["learn", run_dir / "cache", "--out", tmp_path / f"{name}.npz"],
+                     ["score", run_dir / "cache", "--out", tmp_path / f"{name}.csv"],
+                     ["run", run_dir / "cache", "--out", tmp_path / f"{name}-run"]):
+            res = invoke_nex(*args, *extra)
+            assert res.exit_code == 0, res.output
+    import numpy as np
+
+    a, b = np.load(tmp_path / "plain.npz")["weights"], np.load(tmp_path / "ray.npz")["weights"]
+    assert np.count_nonzero(a) > 0 and a.tobytes() == b.tobytes()
+    assert (tmp_path / "plain.csv").read_bytes() == (tmp_path / "ray.csv").read_bytes()
+    for f in ("weights.npz", "response_scores.npy"):
+        assert (tmp_path / "plain-run" / f).read_bytes() == (tmp_path / "ray-run" / f).read_bytes(), f
+    pa, pb = (json.loads((tmp_path / f"{n}-run" / "summary.json").read_text()) for n in ("plain", "ray"))
+    assert pa["nex_score"] == pb["nex_score"] and pa["n_scored_responses"] == pb["n_scored_responses"]

@@ -9,6 +9,7 @@ import typer
 
 from .root import app
 from .common import console, stage_bars
+from .ray_options import RAY, ray_cluster, shard_map
 
 RHO = typer.Option(0.95, "--rho", help="Stickiness of the HMM: probability of staying in a phase.")
 MIN_RUN = typer.Option(2, "--min-run", help="Shortest E or X run; shorter runs are merged.")
@@ -41,7 +42,8 @@ def _print_summary(summary: dict, where: Path | None = None, seconds: float | No
 @app.command(rich_help_panel="NEX core on a cache")
 def learn(cache: Path = typer.Argument(..., help="Cache to learn from (unlabeled)."),
           out: Path = typer.Option(..., "--out", "-o", help="Weights file to write (.npz, key 'weights')."),
-          rho: float = RHO, min_run: int = MIN_RUN, allow_zero_weights: bool = ALLOW_ZERO):
+          rho: float = RHO, min_run: int = MIN_RUN, allow_zero_weights: bool = ALLOW_ZERO,
+          ray: Optional[str] = RAY):
     """Learn neuron weights on a cache: explored-then-reused neurons get positive weight.
 
     The weights file holds one float32 per key (layer << 16 | unit), 2^22 in all, in the
@@ -49,8 +51,9 @@ def learn(cache: Path = typer.Argument(..., help="Cache to learn from (unlabeled
     """
     from ..core.run import run_learn   # deferred: numpy and the core load when a command runs, not for --help
 
-    with stage_bars() as bars:
-        r = run_learn(cache, out, rho=rho, min_run=min_run, progress=bars, allow_zero_weights=allow_zero_weights)
+    with stage_bars() as bars, ray_cluster(ray) as cluster:
+        r = run_learn(cache, out, rho=rho, min_run=min_run, progress=bars, allow_zero_weights=allow_zero_weights,
+                      shard_map=shard_map(cluster, bars))
     console().print(f"learned {r.n_nonzero:,} neuron weights ({r.n_effective:,} effective, "
                     f"{r.n_redundant:,} redundant) in {r.seconds:.2f} s -> {r.path}")
 
@@ -64,7 +67,7 @@ def score(cache: Path = typer.Argument(..., help="Cache to score."),
               None, "--pool", help="With --calibrate pooled: another cache of the same model to learn on "
                                    "(repeatable)."),
           split_seed: int = SPLIT_SEED, rho: float = RHO, min_run: int = MIN_RUN,
-          log_gap: bool = LOG_GAP, allow_zero_weights: bool = ALLOW_ZERO):
+          log_gap: bool = LOG_GAP, allow_zero_weights: bool = ALLOW_ZERO, ray: Optional[str] = RAY):
     """Score every response of a cache by its Good-Mass Fraction.
 
     GMF = sum of mass on positive-weight neurons / sum of mass times |weight|. The table has
@@ -78,10 +81,10 @@ def score(cache: Path = typer.Argument(..., help="Cache to score."),
     """
     from ..core.run import run_score   # deferred: numpy and the core load when a command runs, not for --help
 
-    with stage_bars() as bars:
+    with stage_bars() as bars, ray_cluster(ray) as cluster:
         r = run_score(cache, weights, out, calibrate=calibrate, pool=tuple(pool or ()), split_seed=split_seed,
                       rho=rho, min_run=min_run, log_gap=log_gap, allow_zero_weights=allow_zero_weights,
-                      progress=bars)
+                      progress=bars, shard_map=shard_map(cluster, bars))
     _print_summary(r.summary, r.path, r.seconds)
 
 
@@ -89,7 +92,7 @@ def score(cache: Path = typer.Argument(..., help="Cache to score."),
 def run(cache: Path = typer.Argument(..., help="Cache to calibrate on and score."),
         out: Path = typer.Option(..., "--out", "-o", help="Output directory."),
         rho: float = RHO, min_run: int = MIN_RUN, log_gap: bool = LOG_GAP,
-        allow_zero_weights: bool = ALLOW_ZERO):
+        allow_zero_weights: bool = ALLOW_ZERO, ray: Optional[str] = RAY):
     """Self-calibrate and score: learn weights on a cache, then score that same cache.
 
     Writes weights.npz (key 'weights'), response_scores.npy (float32 GMF per response, NaN
@@ -100,7 +103,7 @@ def run(cache: Path = typer.Argument(..., help="Cache to calibrate on and score.
     """
     from ..core.run import run as core_run   # deferred: numpy and the core load when a command runs, not for --help
 
-    with stage_bars() as bars:
+    with stage_bars() as bars, ray_cluster(ray) as cluster:
         r = core_run(cache, out, rho=rho, min_run=min_run, log_gap=log_gap, progress=bars,
-                     allow_zero_weights=allow_zero_weights)
+                     allow_zero_weights=allow_zero_weights, shard_map=shard_map(cluster, bars))
     _print_summary(r.summary, r.out, r.seconds)

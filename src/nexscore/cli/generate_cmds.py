@@ -16,6 +16,7 @@ from ..tasks.rg import OWN_OPTIONS, SUGGESTED, config_fields, dataset_category, 
 from .root import app
 from .common import console, stage_bars
 from .model_options import DEVICE, DTYPE, MLP_SPEC
+from .ray_options import RAY, ray_cluster
 
 NEW = Settings()          # a new run's settings: the defaults the help shows
 
@@ -57,6 +58,7 @@ def generate(
                                    "selection, report)."),
     regrade: bool = typer.Option(False, "--regrade", help="Re-extract and re-check the answers of the "
                                  "traces already there (after a change of extraction rules)."),
+    ray: Optional[str] = RAY,
 ):
     """Sample N reasoning traces for each of K problems into RUN_DIR.
 
@@ -74,11 +76,16 @@ def generate(
     --task-opt max_terms=3 --task-opt max_digits=2 --problems 8 --n 4 --max-new-tokens 256
     """
     options = None if task_opt is None else parse_task_options(task_opt)
-    with stage_bars() as bars:
-        result = run(run_dir, model=model, task=task, task_options=options, shots=shots, problems=problems, n=n,
-                     temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens, seed=seed,
-                     batch_size=batch_size, engine=engine, device=device, dtype=dtype, mlp_spec=mlp_spec,
-                     overwrite=overwrite, regrade=regrade, log=bars.log, progress=bars)
+    with stage_bars() as bars, ray_cluster(ray) as cluster:
+        stage = run
+        if cluster is not None:      # the batches on Ray actors, candidates.jsonl written here
+            from ..distributed.generation import generate_on_ray  # deferred: only for --ray
+
+            stage = lambda run_dir, **kw: generate_on_ray(run_dir, cluster, **kw)  # noqa: E731
+        result = stage(run_dir, model=model, task=task, task_options=options, shots=shots, problems=problems, n=n,
+                       temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens, seed=seed,
+                       batch_size=batch_size, engine=engine, device=device, dtype=dtype, mlp_spec=mlp_spec,
+                       overwrite=overwrite, regrade=regrade, log=bars.log, progress=bars)
     show_generate(result)
 
 

@@ -15,6 +15,7 @@ The run directory must lie on a filesystem every worker sees (workers write thei
 
 from __future__ import annotations
 
+import os
 import socket
 from collections import deque
 from dataclasses import dataclass, field
@@ -223,29 +224,54 @@ class WorkerPool:
         self.close()
 
 
-def map_tasks(cluster: Cluster, fn: Callable, items: Sequence) -> list:
-    """[fn(item) for item in items] as Ray tasks of one CPU each, in items' order (fn: a
-    module-level function, so that workers import it rather than receive its code)."""
+def map_tasks(cluster: Cluster, fn: Callable, items: Sequence, *, progress: Progress | None = None,
+              description: str = "shards") -> list:
+    """[fn(item) for item in items] as Ray tasks of one CPU each, results in items' order (fn: a
+    module-level function, so that workers import it rather than receive its code). A task whose
+    worker died is run again by Ray (RETRIES times); progress advances per finished task."""
     ray = import_ray()
-    remote_fn = ray.remote(num_cpus=1, max_retries=RETRIES, retry_exceptions=False)(fn)
-    refs = [remote_fn.remote(item) for item in items]
+    items = list(items)
+    remote_fn = ray.remote(num_cpus=1, max_retries=RETRIES, retry_exceptions=False)(_call_in)
+    cwd = os.getcwd()
+    refs = [remote_fn.remote(cwd, fn, item) for item in items]
+    index = {ref: i for i, ref in enumerate(refs)}
+    results: list[Any] = [None] * len(items)
+    advance = progress(description, len(items)) if progress and items else None
+    pending = list(refs)
     try:
-        return ray.get(refs)
+        while pending:
+            ready, pending = ray.wait(pending, num_returns=1)
+            results[index[ready[0]]] = ray.get(ready[0])
+            if advance:
+                advance(1)
     except ray.exceptions.RayTaskError as exc:
         raise _cause(exc) from None
     except _retriable(ray) as exc:
         raise RunError(f"a Ray worker died {RETRIES + 1} times running {getattr(fn, '__name__', fn)} "
                        f"({type(exc).__name__}); see the Ray logs (`ray logs`)") from None
+    finally:
+        for ref in pending:
+            ray.cancel(ref, force=True)
+    return results
 
 
-def shard_map_for(cluster: Cluster | None):
-    """The `shard_map` seam of the core (nexscore.core.mapreduce): shards as Ray tasks, or None
-    (in process) without a cluster."""
+def _call_in(cwd: str, fn: Callable, item):
+    """fn(item) in the driver's working directory (relative paths mean the same on the worker)."""
+    if os.path.isdir(cwd) and os.getcwd() != cwd:
+        os.chdir(cwd)
+    return fn(item)
+
+
+def shard_map_for(cluster: Cluster | None, progress: Progress | None = None):
+    """The `shard_map` seam of the core (nexscore.core.mapreduce): a cache set's shards as Ray
+    tasks, a progress bar over them; None (in process) without a cluster."""
     if cluster is None:
         return None
+    names = {"learn_task": "learning shards", "score_task": "scoring shards"}
 
     def ray_map(fn: Callable, items: list) -> list:
-        return map_tasks(cluster, fn, items)
+        return map_tasks(cluster, fn, items, progress=progress,
+                         description=names.get(getattr(fn, "__name__", ""), "shards"))
 
     return ray_map
 
