@@ -11,12 +11,14 @@ import typer
 from ..cache.token_cache import DEFAULT_K as TOKEN_CACHE_K
 from ..capture import CapturePolicy, derive, run
 from ..capture.rows import DEFAULT_BLOCK
+from ..errors import InputError
 from ..models import files
 from ..models.architectures import TABLE_FILE, architecture_table
 from ..models.loading import describe_default, describe_named
 from .root import app
 from .common import console, stage_bars
 from .model_options import DEVICE, DTYPE, MLP_SPEC
+from .ray_options import RAY, ray_cluster
 
 POLICY = CapturePolicy()      # the capture policy's defaults, shown by --help
 K_OPTION = typer.Option(
@@ -189,6 +191,9 @@ def capture(
         None, "--token-cache-out", help="Write the token cache here instead of RUN_DIR/token_cache "
                                         "(implies --token-cache)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing cache (and any unfinished one)."),
+    ray: Optional[str] = RAY,
+    shards: Optional[int] = typer.Option(None, "--shards", help="With --ray: shards of RUN_DIR/cache (contiguous "
+                                         "problems, cut where a batch starts). [default: 4 per Ray worker]"),
 ):
     """Capture activations and output signals of candidate traces into a cache.
 
@@ -201,6 +206,11 @@ def capture(
     signals from the same logits: entropy, logprob, self_certainty,
     top20_logprob. The prompt is never cached. The policy is recorded in
     cache/manifest.json (and in run.json under "capture").
+
+    With --ray, model replicas on a Ray cluster capture shards of the run
+    into RUN_DIR/cache/shard-NNNNN, and RUN_DIR/cache becomes a cache set (read
+    as one cache by every command): the shards end to end hold the arrays of
+    the cache captured without --ray, byte for byte.
 
     With --token-cache the same pass also keeps each token's per-layer top
     --token-cache-k activations (RUN_DIR/token_cache); `nex rows` derives
@@ -221,6 +231,17 @@ def capture(
     """
     policy = CapturePolicy(k=k, selection=selection, block_size=block_size, rows=rows, batch_size=batch_size,
                            max_batch_tokens=max_batch_tokens)
+    if shards is not None and ray is None:
+        raise InputError("--shards cuts the capture for --ray workers; pass --ray too (or leave --shards out)")
+    if ray is not None:
+        from ..distributed.capture import capture_on_ray, check_ray_capture  # deferred: only for --ray
+
+        check_ray_capture(run_dir, candidates, out, token_cache or token_cache_out is not None)
+        with stage_bars() as bars, ray_cluster(ray) as cluster:
+            result = capture_on_ray(run_dir, cluster, model=model, device=device, dtype=dtype, mlp_spec=mlp_spec,
+                                    policy=policy, overwrite=overwrite, shards=shards, log=bars.log, progress=bars)
+        show_capture(result)
+        return
     with stage_bars() as bars:
         result = run(run_dir, candidates=candidates, out=out, model=model, device=device, dtype=dtype,
                      mlp_spec=mlp_spec, overwrite=overwrite, log=bars.log, progress=bars, policy=policy,
