@@ -117,7 +117,7 @@ def test_ablate_grid_measures_both_sets_and_both_controls_and_leaves_the_model_u
     assert c["effective_minus_redundant"] == pytest.approx(corr["effective"].mean() - corr["redundant"].mean())
     adj = (corr["effective"] - corr["random-effective"]) - (corr["redundant"] - corr["random-redundant"])
     assert c["adjusted"] == pytest.approx(adj.mean()) and c["adjusted_ci95"][0] <= adj.mean() <= c["adjusted_ci95"][1]
-    assert doc["weights"] if "weights" in doc else doc["arms"]["model"]["weights"]["provenance"] == "checked"
+    assert doc["arms"]["model"]["weights"]["provenance"] == "checked"
     assert doc["arms"]["model"]["traces"]["status"] == "not checked"
     assert any("not checked that the labelled problems" in w for w in doc["warnings"])
     # one output set: the table and the figure, named with their digests by the json
@@ -241,7 +241,7 @@ def test_labelled_problems_among_the_weights_traces_are_passed_over_or_refused(t
     with pytest.raises(InputError, match="among the traces the weights were learned on"):
         run_ablate(lm, **args)
     args["problems"] = probs[:2]
-    doc = run_ablate(lm, **args, controls=None) if False else run_ablate(lm, **args).doc
+    doc = run_ablate(lm, **args).doc
     assert doc["arms"]["model"]["traces"] == {"status": "disjoint", "candidates": str(run / "candidates.jsonl"),
                                               "n_trace_prompts": 6}
 
