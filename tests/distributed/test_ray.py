@@ -120,3 +120,17 @@ def test_learn_score_and_run_on_ray_give_the_bytes_of_one_process(tmp_path, clus
         assert (tmp_path / "plain-run" / f).read_bytes() == (tmp_path / "ray-run" / f).read_bytes(), f
     pa, pb = (json.loads((tmp_path / f"{n}-run" / "summary.json").read_text()) for n in ("plain", "ray"))
     assert pa["nex_score"] == pb["nex_score"] and pa["n_scored_responses"] == pb["n_scored_responses"]
+
+
+def test_select_on_ray_gives_the_numbers_of_one_process(cluster, captured):
+    from conftest import invoke_nex
+
+    plain, sharded = captured
+    for run_dir, extra in ((plain, []), (sharded, ["--ray"])):
+        res = invoke_nex("select", run_dir, "--subsets", 20, *extra, *(["auto"] if extra else []))
+        assert res.exit_code == 0, res.output
+    a, b = (json.loads((d / "select.json").read_text()) for d in (plain, sharded))
+    assert a["methods"]["nex"]["accuracy_at_N"] is not None
+    for key in ("methods", "problems", "pool", "notes"):
+        assert a[key] == b[key], key
+    assert (plain / "weights.npz").read_bytes() == (sharded / "weights.npz").read_bytes()

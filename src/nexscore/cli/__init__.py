@@ -73,6 +73,10 @@ QUICK_EXIT = {"learn", "score", "run", "cache"}
 def main() -> None:
     """Entry point of the `nex` script."""
     name = _command(sys.argv[1:])
+    if "--ray" in sys.argv:
+        from .ray_options import with_ray_default   # --ray alone means --ray auto
+
+        sys.argv[1:] = with_ray_default(sys.argv[1:])
     try:
         load_commands([COMMANDS[name]] if name in COMMANDS else None)()
     except SystemExit as done:

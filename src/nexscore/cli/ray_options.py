@@ -24,8 +24,22 @@ def _checked_address(value: Optional[str]) -> Optional[str]:
     return value
 
 
+def with_ray_default(argv: list[str]) -> list[str]:
+    """`--ray` given without an address means `--ray auto`: the `nex` script inserts it before
+    parsing (click options take a value or none, not either), also where the next word is not an
+    address, so `nex capture --ray RUN_DIR` reads RUN_DIR as the run directory."""
+    out: list[str] = []
+    for i, arg in enumerate(argv):
+        out.append(arg)
+        if arg == "--ray":
+            following = argv[i + 1] if i + 1 < len(argv) else None
+            if following is None or following.startswith("-") or not _ADDRESS.match(following.strip()):
+                out.append("auto")
+    return out
+
+
 RAY = typer.Option(
-    None, "--ray", metavar="[ADDRESS]", is_flag=False, flag_value="auto", callback=_checked_address,
+    None, "--ray", metavar="[ADDRESS]", callback=_checked_address,
     help="Run on a Ray cluster: auto (the one `ray start` runs here, or $RAY_ADDRESS; --ray alone), "
          "HOST:PORT or ray://HOST:PORT, or local (start one for this command). Needs pip install "
          "'nexscore[ray]'; the run directory must be on a filesystem every worker sees. Same results as "
@@ -56,4 +70,4 @@ def shard_map(cluster, progress=None):
     return shard_map_for(cluster, progress)
 
 
-__all__ = ["RAY", "ray_cluster", "shard_map"]
+__all__ = ["RAY", "ray_cluster", "shard_map", "with_ray_default"]

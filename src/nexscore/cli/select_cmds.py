@@ -9,6 +9,7 @@ import typer
 
 from .root import app
 from .common import console, stage_bars
+from .ray_options import RAY, ray_cluster, shard_map
 
 
 def curve_points(n_max: int) -> list[int]:
@@ -54,7 +55,8 @@ def select(run_dir: Path = typer.Argument(..., help="Run directory holding candi
                                         help="Learn the weights again even if RUN_DIR/weights.npz exists."),
            allow_zero_weights: bool = typer.Option(False, "--allow-zero-weights",
                                                    help="Accept a --weights file whose weights are all 0 "
-                                                        "(every GMF is then 0); refused by default.")):
+                                                        "(every GMF is then 0); refused by default."),
+           ray: Optional[str] = RAY):
     """Pick one trace per problem with NEX and every label-free baseline.
 
     Reads RUN_DIR/candidates.jsonl and RUN_DIR/cache, the capture of those
@@ -70,6 +72,10 @@ def select(run_dir: Path = typer.Argument(..., help="Run directory holding candi
     once on this run's cache and those of the --pool runs together (one
     model; the same weights whichever of them is selected). Split and
     pooled weights are not written to RUN_DIR/weights.npz.
+
+    With --ray, a cache set (`nex capture --ray`) is learned and scored
+    shard by shard as Ray tasks (self and file calibration; split and
+    pooled run here): the same numbers as without --ray.
 
     Methods: NEX (highest Good-Mass Fraction); NEX-weighted majority vote
     (each answer's votes weighted by GMF; ours, not in the NEX paper);
@@ -98,10 +104,10 @@ def select(run_dir: Path = typer.Argument(..., help="Run directory holding candi
     """
     from ..select.run import run   # deferred: numpy and scipy load when the command runs
 
-    with stage_bars() as bars:
+    with stage_bars() as bars, ray_cluster(ray) as cluster:
         result = run(run_dir, weights_file=weights, subsets=subsets, seed=seed, window=window, relearn=relearn,
                      calibrate=calibrate, pool=tuple(pool or ()), split_seed=split_seed,
-                     progress=bars, allow_zero_weights=allow_zero_weights)
+                     progress=bars, allow_zero_weights=allow_zero_weights, shard_map=shard_map(cluster, bars))
     show_select(result)
 
 

@@ -23,6 +23,8 @@ from ..core.calibrate import (DEFAULT_SPLIT_SEED, Part, check_same_model, half_r
 from ..core.gmf import score_responses
 from ..core.agreement import check_base_agrees
 from ..core.learn import accumulate
+from ..core.mapreduce import set_scores, set_weights
+from ..cache.sets import CacheSet
 from ..core.weights import load_weights
 from ..errors import InputError
 from ..rundir import WEIGHTS, file_sha256
@@ -50,11 +52,13 @@ class Calibrated:
 
 
 def resolve_weights(run_dir: Path, cache, weights_file: Path | None, relearn: bool,
-                    progress: Progress | None, notes: list[str], allow_zero_weights: bool = False):
+                    progress: Progress | None, notes: list[str], allow_zero_weights: bool = False,
+                    shard_map=None):
     """Weights to score with: --weights FILE, else RUN_DIR/weights.npz, else learned (reporting
     `progress("learning weights", n_responses)` while it learns; source LEARNED: the caller
     writes them). A FILE of all-zero weights is refused unless allow_zero_weights; the run's
-    own are noted instead (`select_run`). The info names the sha256 of a file read."""
+    own are noted instead (`select_run`). The info names the sha256 of a file read. shard_map:
+    a cache set's shards are learned with it (`core.mapreduce`, e.g. as Ray tasks): same weights."""
     run_weights = run_dir / WEIGHTS
     if weights_file is not None:
         weights = load_weights(weights_file, allow_zero=allow_zero_weights)
@@ -67,6 +71,9 @@ def resolve_weights(run_dir: Path, cache, weights_file: Path | None, relearn: bo
                          "capture; pass --relearn to learn again on this cache")
         weights = load_weights(run_weights, allow_zero=True)
         return weights, {"source": "run", "path": str(run_weights), "sha256": file_sha256(run_weights)}
+    if shard_map is not None and isinstance(cache, CacheSet):
+        return set_weights(cache, shard_map=shard_map), {"source": LEARNED, "path": str(run_weights), "rho": 0.95,
+                                                         "min_run": 2}
     acc = accumulate(cache, on_chunk=progress("learning weights", cache.n_responses) if progress else None)
     return acc.weights(), {"source": LEARNED, "path": str(run_weights), "rho": 0.95, "min_run": 2}
 
@@ -83,23 +90,27 @@ def check_calibration(calibrate: str | None, *, weights_file=None, pool: Sequenc
 def calibrate_run(run_dir: Path, cache, problem_ids: Sequence[str], mode: str, *, weights_file=None,
                   relearn: bool = False, pool: Sequence = (), split_seed: int = DEFAULT_SPLIT_SEED,
                   progress: Progress | None = None, notes: list[str] | None = None,
-                  allow_zero_weights: bool = False) -> Calibrated:
+                  allow_zero_weights: bool = False, shard_map=None) -> Calibrated:
     """Score every trace of the run's cache under the calibration `mode` (`check_calibration`).
 
     problem_ids: the problem of each response (split mode); pool: the other runs' caches
     (pooled mode), checked to come from the run's model. Weights learned here that credit no
-    neuron are noted, not refused (NEX then ties everywhere).
+    neuron are noted, not refused (NEX then ties everywhere). shard_map: self and file on a cache
+    set learn and score its shards with it (`core.mapreduce.ShardMap`); the other modes run here.
     """
     notes = [] if notes is None else notes
     if mode != "file":
         check_base_agrees(cache)        # weights from rows/ would score a base/ that is not their sum
     if mode in ("self", "file"):
-        weights, info = resolve_weights(run_dir, cache, weights_file, relearn, progress, notes, allow_zero_weights)
+        weights, info = resolve_weights(run_dir, cache, weights_file, relearn, progress, notes, allow_zero_weights,
+                                        shard_map)
         record = {"mode": mode}
         if mode == "file":
             record.update(weights=info["path"], sha256=info["sha256"])
         info["n_nonzero"] = int(np.count_nonzero(weights))
-        return Calibrated(score_responses(cache.path, weights), weights, info, record)
+        scores = set_scores(cache, weights, shard_map=shard_map) if shard_map is not None and \
+            isinstance(cache, CacheSet) else score_responses(cache.path, weights)
+        return Calibrated(scores, weights, info, record)
     if mode == "split":
         half = split_halves(problem_ids, split_seed)
         pair = [learn([Part(cache, half_responses(half, h))], progress=progress).weights() for h in (0, 1)]

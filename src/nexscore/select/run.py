@@ -171,7 +171,8 @@ def check_alignment(run_dir: Path, cands: list[Candidate], cache, responses: lis
 # ---------------------------------------------------------------------------------- select
 def run(run_dir, *, weights_file=None, subsets: int = 200, seed: int = 0, window: int = DEFAULT_WINDOW,
         relearn: bool = False, progress: Progress | None = None, allow_zero_weights: bool = False,
-        calibrate: str | None = None, pool: Sequence = (), split_seed: int = DEFAULT_SPLIT_SEED) -> SelectResult:
+        calibrate: str | None = None, pool: Sequence = (), split_seed: int = DEFAULT_SPLIT_SEED,
+        shard_map=None) -> SelectResult:
     """`nex select`: score, select and measure every method on a run directory, and write
     select.json and scores.parquet (`write_outputs`); weights.npz too when it learns them.
 
@@ -180,14 +181,16 @@ def run(run_dir, *, weights_file=None, subsets: int = 200, seed: int = 0, window
     (halves of the problems seeded by split_seed, each scored with weights learned on the
     other) or pooled (learned on this run's cache and the caches of the run directories in
     `pool`, of the same model). progress(description, total) -> advance(n) is called when
-    weights are learned.
+    weights are learned. shard_map: how a cache set's shards are learned and scored
+    (`core.mapreduce.ShardMap`, e.g. Ray tasks for `nex select --ray`); same numbers.
     """
     t0 = time.perf_counter()
     run_dir = require_run_dir(run_dir, "create it with `nex generate`")
     with claim_output(run_dir, kind=SHARED, owns=OUTPUTS):
         result = select_run(run_dir, weights_file=weights_file, subsets=subsets, seed=seed, window=window,
                             relearn=relearn, progress=progress, allow_zero_weights=allow_zero_weights,
-                            save_learned=False, calibrate=calibrate, pool=pool, split_seed=split_seed)
+                            save_learned=False, calibrate=calibrate, pool=pool, split_seed=split_seed,
+                            shard_map=shard_map)
         result.paths = write_outputs(run_dir, result)
     result.seconds = time.perf_counter() - t0
     return result
@@ -197,11 +200,11 @@ def select_run(run_dir, *, weights_file=None, subsets: int = 200, seed: int = 0,
                window: int = DEFAULT_WINDOW, relearn: bool = False,
                progress: Progress | None = None, allow_zero_weights: bool = False,
                save_learned: bool = True, calibrate: str | None = None, pool: Sequence = (),
-               split_seed: int = DEFAULT_SPLIT_SEED) -> SelectResult:
+               split_seed: int = DEFAULT_SPLIT_SEED, shard_map=None) -> SelectResult:
     """Score, select and measure every method on a run directory, without writing the results
     (weights.npz is written when it learns them, unless save_learned is False: then they are
     kept in `result.learned` for `write_outputs` to write with the rest, as `run` does).
-    calibrate, pool, split_seed: as `run`."""
+    calibrate, pool, split_seed, shard_map: as `run`."""
     t0 = time.perf_counter()
     run_dir = require_run_dir(run_dir, "create it with `nex generate`")
     if subsets < 1:
@@ -229,7 +232,7 @@ def select_run(run_dir, *, weights_file=None, subsets: int = 200, seed: int = 0,
 
     calibrated = calibrate_run(run_dir, cache, [c.problem_id for c in cands], mode, weights_file=weights_file,
                                relearn=relearn, pool=pooled, split_seed=split_seed, progress=progress,
-                               notes=notes, allow_zero_weights=allow_zero_weights)
+                               notes=notes, allow_zero_weights=allow_zero_weights, shard_map=shard_map)
     weights, weights_info = calibrated.weights, calibrated.info
     learned = learned_model = None
     if weights_info["source"] == LEARNED:
