@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 
 import pytest
@@ -134,3 +135,67 @@ def test_select_on_ray_gives_the_numbers_of_one_process(cluster, captured):
     for key in ("methods", "problems", "pool", "notes"):
         assert a[key] == b[key], key
     assert (plain / "weights.npz").read_bytes() == (sharded / "weights.npz").read_bytes()
+
+
+def _dying_worker_class(marker):
+    """A worker whose process ends (os._exit, as a kill or an OOM does) right after the first
+    checkpointed batch of the first shard it captures; `marker` says it already died once."""
+    from nexscore.distributed.workers import ModelWorker
+
+    class Dying(ModelWorker):
+        def after_batch(self, n_responses):
+            import os
+            from pathlib import Path
+
+            if not Path(marker).exists():
+                Path(marker).write_text(str(os.getpid()))
+                os._exit(1)
+
+    return Dying
+
+
+def test_a_worker_killed_mid_capture_is_replaced_and_the_result_is_the_same(tmp_path, cluster, generated, captured):
+    import numpy as np
+
+    from nexscore import capture
+    from nexscore.distributed.capture import capture_on_ray
+
+    marker = tmp_path / "died"
+    run_dir = _copy_run(generated, tmp_path / "ray")
+    capture_on_ray(run_dir, cluster, policy=capture.CapturePolicy(batch_size=2, block_size=4), device="cpu",
+                   dtype="float32", shards=3, worker_class=_dying_worker_class(str(marker)))
+    assert marker.is_file()                       # a worker did die mid-shard
+    a, b = _concatenated(captured[0] / "cache"), _concatenated(run_dir / "cache")
+    for name in a:
+        assert np.array_equal(a[name], b[name]), name
+
+
+def test_a_corrupted_shard_is_named_and_the_others_are_kept(tmp_path, cluster, captured):
+    import shutil
+
+    from conftest import assert_one_line_error, run_nex
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(captured[1], run_dir)
+    keys = run_dir / "cache" / "shard-00001" / "rows" / "keys.uint32"
+    keys.write_bytes(keys.read_bytes()[:-6])            # a torn write: not a whole number of keys
+    proc = run_nex("learn", run_dir / "cache", "--out", tmp_path / "w.npz", "--ray")   # a second driver, --ray auto
+    assert_one_line_error(proc, "shard-00001", "keys.uint32")
+    assert not (tmp_path / "w.npz").exists()
+    for other in ("shard-00000", "shard-00002"):
+        assert (run_dir / "cache" / other / "manifest.json").is_file()
+
+
+def test_bad_ray_input_is_one_line(tmp_path):
+    from conftest import assert_one_line_error, run_nex
+
+    fake = tmp_path / "no_ray" / "ray"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("raise ImportError('No module named ray')\n")   # ray not installed
+    proc = run_nex("learn", tmp_path / "cache", "--out", tmp_path / "w.npz", "--ray",
+                   env={"PYTHONPATH": str(fake.parent)})
+    assert_one_line_error(proc, "pip install 'nexscore[ray]'")
+    if importlib.util.find_spec("ray") is None:
+        return
+    proc = run_nex("score", tmp_path / "cache", "--ray", "127.0.0.1:1")               # nothing listens there
+    assert_one_line_error(proc, "127.0.0.1:1", "ray start --head")
