@@ -199,3 +199,34 @@ def test_bad_ray_input_is_one_line(tmp_path):
         return
     proc = run_nex("score", tmp_path / "cache", "--ray", "127.0.0.1:1")               # nothing listens there
     assert_one_line_error(proc, "127.0.0.1:1", "ray start --head")
+
+
+def test_rank_on_ray_computes_the_variants_of_one_process(tmp_path, cluster):
+    from conftest import invoke_nex, tiny_model_dir
+
+    variants = [tiny_model_dir(tmp_path / name, seed=seed, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
+                               num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512)
+                for name, seed in (("a", 0), ("b", 1))]
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "config.json").write_text("{}")              # not loadable: reported, the others kept
+    args = ["--task", "rg:chain_sum", "--task-opt", "max_terms=2", "--task-opt", "max_digits=1", "--prompts", 3,
+            "--n", 2, "--max-new-tokens", 6, "--labeled", 2, "--batch-size", 8, "--block-size", 2, "--boot", 20,
+            "--device", "cpu", "--dtype", "float32"]
+    docs = {}
+    for name, extra in (("plain", []), ("ray", ["--ray", "auto"])):
+        res = invoke_nex("rank", *variants, broken, *args, "--out", tmp_path / name, *extra)
+        assert res.exit_code != 0 and "variant 'broken'" in str(res.exception)
+        docs[name] = json.loads((tmp_path / name / "rank.json").read_text())
+    def timeless(accuracy):
+        return {k: v for k, v in (accuracy or {}).items() if k != "seconds"}
+
+    for a, b in zip(docs["plain"]["variants"], docs["ray"]["variants"]):
+        assert (a["name"], a["status"], a["scores"]) == (b["name"], b["status"], b["scores"])
+        assert timeless(a["accuracy"]) == timeless(b["accuracy"])
+    assert [v["status"] for v in docs["ray"]["variants"]] == ["done", "done", "failed"]
+    assert docs["plain"]["comparison"] == docs["ray"]["comparison"]
+    for v in ("a", "b"):
+        same = [(tmp_path / r / "variants" / v / f).read_bytes() for r in ("plain", "ray")
+                for f in ("candidates.jsonl", "weights.npz")]
+        assert same[0] == same[2] and same[1] == same[3]

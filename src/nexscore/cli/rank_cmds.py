@@ -14,6 +14,7 @@ from .root import app
 from ..models.loading import resolve_device_dtype
 from .common import console, stage_bars
 from .model_options import DEVICE, DTYPE, MLP_SPEC
+from .ray_options import RAY, ray_cluster, variant_map
 
 PANEL = "Check and compare models"
 
@@ -170,7 +171,8 @@ def rank(variants: List[str] = typer.Argument(..., help="Variants: a family dire
                                                                   "split)."),
          device: str = DEVICE, dtype: str = DTYPE, mlp_spec: Optional[Path] = MLP_SPEC,
          out: Path = typer.Option(Path("runs/rank"), "--out", "-o", help="Rank directory to write."),
-         overwrite: bool = typer.Option(False, "--overwrite", help="Discard earlier results in OUT and start again.")):
+         overwrite: bool = typer.Option(False, "--overwrite", help="Discard earlier results in OUT and start again."),
+         ray: Optional[str] = RAY):
     """Rank model variants by NEX on the same unlabeled prompts, with label-free baselines.
 
     For every variant, one at a time (memory stays that of one model): sample N traces on the
@@ -199,21 +201,29 @@ def rank(variants: List[str] = typer.Argument(..., help="Variants: a family dire
     interrupted one resumes its generation and capture. A variant that fails (e.g. it cannot
     be loaded) is reported by name; the others' results are kept.
 
+    With --ray, the variants are computed at once, each as a Ray task
+    holding one model (a GPU each where the cluster has GPUs); rank.json is
+    the same as without --ray.
+
     Example: nex rank runs/family --task rg:chain_sum --task-opt min_terms=2 --task-opt
     max_terms=3 --task-opt max_digits=2 --prompts 32 --labeled 64 --out runs/rank
     """
     from .. import rank as ranking   # deferred: numpy and scipy load when the command runs
 
-    device, dtype = resolve_device_dtype(device, dtype)     # rank.json records what "auto" meant here
-    settings = ranking.RankSettings(task=task, task_options=parse_task_options(task_opt), prompts=prompts, n=n,
-                                    temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens, seed=seed,
-                                    labeled=labeled, labeled_seed=labeled_seed, block_size=block_size, k=k,
-                                    selection=selection, batch_size=batch_size, device=device, dtype=dtype,
-                                    n_boot=boot, mlp_spec=str(mlp_spec) if mlp_spec else None, calibrate=calibrate,
-                                    calibrate_on=calibrate_on, weights=str(weights) if weights else None,
-                                    split_seed=split_seed)
-    with stage_bars() as bars:
-        result = ranking.run(list(variants), out, settings, overwrite=overwrite, log=bars.log, progress=bars)
+    with ray_cluster(ray) as cluster:
+        if cluster is not None and cluster.gpus and device == "auto":
+            device = "cuda"                                 # "auto" means what it means on the workers
+        device, dtype = resolve_device_dtype(device, dtype)     # rank.json records what "auto" meant here
+        settings = ranking.RankSettings(task=task, task_options=parse_task_options(task_opt), prompts=prompts, n=n,
+                                        temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens, seed=seed,
+                                        labeled=labeled, labeled_seed=labeled_seed, block_size=block_size, k=k,
+                                        selection=selection, batch_size=batch_size, device=device, dtype=dtype,
+                                        n_boot=boot, mlp_spec=str(mlp_spec) if mlp_spec else None, calibrate=calibrate,
+                                        calibrate_on=calibrate_on, weights=str(weights) if weights else None,
+                                        split_seed=split_seed)
+        with stage_bars() as bars:
+            result = ranking.run(list(variants), out, settings, overwrite=overwrite, log=bars.log, progress=bars,
+                                 variant_map=variant_map(cluster, bars))
     print_rank(result.doc)
     console().print(f"results: {result.path} ({result.seconds:.0f} s); `nex report {out}` for "
                     "the figure", soft_wrap=True)

@@ -70,4 +70,13 @@ def shard_map(cluster, progress=None):
     return shard_map_for(cluster, progress)
 
 
-__all__ = ["RAY", "ray_cluster", "shard_map", "with_ray_default"]
+def variant_map(cluster, progress=None):
+    """`nex rank`'s variant_map for a cluster (None: one variant after another here)."""
+    if cluster is None:
+        return None
+    from ..distributed import variant_map_for  # deferred: as ray_cluster
+
+    return variant_map_for(cluster, progress)
+
+
+__all__ = ["RAY", "ray_cluster", "shard_map", "variant_map", "with_ray_default"]

@@ -9,11 +9,13 @@ order, so that a run on Ray writes the bytes a run without it writes:
   (a v1 cache), then the cache set written by the driver (`capture.capture_on_ray`);
 - learning and scoring: a cache set's shards as tasks (`ray_exec.shard_map_for`, the core's
   `shard_map` seam), states reduced on the driver in shard order;
-- ranking: one variant per actor (`rank.rank_on_ray`).
+- ranking: each variant as a task holding one model (`ray_exec.variant_map_for`).
 
 The run directory must lie on a filesystem every worker sees (a local cluster always does).
 """
 
-from .ray_exec import AUTO, LOCAL, RAY_HINT, Cluster, WorkerPool, connect, map_tasks, shard_map_for
+from .ray_exec import (AUTO, LOCAL, RAY_HINT, Cluster, WorkerPool, connect, map_tasks, shard_map_for,
+                       variant_map_for)
 
-__all__ = ["connect", "Cluster", "WorkerPool", "map_tasks", "shard_map_for", "RAY_HINT", "AUTO", "LOCAL"]
+__all__ = ["connect", "Cluster", "WorkerPool", "map_tasks", "shard_map_for", "variant_map_for", "RAY_HINT", "AUTO",
+           "LOCAL"]

@@ -225,13 +225,15 @@ class WorkerPool:
 
 
 def map_tasks(cluster: Cluster, fn: Callable, items: Sequence, *, progress: Progress | None = None,
-              description: str = "shards") -> list:
+              description: str = "shards", resources: dict | None = None) -> list:
     """[fn(item) for item in items] as Ray tasks of one CPU each, results in items' order (fn: a
     module-level function, so that workers import it rather than receive its code). A task whose
-    worker died is run again by Ray (RETRIES times); progress advances per finished task."""
+    worker died is run again by Ray (RETRIES times); progress advances per finished task.
+    resources: Ray's resources of one task (default one CPU; a model per task:
+    `Cluster.worker_options`)."""
     ray = import_ray()
     items = list(items)
-    remote_fn = ray.remote(num_cpus=1, max_retries=RETRIES, retry_exceptions=False)(_call_in)
+    remote_fn = ray.remote(max_retries=RETRIES, retry_exceptions=False, **(resources or {"num_cpus": 1}))(_call_in)
     cwd = os.getcwd()
     refs = [remote_fn.remote(cwd, fn, item) for item in items]
     index = {ref: i for i, ref in enumerate(refs)}
@@ -276,6 +278,17 @@ def shard_map_for(cluster: Cluster | None, progress: Progress | None = None):
     return ray_map
 
 
+def variant_map_for(cluster: Cluster, progress: Progress | None = None):
+    """`rank.rank_variants`'s variant_map: each variant still to do (load, generate, capture,
+    learn, score) as a Ray task holding one model (a GPU where the cluster has them)."""
+
+    def ray_map(fn: Callable, items: list) -> list:
+        return map_tasks(cluster, fn, items, progress=progress, description="variants",
+                         resources=cluster.worker_options())
+
+    return ray_map
+
+
 def _kill(ray, actor) -> None:
     try:
         ray.kill(actor, no_restart=True)
@@ -283,5 +296,5 @@ def _kill(ray, actor) -> None:
         pass
 
 
-__all__ = ["Cluster", "WorkerPool", "connect", "import_ray", "map_tasks", "shard_map_for", "RAY_HINT", "LOCAL",
-           "AUTO"]
+__all__ = ["Cluster", "WorkerPool", "connect", "import_ray", "map_tasks", "shard_map_for", "variant_map_for",
+           "RAY_HINT", "LOCAL", "AUTO"]

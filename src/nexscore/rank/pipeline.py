@@ -341,10 +341,29 @@ def summarise(results: list[dict], settings: RankSettings) -> dict:
     return out
 
 
+def score_variant_task(item: tuple) -> dict:
+    """score_variant(v, vdir, settings) as one task of a distributed map: a variant that fails
+    gives its "failed" result (as in `rank_variants`), so the others are kept."""
+    v, vdir, settings = item
+    try:
+        return score_variant(v, Path(vdir), settings)
+    except Exception as exc:  # noqa: BLE001 - one bad variant must not lose the others
+        return _failed(v, exc)
+
+
+def _failed(v: VariantInput, exc: BaseException) -> dict:
+    msg = str(exc).strip() if isinstance(exc, NexError) else f"{type(exc).__name__}: {str(exc).strip()}"
+    msg = msg.splitlines()[0] if msg else type(exc).__name__
+    return {"name": v.name, "spec": v.spec, "recipe": v.recipe, "status": "failed",
+            "error": f"variant '{v.name}': {msg}", "scores": {}}
+
+
 def rank_variants(variants: list[VariantInput], rank_dir, settings: RankSettings, *, overwrite: bool = False,
-                  log: Callable[[str], None] | None = None, progress=None) -> dict:
+                  log: Callable[[str], None] | None = None, progress=None, variant_map=None) -> dict:
     """Score every variant (resuming finished ones), then NEX under the calibration the settings
-    ask for (`rank.calibration`), then compare the scores with accuracy."""
+    ask for (`rank.calibration`), then compare the scores with accuracy. variant_map(fn, items):
+    computes the variants still to do as [fn(item) for item in items], e.g. spread over Ray
+    actors (`nex rank --ray`); default one after another here."""
     settings.check()
     cal_plan = calibration.plan(settings.calibrate, settings.calibrate_on, settings.weights, [v.name for v in variants])
     say = log or (lambda msg: None)
@@ -387,18 +406,32 @@ def rank_variants(variants: list[VariantInput], rank_dir, settings: RankSettings
         # per-prompt sums stay in variants/<name>/variant.json
         return doc
 
+    kept: dict[int, dict] = {}
     for i, v in enumerate(variants):
         vdir = rank_dir / VARIANTS / v.name
         prev = _read_variant(vdir)
         if prev and prev.get("status") == "done" and prev.get("settings_digest") == digest and prev.get("spec") == v.spec:
-            say(f"[{i + 1}/{len(variants)}] {v.name}: done earlier, kept")
-            results.append(prev)
-            continue
-        if prev and prev.get("spec") not in (None, v.spec):
+            kept[i] = prev
+        elif prev and prev.get("spec") not in (None, v.spec):
             shutil.rmtree(vdir)         # another model under this name: its traces are not reusable
+    computed: dict[int, dict] = {}
+    todo = [i for i in range(len(variants)) if i not in kept]
+    if variant_map is not None and todo:
+        say(f"computing {len(todo)} variant(s) at once: {', '.join(variants[i].name for i in todo)}")
+        docs = variant_map(score_variant_task, [(variants[i], rank_dir / VARIANTS / variants[i].name, settings)
+                                                for i in todo])
+        computed = dict(zip(todo, docs))
+    for i, v in enumerate(variants):
+        vdir = rank_dir / VARIANTS / v.name
+        if i in kept:
+            say(f"[{i + 1}/{len(variants)}] {v.name}: done earlier, kept")
+            results.append(kept[i])
+            continue
         say(f"[{i + 1}/{len(variants)}] {v.name}: {v.spec}")
         try:
-            doc = score_variant(v, vdir, settings, log=say, progress=progress)
+            doc = computed[i] if i in computed else score_variant(v, vdir, settings, log=say, progress=progress)
+            if doc.get("status") == "failed":
+                raise _Reported(doc)
             s = doc["seconds"]
             acc = (doc.get("accuracy") or {}).get("accuracy")
             say(f"    NEX {doc['scores']['nex']:.4f}" + (f", accuracy {acc:.3f}" if acc is not None else "")
@@ -408,11 +441,9 @@ def rank_variants(variants: list[VariantInput], rank_dir, settings: RankSettings
             save()
             raise
         except Exception as exc:  # noqa: BLE001 - one bad variant must not lose the others
-            msg = str(exc).strip() if isinstance(exc, NexError) else f"{type(exc).__name__}: {str(exc).strip()}"
-            msg = msg.splitlines()[0] if msg else type(exc).__name__
-            doc = {"name": v.name, "spec": v.spec, "recipe": v.recipe, "status": "failed",
-                   "error": f"variant '{v.name}': {msg}", "scores": {}}
-            say(f"[red]variant '{v.name}' failed: {msg}[/red]")
+            doc = exc.doc if isinstance(exc, _Reported) else _failed(v, exc)
+            say(f"[red]variant '{v.name}' failed: {doc['error'].removeprefix(f'variant {chr(39)}{v.name}{chr(39)}: ')}"
+                "[/red]")
             gc.collect()
         results.append(doc)
         save()
@@ -427,6 +458,14 @@ def rank_variants(variants: list[VariantInput], rank_dir, settings: RankSettings
             cal_record = calibration.failed_record(cal_plan, exc)
             say(f"[red]calibration failed: {cal_record['error']}[/red]")
     return save()
+
+
+class _Reported(Exception):
+    """A variant computed elsewhere (`variant_map`) that failed there: its result, to report here."""
+
+    def __init__(self, doc: dict):
+        super().__init__(doc.get("error"))
+        self.doc = doc
 
 
 def _with_calibrated_nex(result: dict, scored: "calibration.Scored | None") -> dict:
@@ -448,15 +487,16 @@ def _with_calibrated_nex(result: dict, scored: "calibration.Scored | None") -> d
 
 def run(variants: list[str], out, settings: RankSettings, *, overwrite: bool = False,
         log: Callable[[str], None] | None = None,
-        progress: Callable[[str, int], Callable[[int], None]] | None = None) -> RankResult:
+        progress: Callable[[str, int], Callable[[int], None]] | None = None, variant_map=None) -> RankResult:
     """`nex rank`: name the variants (`expand_inputs`: model specs, NAME=SPEC or family
-    directories), then score and compare them all into `out` (`rank_variants`). A variant that
-    fails is recorded in rank.json and listed by `RankResult.failed`; the others are kept."""
+    directories), then score and compare them all into `out` (`rank_variants`, which takes
+    variant_map). A variant that fails is recorded in rank.json and listed by
+    `RankResult.failed`; the others are kept."""
     settings.check()
     items = expand_inputs(list(variants))
     calibration.plan(settings.calibrate, settings.calibrate_on, settings.weights, [v.name for v in items])
     if log:
         log(f"ranking {len(items)} variant(s): {', '.join(v.name for v in items)}")
     t0 = time.perf_counter()
-    doc = rank_variants(items, out, settings, overwrite=overwrite, log=log, progress=progress)
+    doc = rank_variants(items, out, settings, overwrite=overwrite, log=log, progress=progress, variant_map=variant_map)
     return RankResult(doc, Path(out) / RANK_JSON, time.perf_counter() - t0)
