@@ -230,3 +230,19 @@ def test_rank_on_ray_computes_the_variants_of_one_process(tmp_path, cluster):
         same = [(tmp_path / r / "variants" / v / f).read_bytes() for r in ("plain", "ray")
                 for f in ("candidates.jsonl", "weights.npz")]
         assert same[0] == same[2] and same[1] == same[3]
+
+
+def test_demo_on_ray_gives_the_numbers_of_one_process(tmp_path, cluster, chat_model):
+    from conftest import invoke_nex
+
+    from nexscore.cache.sets import is_cache_set
+
+    args = ["demo", "--model", chat_model, "--problems", 3, "--n", 3, "--max-new-tokens", 30, "--batch-size", 4,
+            "--device", "cpu", "--dtype", "float32"]
+    for name, extra in (("plain", []), ("ray", ["--ray", "auto"])):
+        res = invoke_nex(*args, "--out", tmp_path / name, *extra)
+        assert res.exit_code == 0, res.output
+    assert is_cache_set(tmp_path / "ray" / "cache") and (tmp_path / "ray" / "report.html").is_file()
+    assert (tmp_path / "plain" / "candidates.jsonl").read_bytes() == (tmp_path / "ray" / "candidates.jsonl").read_bytes()
+    a, b = (json.loads((tmp_path / n / "select.json").read_text()) for n in ("plain", "ray"))
+    assert a["methods"] == b["methods"] and a["problems"] == b["problems"]

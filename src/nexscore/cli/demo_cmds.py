@@ -20,6 +20,7 @@ from .capture_cmds import show_capture
 from .common import console, stage_bars
 from .generate_cmds import show_generate
 from .model_options import DEVICE, DTYPE, MLP_SPEC
+from .ray_options import RAY, ray_cluster, shard_map
 from .report_cmds import show_exploration, show_report
 from .root import app
 from .select_cmds import show_select
@@ -46,38 +47,57 @@ def demo(out: Path = typer.Option(Path("runs/demo"), "--out", "-o", help="Run di
          seed: int = typer.Option(0, "--seed", help="Sampling seed."),
          model: str = typer.Option("default", "--model", "-m", help="Model to run (default: SmolLM2-135M-Instruct)."),
          device: str = DEVICE, dtype: str = DTYPE, mlp_spec: Optional[Path] = MLP_SPEC,
-         overwrite: bool = typer.Option(False, "--overwrite", help="Start the run directory afresh.")):
+         overwrite: bool = typer.Option(False, "--overwrite", help="Start the run directory afresh."),
+         ray: Optional[str] = RAY):
     """Run generate -> capture -> learn -> score -> select -> report on the embedded default.
 
     Samples N traces for each of K small arithmetic problems (reasoning-gym chain_sum) with
     SmolLM2-135M-Instruct, captures its MLP activations, learns NEX weights on that pool
     without labels, picks one trace per problem by NEX and by every label-free baseline,
     and writes a report. Interrupt it at any time: running it again resumes where it stopped.
-    Results: OUT/select.json, OUT/scores.parquet, OUT/report.html.
+    Results: OUT/select.json, OUT/scores.parquet, OUT/report.html. With --ray, generation,
+    capture (OUT/cache as a cache set) and learning run on a Ray cluster: the same results.
     """
-    from .. import capture, generate, report, select  # deferred: the stages load scipy; `nex --help` should not
-    from ..analysis import exploration  # deferred: as the stages
-
     problems = problems if problems is not None else (12 if _in_ci() else 24)
-    say = console(stderr=True)
     model_options = dict(device=device, dtype=dtype, mlp_spec=mlp_spec)
 
+    with ray_cluster(ray) as cluster:
+        _stages(out, problems, n, max_new_tokens, block_size, selection, batch_size, seed, model, model_options,
+                overwrite, cluster)
+
+
+def _stages(out, problems, n, max_new_tokens, block_size, selection, batch_size, seed, model, model_options,
+            overwrite, cluster):
+    """The demo's stages in order, each printed as its command prints it (on `cluster` with --ray)."""
+    from .. import capture, generate, report, select  # deferred: the stages load scipy; `nex --help` should not
+    from ..analysis import exploration  # deferred: as the stages
+    from ..cache.sets import is_cache_set  # deferred: as the stages
+
+    say = console(stderr=True)
+    if cluster is not None:
+        from ..distributed.capture import capture_on_ray  # deferred: only for --ray
+        from ..distributed.generation import generate_on_ray  # deferred: only for --ray
+
     def run_generate(bars):
-        show_generate(generate.run(out, model=model, task=TASK, task_options=dict(TASK_OPTIONS), problems=problems,
-                                   n=n, max_new_tokens=max_new_tokens, batch_size=batch_size, seed=seed,
-                                   overwrite=overwrite, log=bars.log, progress=bars, **model_options))
+        stage = generate.run if cluster is None else (lambda d, **kw: generate_on_ray(d, cluster, **kw))
+        show_generate(stage(out, model=model, task=TASK, task_options=dict(TASK_OPTIONS), problems=problems, n=n,
+                            max_new_tokens=max_new_tokens, batch_size=batch_size, seed=seed, overwrite=overwrite,
+                            log=bars.log, progress=bars, **model_options))
 
     def run_capture(bars):
-        if (out / CACHE / "manifest.json").is_file():           # finished earlier: keep it
+        if (out / CACHE / "manifest.json").is_file() or is_cache_set(out / CACHE):   # finished earlier: keep it
             say.print(f"{out / CACHE} is complete; keeping it (delete it to capture again)")
             return
         policy = capture.CapturePolicy(block_size=block_size, selection=selection, batch_size=16)
+        if cluster is not None:
+            show_capture(capture_on_ray(out, cluster, policy=policy, log=bars.log, progress=bars, **model_options))
+            return
         show_capture(capture.run(out, policy=policy, log=bars.log, progress=bars, **model_options))
 
     stages = [
         ("generate", run_generate),
         ("capture", run_capture),
-        ("select", lambda bars: show_select(select.run(out, progress=bars))),
+        ("select", lambda bars: show_select(select.run(out, progress=bars, shard_map=shard_map(cluster, bars)))),
         ("exploration", lambda bars: show_exploration(exploration.run(out))),
         ("report", lambda bars: show_report(report.build(out))),
     ]
