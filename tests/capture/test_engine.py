@@ -181,6 +181,34 @@ def test_alone_equals_inside_a_padded_batch(arch, side):
         assert_same_kept(kept_sets(res.token_keys, res.token_vals), brute_global(acts, 5), rtol=1e-4)
 
 
+@pytest.mark.parametrize("arch", ["llama", "gemma3", "qwen3", "gemma2"])
+def test_shared_prompts_are_read_once_with_the_numbers_of_separate_passes(arch):
+    """The samples of a problem share their prompt: read once, its KV cache copied to each."""
+    model = tiny(arch)
+    rng = np.random.default_rng(21)
+    p1, p2 = rng.integers(0, V, 9), rng.integers(0, V, 4)
+    batch = [(p1, rng.integers(0, V, 6)), (p1, rng.integers(0, V, 11)), (p2, rng.integers(0, V, 3)),
+             (p1, rng.integers(0, V, 1)), (p2, np.zeros(0, np.int64))]
+    widths = []
+    base = getattr(model, model.base_model_prefix)
+    hook = base.register_forward_pre_hook(lambda m, a, kw: widths.append(tuple(kw["input_ids"].shape)),
+                                          with_kwargs=True)
+    try:
+        with Capturer(model, k=5, self_check=False) as cap:
+            shared = cap.capture(batch)
+    finally:
+        hook.remove()
+    assert widths == [(2, 9), (5, 11)]             # two distinct prompts once, then the responses
+    with Capturer(model, k=5, self_check=False) as cap:
+        alone = [cap.capture([s])[0] for s in batch]
+    for a, b in zip(shared, alone):
+        assert a.n_tokens == b.n_tokens
+        np.testing.assert_array_equal(a.token_keys[a.token_vals > 0], b.token_keys[b.token_vals > 0])
+        np.testing.assert_allclose(a.token_vals, b.token_vals, rtol=1e-5, atol=1e-6)
+        for name in b.signals:
+            np.testing.assert_allclose(a.signals[name], b.signals[name], rtol=1e-5, atol=2e-5, err_msg=name)
+
+
 def test_left_and_right_padding_agree():
     model = tiny("qwen3")
     batch = seqs(seed=7)

@@ -83,23 +83,28 @@ def test_same_seed_same_traces_independent_of_batching(tmp_path, lm):
     assert trace_seed(0, "p", 1) == trace_seed(0, "p", 1) != trace_seed(0, "p", 2)
 
 
-def test_rounds_give_the_traces_of_one_long_round(tmp_path, lm, monkeypatch):
-    """Finished traces leave the batch between rounds; the unfinished ones go on unchanged."""
-    import nexscore.generate.engines as engines
-
-    monkeypatch.setattr(engines, "FIRST_ROUND", 10_000)        # one round: plain generate()
-    run(tmp_path / "one", lm, max_new_tokens=40, n_problems=2, n=3, batch_size=6)
-    monkeypatch.setattr(engines, "FIRST_ROUND", 2)             # rounds of 2, 2, 4, 8, 16, 8 tokens
+def test_each_prompt_is_read_once_and_traces_do_not_depend_on_the_batch(tmp_path, lm):
+    """The samples of a problem share one reading of its prompt; finished traces leave the batch."""
+    run(tmp_path / "alone", lm, max_new_tokens=40, n_problems=2, n=3, batch_size=1)
     calls = []
-    original = engines.TransformersEngine._round
-    monkeypatch.setattr(engines.TransformersEngine, "_round",
-                        lambda self, prefixes, streams, steps: calls.append((len(prefixes), steps))
-                        or original(self, prefixes, streams, steps))
-    run(tmp_path / "many", lm, max_new_tokens=40, n_problems=2, n=3, batch_size=6)
-    assert lines(tmp_path / "one") == lines(tmp_path / "many")
-    assert [steps for _, steps in calls][:3] == [2, 2, 4]
-    assert sum(steps for _, steps in calls) <= 40
-    assert all(b >= a for (a, _), (b, _) in zip(calls[1:], calls))   # the batch only shrinks
+    original = lm.model.forward
+
+    def counting(*args, **kwargs):
+        ids = kwargs["input_ids"]
+        calls.append(tuple(ids.shape))
+        return original(*args, **kwargs)
+
+    lm.model.forward = counting
+    try:
+        run(tmp_path / "shared", lm, max_new_tokens=40, n_problems=2, n=3, batch_size=6)
+    finally:
+        del lm.model.forward
+    assert lines(tmp_path / "alone") == lines(tmp_path / "shared")
+    assert calls[0][0] == 2 and calls[0][1] > 1                      # two distinct prompts, read once
+    steps = calls[1:]
+    assert all(width == 1 for _, width in steps) and len(steps) < 40
+    assert all(b <= a for (a, _), (b, _) in zip(steps, steps[1:]))   # the batch only shrinks
+    assert steps[0][0] == 6
 
 
 def test_greedy_traces_are_reproduced_by_teacher_forcing(tmp_path, lm):

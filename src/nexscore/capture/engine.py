@@ -17,7 +17,10 @@ the distribution it was sampled from. The prompt takes part in the pass but is n
 Position ids count real tokens only, and padding never reaches a real token (right padding:
 causal attention never looks ahead, so no mask is needed; left padding: the attention mask),
 so a response gives the same result alone or in a batch, left- or right-padded (up to float
-rounding).
+rounding). Where traces of a batch share their prompt (the n samples of a problem), each
+distinct prompt is read once and its KV cache copied to the traces that use it, then the
+responses are read on top (`pack_shared`, `Capturer._shared_pass`): the same numbers up to float
+rounding, with the prompt's work divided by n.
 """
 
 from __future__ import annotations
@@ -100,6 +103,66 @@ def pack_batch(seqs, padding_side: str = "right") -> PackedBatch:
         n += r.size
     cat = (lambda xs: np.concatenate(xs).astype(np.int64))
     return PackedBatch(ids, mask, pos, cat(act_rows), cat(pred_rows), cat(targets), segments)
+
+
+@dataclass
+class SharedPromptBatch:
+    """A batch whose traces share prompts: each distinct prompt once, then every response.
+
+    prompt_ids / prompt_mask / prompt_positions: the distinct prompts, left-padded (U, Wp);
+    use: the distinct prompt of each trace (B,); response_ids / mask / positions: the responses,
+    right-padded (B, Wr), positions continuing their prompt's. act_rows index the (B * Wr)
+    response positions; pred_rows index the hidden states [responses (B * Wr), then the last
+    prompt position of each distinct prompt (U)]: a response's first token was predicted at
+    its prompt's last position, every other at the response position before it.
+    """
+
+    prompt_ids: np.ndarray
+    prompt_mask: np.ndarray
+    prompt_positions: np.ndarray
+    use: np.ndarray
+    response_ids: np.ndarray
+    response_mask: np.ndarray
+    response_positions: np.ndarray
+    act_rows: np.ndarray
+    pred_rows: np.ndarray
+    targets: np.ndarray
+    segments: list
+
+
+def pack_shared(seqs) -> SharedPromptBatch | None:
+    """Pack [(prompt_ids, response_ids)] with each distinct prompt once; None when none repeats."""
+    distinct: dict[bytes, int] = {}
+    use = np.array([distinct.setdefault(p.tobytes(), len(distinct)) for p, _ in seqs], np.int64)
+    if len(distinct) == len(seqs):
+        return None
+    prompts = [np.frombuffer(k, np.int64) for k in distinct]
+    U, Wp = len(prompts), max(p.size for p in prompts)
+    p_ids = np.zeros((U, Wp), np.int64)
+    p_mask = np.zeros((U, Wp), np.int64)
+    for u, p in enumerate(prompts):
+        p_ids[u, Wp - p.size:] = p
+        p_mask[u, Wp - p.size:] = 1
+    p_pos = np.maximum(p_mask.cumsum(1) - 1, 0)
+    B, Wr = len(seqs), max(1, max(r.size for _, r in seqs))
+    r_ids = np.zeros((B, Wr), np.int64)
+    r_mask = np.zeros((B, Wr), np.int64)
+    r_pos = np.zeros((B, Wr), np.int64)
+    act_rows, pred_rows, targets, segments = [], [], [], []
+    n = 0
+    for b, (p, r) in enumerate(seqs):
+        r_ids[b, :r.size] = r
+        r_mask[b, :r.size] = 1
+        r_pos[b] = p.size + np.arange(Wr)
+        act_rows.append(b * Wr + np.arange(r.size))
+        if r.size:
+            pred_rows.append(np.concatenate([[B * Wr + use[b]], b * Wr + np.arange(r.size - 1)]))
+        targets.append(r)
+        segments.append((n, n + r.size))
+        n += r.size
+    cat = (lambda xs: np.concatenate(xs).astype(np.int64) if xs else np.zeros(0, np.int64))
+    return SharedPromptBatch(p_ids, p_mask, p_pos, use, r_ids, r_mask, r_pos, cat(act_rows), cat(pred_rows),
+                             cat(targets), segments)
 
 
 def model_inputs(pb: PackedBatch, padding_side: str, device) -> dict:
@@ -288,7 +351,8 @@ class Capturer:
             if top >= self.n_embed or min(int(p.min(initial=0)), int(r.min(initial=0))) < 0:
                 raise InputError(f"token id {top} is outside the model's vocabulary of {self.n_embed}; "
                                  "were the candidates generated with another model?")
-        pb = pack_batch(seqs, self.padding_side)
+        shared = pack_shared(seqs)
+        pb = shared if shared is not None else pack_batch(seqs, self.padding_side)
         if pb.targets.size == 0:            # only empty responses: nothing to run
             empty = np.zeros((0, self._per_token()), np.uint32)
             lists = (0, len(self.layers), self.kx)
@@ -315,10 +379,13 @@ class Capturer:
         self.attach()
         try:
             with torch.inference_mode():
-                out = self.base(**model_inputs(pb, self.padding_side, dev), use_cache=False)
-                hidden = out.last_hidden_state
+                if shared is not None:
+                    hidden = self._shared_pass(shared, dev)
+                else:
+                    out = self.base(**model_inputs(pb, self.padding_side, dev), use_cache=False)
+                    hidden = out.last_hidden_state
+                    del out
                 hidden = hidden.reshape(-1, hidden.shape[-1]).index_select(0, pred_t)
-                del out
                 self._sel = None
                 values, units, stats = self._lists()
                 sig = chunked_signals(self.head, hidden, tgt_t, self.chunk_elements, self.vocab)
@@ -335,6 +402,37 @@ class Capturer:
                                            signals={k: v[a:b] for k, v in sig.items()},
                                            layer_values=values[a:b], layer_units=units[a:b], layer_stats=st))
         return results
+
+    def _shared_pass(self, sb: SharedPromptBatch, dev):
+        """Read each distinct prompt once (hooks idle: the prompt is never kept), copy its KV
+        cache to the traces that share it, then read all responses on top (hooks on).
+
+        The n samples of a problem share a few-shot prompt of hundreds of tokens before answers
+        of tens: the prompt work is divided by n. Returns the hidden states that pred_rows
+        index: every response position, then each distinct prompt's last position.
+        """
+        from ..generate.engines import cache_argument, kv_cache  # deferred: one owner of the KV-cache API
+
+        torch = self._torch
+        rows = self._rows
+        self._rows = None                   # the hooks skip the prompt pass
+        try:
+            out = self.base(input_ids=torch.from_numpy(sb.prompt_ids).to(dev),
+                            attention_mask=torch.from_numpy(sb.prompt_mask).to(dev),
+                            position_ids=torch.from_numpy(sb.prompt_positions).to(dev), use_cache=True)
+        finally:
+            self._rows = rows
+        last = out.last_hidden_state[:, -1, :]
+        cache = kv_cache(out)
+        del out
+        cache.reorder_cache(torch.from_numpy(sb.use).to(dev))
+        mask = torch.cat([torch.from_numpy(sb.prompt_mask[sb.use]), torch.from_numpy(sb.response_mask)], dim=1)
+        out = self.base(input_ids=torch.from_numpy(sb.response_ids).to(dev), attention_mask=mask.to(dev),
+                        position_ids=torch.from_numpy(sb.response_positions).to(dev), use_cache=True,
+                        **{cache_argument(self.base): cache})
+        hidden = out.last_hidden_state
+        del out, cache
+        return torch.cat([hidden.reshape(-1, hidden.shape[-1]), last], dim=0)
 
     def _per_token(self) -> int:
         """Entries examined per token: k (global rules) or n_layers * k (per_layer, threshold)."""

@@ -108,6 +108,20 @@ def finish(token_ids, stop_ids, max_new_tokens: int, stop_texts=(), decode=None)
     return comp
 
 
+def cache_argument(model) -> str:
+    """The forward() argument that takes a KV cache: `cache` (transformers >= 5.24) or
+    `past_key_values` (before; still accepted, with a deprecation warning)."""
+    import inspect  # deferred: only decoding needs it
+
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
+def kv_cache(output):
+    """The KV cache a forward pass returned, under either name (see cache_argument)."""
+    cache = getattr(output, "cache", None)
+    return cache if cache is not None else output.past_key_values
+
+
 def _check_sampling(temperature: float, top_p: float, max_new_tokens: int) -> None:
     if not temperature >= 0:
         raise GenerateError(f"--temperature must be >= 0 (got {temperature}); 0 means greedy")
@@ -118,7 +132,6 @@ def _check_sampling(temperature: float, top_p: float, max_new_tokens: int) -> No
 
 
 TOP_CANDIDATES = 256
-FIRST_ROUND = 32  # tokens of the first generation round (see TransformersEngine.generate)
 
 
 def _inverse_cdf(weights, u):
@@ -142,6 +155,13 @@ def _make_sampler(seeds, temperature: float, top_p: float):
             self.generators = [torch.Generator().manual_seed(int(s)) for s in seeds]
 
         def __call__(self, input_ids, scores):
+            choice = self.choose(scores)
+            out = torch.full_like(scores, float("-inf"))
+            out.scatter_(1, choice.unsqueeze(1), 0.0)
+            return out
+
+        def choose(self, scores):
+            """Each row's next token, drawn from its own stream (a LongTensor of token ids)."""
             scores = scores.float()
             if temperature == 0:
                 choice = scores.argmax(dim=-1)
@@ -168,9 +188,7 @@ def _make_sampler(seeds, temperature: float, top_p: float):
                         nucleus = p_sorted * (before < top_p)
                         pick = _inverse_cdf(nucleus, u[row:row + 1])
                         choice[row] = order[0, pick[0]]
-            out = torch.full_like(scores, float("-inf"))
-            out.scatter_(1, choice.unsqueeze(1), 0.0)
-            return out
+            return choice
 
     return SeededSampler()
 
@@ -195,70 +213,76 @@ class TransformersEngine:
         return self.tokenizer.decode(ids, skip_special_tokens=True)
 
     def generate(self, requests: list[Request]) -> list[Completion]:
-        """Generate in rounds of growing length; traces that stopped leave the batch.
+        """Read each distinct prompt once, then decode every trace a token at a time from a KV cache.
 
-        Reasoning traces have long-tailed lengths (on the demo: median ~20 tokens, a few run
-        to the limit), and a batch decodes until its longest member ends, so one long trace
-        would keep every finished one in the batch for the whole run. After each round (32,
-        then 32, 64, 128, ... more tokens) only the unfinished traces continue, from their
-        prompt plus what they generated. Each trace keeps its own random stream across rounds
-        (one draw per generated token), so a trace is the one a single long round would give,
-        up to the floating-point effects of re-reading its prefix.
+        Few-shot prompts are mostly prompt (three solved examples are ~400 tokens before a ~60
+        token answer), and the n samples of a problem share theirs: each distinct prompt of the
+        batch is read once (left-padded, one forward pass) and its cache rows are copied to
+        every trace that uses it, so prompt work is divided by n. Then one step per token for
+        all unfinished traces; a trace that stops (a stop token, a stop text, max_new_tokens)
+        leaves the batch and its cache rows are dropped, so a long tail of lengths costs only
+        its own steps. Each trace samples from its own stream (one draw per generated token), so
+        a trace does not depend on which others share its batch, up to the floating-point
+        effects of padding.
         """
+        import torch  # deferred: torch is heavy (importing generate must not need it)
+
         if not requests:
             return []
-        streams = _make_sampler([r.seed for r in requests], self.temperature, self.top_p).generators
+        distinct: dict[tuple, int] = {}
+        use = [distinct.setdefault(tuple(r.prompt_ids), len(distinct)) for r in requests]
+        prompts = list(distinct)
+        device = next(self.model.parameters()).device
+        width = max(len(p) for p in prompts)
+        ids = torch.full((len(prompts), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(prompts), width), dtype=torch.long)
+        for i, p in enumerate(prompts):
+            ids[i, width - len(p):] = torch.tensor(p, dtype=torch.long)
+            mask[i, width - len(p):] = 1
+        positions = (mask.cumsum(1) - 1).clamp_(min=0)       # real tokens only, as one prompt alone
+        sampler = _make_sampler([r.seed for r in requests], self.temperature, self.top_p)
+        streams = sampler.generators
         generated: list[list[int]] = [[] for _ in requests]
         done: list[Completion | None] = [None] * len(requests)
-        alive = list(range(len(requests)))
-        steps = min(FIRST_ROUND, self.max_new_tokens)
-        while alive:
-            prefixes = [list(requests[i].prompt_ids) + generated[i] for i in alive]
-            new = self._round(prefixes, [streams[i] for i in alive], steps)
-            still = []
-            for i, tokens in zip(alive, new):
-                generated[i].extend(tokens)
-                comp = finish(generated[i], self.stop_ids, self.max_new_tokens, requests[i].stop_texts,
-                              self._decode)
-                if comp.finish_reason == "stop" or len(generated[i]) >= self.max_new_tokens:
-                    done[i] = comp
-                else:
-                    still.append(i)
-            alive = still
-            if alive:
-                used = len(generated[alive[0]])       # every unfinished trace ran the whole round
-                steps = min(max(steps, used), self.max_new_tokens - used)
+        stops = set(self.stop_ids)
+        with torch.inference_mode():
+            out = self.model(input_ids=ids.to(device), attention_mask=mask.to(device),
+                             position_ids=positions.to(device), use_cache=True, logits_to_keep=1)
+            cache = kv_cache(out)
+            pick = torch.tensor(use, dtype=torch.long, device=device)
+            cache.reorder_cache(pick)                         # each trace gets its prompt's rows
+            logits = out.logits[:, -1, :].index_select(0, pick)
+            mask = mask.to(device).index_select(0, pick)
+            del out
+            alive = list(range(len(requests)))
+            while alive:
+                sampler.generators = [streams[i] for i in alive]
+                chosen = sampler.choose(logits)
+                keep = []
+                for j, (i, token) in enumerate(zip(alive, chosen.tolist())):
+                    generated[i].append(token)
+                    comp = finish(generated[i], self.stop_ids, self.max_new_tokens, requests[i].stop_texts,
+                                  self._decode) if (token in stops or requests[i].stop_texts
+                                                    or len(generated[i]) >= self.max_new_tokens) else None
+                    if comp is not None and (comp.finish_reason == "stop"
+                                             or len(generated[i]) >= self.max_new_tokens):
+                        done[i] = comp
+                    else:
+                        keep.append(j)
+                if not keep:
+                    break
+                if len(keep) < len(alive):
+                    rows = torch.tensor(keep, dtype=torch.long, device=device)
+                    cache.reorder_cache(rows)
+                    mask, chosen = mask.index_select(0, rows), chosen.index_select(0, rows)
+                    alive = [alive[j] for j in keep]
+                mask = torch.cat([mask, mask.new_ones((len(alive), 1))], dim=1)
+                out = self.model(input_ids=chosen.unsqueeze(1).to(device), attention_mask=mask,
+                                 position_ids=mask.sum(1, keepdim=True) - 1, use_cache=True,
+                                 logits_to_keep=1, **{cache_argument(self.model): cache})
+                cache, logits = kv_cache(out), out.logits[:, -1, :]
+                del out
         return done  # type: ignore[return-value]
-
-    def _round(self, prefixes: list[list[int]], streams, steps: int) -> list[list[int]]:
-        """Up to `steps` new tokens for each left-padded prefix, sampling from its own stream."""
-        import torch  # deferred: torch is heavy (importing generate must not need it)
-        from transformers import GenerationConfig, LogitsProcessorList  # deferred: as torch
-
-        device = next(self.model.parameters()).device
-        width = max(len(p) for p in prefixes)
-        input_ids = torch.full((len(prefixes), width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(prefixes), width), dtype=torch.long)
-        for i, p in enumerate(prefixes):
-            input_ids[i, width - len(p):] = torch.tensor(p, dtype=torch.long)
-            mask[i, width - len(p):] = 1
-        config = GenerationConfig(max_new_tokens=steps, do_sample=False, num_beams=1,
-                                  eos_token_id=self.stop_ids or None, pad_token_id=self.pad_id,
-                                  use_cache=True)
-        sampler = _make_sampler([0] * len(prefixes), self.temperature, self.top_p)
-        sampler.generators = list(streams)
-        # generate() fills unset values from model.generation_config (repetition penalty, top-k,
-        # ...); swap in a plain one so that exactly temperature + top-p sampling is done.
-        saved = getattr(self.model, "generation_config", None)
-        self.model.generation_config = GenerationConfig()
-        try:
-            with torch.inference_mode():
-                out = self.model.generate(input_ids=input_ids.to(device), attention_mask=mask.to(device),
-                                          generation_config=config,
-                                          logits_processor=LogitsProcessorList([sampler]))
-        finally:
-            self.model.generation_config = saved
-        return out[:, width:].tolist()
 
 
 class VllmEngine:
