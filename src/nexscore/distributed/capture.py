@@ -68,10 +68,11 @@ def _check_finished(shard: Path, cands, digest) -> bool:
 def capture_on_ray(run_dir, cluster: Cluster, *, model: str | None = None, device: str = "auto",
                    dtype: str = "auto", mlp_spec=None, policy=None, overwrite: bool = False,
                    shards: int | None = None, log: Callable[[str], None] | None = None,
-                   progress: Progress | None = None, worker_class=ModelWorker):
+                   progress: Progress | None = None, worker_class=ModelWorker, workers: int | None = None):
     """Capture RUN_DIR's candidates on Ray into the cache set RUN_DIR/cache (see the module);
     returns a `capture.CaptureResult` for the set. shards: how many (default SHARDS_PER_WORKER per
-    worker, at most one per batch); progress advances per finished shard."""
+    worker, at most one per batch); workers: model replicas (default: one per GPU of the cluster,
+    else one per CPU); progress advances per finished shard."""
     from .. import models
     from ..capture import CapturePolicy, CaptureResult, candidates_digest  # deferred: as _plan
     from ..capture.run import _record_in_run
@@ -97,7 +98,8 @@ def capture_on_ray(run_dir, cluster: Cluster, *, model: str | None = None, devic
         out.mkdir(parents=True, exist_ok=True)
         ranges = _stored_plan(out, len(cands))
         if ranges is None:
-            ranges = _plan(cands, policy, shards or SHARDS_PER_WORKER * cluster.n_workers)
+            n_workers = workers or cluster.n_workers
+            ranges = _plan(cands, policy, shards or SHARDS_PER_WORKER * n_workers)
             write_json(out / PLAN_FILE, {"n": len(cands), "ranges": [[r.start, r.stop] for r in ranges]})
         shard_dirs = [out / shard_dir_name(i) for i in range(len(ranges))]
         todo = [i for i, (r, d) in enumerate(zip(ranges, shard_dirs))
@@ -108,8 +110,8 @@ def capture_on_ray(run_dir, cluster: Cluster, *, model: str | None = None, devic
         spec_obj = ModelSpec(spec=str(spec), device=device, dtype=dtype, mlp_spec=mlp_spec, need_tokenizer=need_text,
                              cwd=os.getcwd())
         say(f"capturing {len(cands):,} responses as {len(ranges)} shards on Ray "
-            f"({min(len(todo), cluster.n_workers) or 1} workers, {'GPU' if cluster.gpus else 'CPU'} actors)")
-        with WorkerPool(cluster, worker_class, (spec_obj,)) as pool:
+            f"({min(len(todo), workers or cluster.n_workers) or 1} workers, {'GPU' if cluster.gpus else 'CPU'} actors)")
+        with WorkerPool(cluster, worker_class, (spec_obj,), n_workers=workers) as pool:
             jobs = [(cands[ranges[i].start:ranges[i].stop], str(shard_dirs[i].resolve()), policy) for i in todo]
             done = pool.map("capture_shard", jobs, progress=progress, description="capture shards")
             info = done[0]["info"] if done else pool.call("describe")
