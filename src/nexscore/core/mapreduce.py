@@ -165,7 +165,8 @@ def load_state(path) -> ShardState:
     for s in _SIDES:
         k, c, v = keys[s], counts[s], values[s]
         if k.dtype != np.uint32 or c.dtype != np.int64 or v.dtype != np.float32 or k.size != c.size \
-                or int(c.sum()) != v.size or (c < 1).any() or (k.size > 1 and (np.diff(k.astype(np.int64)) <= 0).any()) \
+                or int(c.sum()) != v.size or (c < 1).any() \
+                or (k.size > 1 and (np.diff(k.astype(np.int64)) <= 0).any()) \
                 or (k.size and int(k.max()) >= KEY_SPACE):
             raise CacheError(f"{path}: the {s} credit is damaged (keys, counts and values disagree); {fix}")
     return ShardState(int(meta["n_responses"]), meta["settings"], keys, counts, values)
