@@ -246,3 +246,38 @@ def test_demo_on_ray_gives_the_numbers_of_one_process(tmp_path, cluster, chat_mo
     assert (tmp_path / "plain" / "candidates.jsonl").read_bytes() == (tmp_path / "ray" / "candidates.jsonl").read_bytes()
     a, b = (json.loads((tmp_path / n / "select.json").read_text()) for n in ("plain", "ray"))
     assert a["methods"] == b["methods"] and a["problems"] == b["problems"]
+
+
+def test_an_interrupted_ray_capture_resumes_from_its_finished_shards(tmp_path, cluster, generated, captured):
+    import shutil
+
+    import numpy as np
+
+    from nexscore import capture
+    from nexscore.distributed.capture import capture_on_ray
+    from nexscore.errors import CacheError
+
+    policy = capture.CapturePolicy(batch_size=2, block_size=4)
+    run_dir = _copy_run(generated, tmp_path / "ray")
+    capture_on_ray(run_dir, cluster, policy=policy, device="cpu", dtype="float32", shards=3)
+    (run_dir / "cache" / "cacheset.json").unlink()              # as if the driver stopped before the set
+    shutil.rmtree(run_dir / "cache" / "shard-00002")             # ... with one shard still to do
+    (run_dir / "cache" / ".ray-plan.json").write_text(json.dumps({"n": 18, "ranges": [[0, 6], [6, 12], [12, 18]]}))
+    with pytest.raises(CacheError, match="shard-00000: captured with another policy"):
+        capture_on_ray(run_dir, cluster, policy=capture.CapturePolicy(batch_size=2, block_size=8), device="cpu",
+                       dtype="float32")
+    said = []
+    capture_on_ray(run_dir, cluster, policy=policy, device="cpu", dtype="float32", log=said.append)
+    assert any("2 of 3 shards were already captured" in m for m in said), said
+    a, b = _concatenated(captured[0] / "cache"), _concatenated(run_dir / "cache")
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+
+
+def test_nothing_imports_ray_without_the_option():
+    import subprocess
+    import sys
+
+    code = ("import sys, nexscore, nexscore.distributed, nexscore.cli; nexscore.cli.load_commands(); "
+            "print('ray' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"

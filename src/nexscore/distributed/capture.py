@@ -50,9 +50,12 @@ def _stored_plan(out: Path, n: int) -> list[range] | None:
     return ranges if doc.get("n") == n else None
 
 
-def _check_finished(shard: Path, cands, digest) -> bool:
-    """True when `shard` is a finished capture of exactly these candidates; CacheError when it is a
-    finished capture of others (a plan or candidates that changed)."""
+def _check_finished(shard: Path, cands, digest, policy) -> bool:
+    """True when `shard` is a finished capture of exactly these candidates with this policy;
+    CacheError when it is a finished capture of others (a plan or candidates that changed) or
+    with another policy (an unfinished shard is checked by the capture that resumes it)."""
+    from ..capture.run import policy_record  # deferred: as _plan
+
     try:
         manifest = json.loads((shard / MANIFEST).read_text())
     except FileNotFoundError:
@@ -62,6 +65,11 @@ def _check_finished(shard: Path, cands, digest) -> bool:
     if (manifest.get("candidates") or {}).get("sha256") != digest(cands):
         raise CacheError(f"{shard}: captured from other candidates than the shard plan gives it (the "
                          "candidates changed since); pass --overwrite to capture again")
+    expected = json.loads(json.dumps(policy_record(policy, manifest.get("layers"))))
+    differ = sorted(k for k, v in expected.items() if manifest.get(k) != v)
+    if differ:
+        raise CacheError(f"{shard}: captured with another policy ({', '.join(differ)} differ); re-run with the "
+                         "settings it was captured with to finish the set, or pass --overwrite to capture again")
     return True
 
 
@@ -103,7 +111,7 @@ def capture_on_ray(run_dir, cluster: Cluster, *, model: str | None = None, devic
             write_json(out / PLAN_FILE, {"n": len(cands), "ranges": [[r.start, r.stop] for r in ranges]})
         shard_dirs = [out / shard_dir_name(i) for i in range(len(ranges))]
         todo = [i for i, (r, d) in enumerate(zip(ranges, shard_dirs))
-                if not _check_finished(d, cands[r.start:r.stop], candidates_digest)]
+                if not _check_finished(d, cands[r.start:r.stop], candidates_digest, policy)]
         if len(todo) < len(ranges):
             say(f"resuming: {len(ranges) - len(todo)} of {len(ranges)} shards were already captured")
         need_text = policy.row_policy.needs_text
