@@ -391,6 +391,11 @@ def test_cli_transfer_two_arms_bad_input_one_line_each_and_no_model_file_changes
     assert_error_line(run_nex("transfer", "--donor", donor, "--recipient", recipient, "--weights",
                                   runs["base"] / "weights.npz", "--m", "2,500", "--out", out),
                           "m = 500 is larger than the", "use --m values of at most")
+    assert_error_line(run_nex("transfer", "--donor", donor, "--recipient", recipient, "--weights",
+                                  runs["base"] / "weights.npz", "--m", "2", "--problems", "1",
+                                  "--out", recipient / "results"),
+                          "lies inside the model", "choose an output elsewhere")
+    assert not (recipient / "results").exists()
     assert tree_digest(donor, recipient, other_arch, other_shape) == before
 
 

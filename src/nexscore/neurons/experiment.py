@@ -392,9 +392,9 @@ def _grid(kind: str, *, target, donor, weights, task, problems, spec: GridSpec, 
     roles = [("model" if kind == "ablate" else "recipient", info)]
     donor_layers = None
     if donor is not None:
-        dinfo = _info(donor, mlp_layers(donor.model))
-        check_same_architecture(dinfo, info)
         donor_layers = mlp_layers(donor.model)
+        dinfo = _info(donor, donor_layers)
+        check_same_architecture(dinfo, info)
         check_same_mlps(donor_layers, layers)
         roles.append(("donor", dinfo))
     inter, n_layers = layers[0].intermediate_size, len(layers)
@@ -424,9 +424,14 @@ def _grid(kind: str, *, target, donor, weights, task, problems, spec: GridSpec, 
     else:
         fingerprint["donor"] = _identity(roles[1][1])
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     owns = (RESULT_FILES[kind], TABLE_FILES[kind], FIGURE_FILES[kind])
-    with claim_output(out_dir, kind=SHARED, owns=owns):
+    model_paths = [i["path"] for _, i in roles if i.get("path")]     # results never go inside a model's files
+    for model_path in model_paths:
+        if out_dir.resolve().is_relative_to(Path(model_path).resolve()):
+            raise InputError(f"{out_dir}: lies inside the model {model_path}; nothing is written among a model's "
+                             "files, so choose an output elsewhere (--out)")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with claim_output(out_dir, kind=SHARED, owns=owns, inputs=model_paths):
         path = out_dir / RESULT_FILES[kind]
         doc = load_previous(path, fingerprint, overwrite)
         if doc is None:
