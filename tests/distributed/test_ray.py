@@ -27,7 +27,8 @@ def test_generation_on_ray_writes_the_bytes_of_one_process(tmp_path, cluster, ch
     sharded = generate_on_ray(tmp_path / "ray", cluster, model=str(chat_model), problems=5, n=3, max_new_tokens=24,
                               batch_size=4, **TASK)
     assert sharded.n_traces == plain.n_traces == 15
-    assert (tmp_path / "ray" / "candidates.jsonl").read_bytes() == (tmp_path / "plain" / "candidates.jsonl").read_bytes()
+    candidates = [(tmp_path / name / "candidates.jsonl").read_bytes() for name in ("plain", "ray")]
+    assert candidates[0] == candidates[1]
 
 
 def _concatenated(cache_dir):
@@ -52,6 +53,7 @@ def _concatenated(cache_dir):
 def generated(tmp_path_factory, chat_model):
     from nexscore import generate
 
+    pytest.importorskip("reasoning_gym")
     run_dir = tmp_path_factory.mktemp("gen") / "run"
     generate.run(run_dir, model=str(chat_model), problems=6, n=3, max_new_tokens=24, batch_size=4, **TASK)
     return run_dir
@@ -243,7 +245,8 @@ def test_demo_on_ray_gives_the_numbers_of_one_process(tmp_path, cluster, chat_mo
         res = invoke_nex(*args, "--out", tmp_path / name, *extra)
         assert res.exit_code == 0, res.output
     assert is_cache_set(tmp_path / "ray" / "cache") and (tmp_path / "ray" / "report.html").is_file()
-    assert (tmp_path / "plain" / "candidates.jsonl").read_bytes() == (tmp_path / "ray" / "candidates.jsonl").read_bytes()
+    candidates = [(tmp_path / name / "candidates.jsonl").read_bytes() for name in ("plain", "ray")]
+    assert candidates[0] == candidates[1]
     a, b = (json.loads((tmp_path / n / "select.json").read_text()) for n in ("plain", "ray"))
     assert a["methods"] == b["methods"] and a["problems"] == b["problems"]
 
@@ -281,3 +284,24 @@ def test_nothing_imports_ray_without_the_option():
             "print('ray' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+def test_nex_generate_and_capture_with_ray_on_the_command_line(tmp_path, cluster, chat_model, generated, captured):
+    import numpy as np
+
+    from conftest import invoke_nex
+
+    run_dir = tmp_path / "run"
+    opts = [f"--task-opt={k}={v}" for k, v in TASK["task_options"].items()]
+    res = invoke_nex("generate", run_dir, "--model", chat_model, "--task", TASK["task"], *opts, "--problems", 6,
+                     "--n", 3, "--max-new-tokens", 24, "--batch-size", 4, "--ray", "auto")
+    assert res.exit_code == 0, res.output
+    assert (run_dir / "candidates.jsonl").read_bytes() == (generated / "candidates.jsonl").read_bytes()
+    res = invoke_nex("capture", run_dir, "--batch-size", 2, "--block-size", 4, "--device", "cpu", "--dtype", "float32",
+                     "--ray", "auto", "--shards", 2)
+    assert res.exit_code == 0, res.output
+    assert len(list((run_dir / "cache").glob("shard-*"))) == 2
+    a, b = _concatenated(captured[0] / "cache"), _concatenated(run_dir / "cache")
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+    res = invoke_nex("capture", run_dir, "--ray", "auto")
+    assert res.exit_code != 0 and "already exists" in str(res.exception)

@@ -168,7 +168,8 @@ class WorkerPool:
         """One call of method(item) on an actor (e.g. what the model is), with the same retry."""
         return self.map(method, [item], description=method)[0]
 
-    def map(self, method: str, items: Sequence, *, progress: Progress | None = None, description: str = "shards") -> list:
+    def map(self, method: str, items: Sequence, *, progress: Progress | None = None,
+            description: str = "shards") -> list:
         """[actor.method(item) for item in items], in items' order; progress(description,
         len(items)) advances by one per finished item."""
         ray = self.ray
@@ -233,7 +234,8 @@ def map_tasks(cluster: Cluster, fn: Callable, items: Sequence, *, progress: Prog
     `Cluster.worker_options`)."""
     ray = import_ray()
     items = list(items)
-    remote_fn = ray.remote(max_retries=RETRIES, retry_exceptions=False, **(resources or {"num_cpus": 1}))(_call_in)
+    options = resources or {"num_cpus": 1}
+    remote_fn = ray.remote(max_retries=RETRIES, retry_exceptions=False, **options)(_call_in)
     cwd = os.getcwd()
     refs = [remote_fn.remote(cwd, fn, item) for item in items]
     index = {ref: i for i, ref in enumerate(refs)}
