@@ -256,11 +256,16 @@ def test_rendering_without_a_chat_template():
     pytest.importorskip("transformers")
     tok = tiny_tokenizer(chat=False)
     plain = render_prompt(tok, "5 + 5 =")
+    assert plain.text == f"Question: 5 + 5 =\n\n{DEFAULT_INSTRUCTION}\nAnswer:"
     for style in ("turns", "message"):  # a base model always gets the blocks
         prompt = render_prompt(tok, "5 + 5 =", examples=EXAMPLES, style=style)
-        assert prompt.text == ("Question: 1 + 2 =\nAnswer: Step 1: 1 + 2 = 3\nFinal answer: 3\n\n"
-                               "Question: 4 - 1 =\nAnswer: Final answer: 3\n\n" + plain.text)
+        # the instruction once on top, the question in the examples' own form
+        assert prompt.text == (f"{DEFAULT_INSTRUCTION}\n\n"
+                               "Question: 1 + 2 =\nAnswer: Step 1: 1 + 2 = 3\nFinal answer: 3\n\n"
+                               "Question: 4 - 1 =\nAnswer: Final answer: 3\n\n"
+                               "Question: 5 + 5 =\nAnswer:")
         assert prompt.ids == tok(prompt.text, add_special_tokens=True)["input_ids"]
+        assert prompt.stop_texts == ("\n\n", "\nQuestion:")
 
 
 @needs("reasoning_gym")

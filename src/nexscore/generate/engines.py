@@ -73,8 +73,9 @@ def cut_at_stop(token_ids, stop_ids, max_new_tokens: int) -> Completion:
 def stop_text_cut(token_ids, stop_texts, decode) -> int | None:
     """How many leading tokens to keep when a stop text occurs in the response, else None.
 
-    A stop text counts from the response's first non-blank character on (a response that opens
-    with a blank line is not empty). The kept tokens are the longest prefix whose text holds no
+    A stop text counts from the response's first character that is not a space or tab (the
+    space after "Answer:"), so a response that opens with a blank line or a new "Question:" is
+    empty: the model gave no answer. The kept tokens are the longest prefix whose text holds no
     stop text: a token that carries both the end of the answer and the start of the stop text
     (".\n\n") is dropped with it. decode(ids) -> text, as the response text is decoded.
     """
@@ -83,7 +84,7 @@ def stop_text_cut(token_ids, stop_texts, decode) -> int | None:
         return None
 
     def stops_in(text: str) -> bool:
-        first = len(text) - len(text.lstrip())
+        first = len(text) - len(text.lstrip(" \t"))
         return any(text.find(t, first) >= 0 for t in stop_texts)
 
     if not stops_in(decode(ids)):

@@ -47,8 +47,8 @@ def prompt_stop_texts(tokenizer) -> tuple[str, ...]:
 class Prompt:
     """The full prompt text (after the chat template) and its token ids, ready to generate from.
 
-    stop_texts: texts that end the response where they first occur (after its first
-    non-blank character); empty with a chat template, whose end-of-turn token ends it.
+    stop_texts: texts that end the response where they first occur (leading spaces aside);
+    empty with a chat template, whose end-of-turn token ends it.
     """
 
     text: str
@@ -76,7 +76,8 @@ def render_prompt(tokenizer, question: str, instruction: str = DEFAULT_INSTRUCTI
     without adding any; the response ends at the template's end-of-turn token. Examples come first, as earlier user/assistant turns (style "turns": each
     user turn is an example question with the same instruction) or as ``Question:/Answer:``
     blocks at the start of the one user message (style "message"). Without a chat template:
-    the example blocks, then ``Question: ...`` / instruction / ``Answer:``, with the tokenizer's
+    the instruction, the example blocks, then ``Question: ...`` / ``Answer:`` (without examples:
+    ``Question: ...`` / instruction / ``Answer:``), with the tokenizer's
     usual special tokens (e.g. BOS), and the response ends where a block would end
     (BLOCK_STOP_TEXTS). Without examples the text is what it was before templates.
     """
@@ -99,9 +100,14 @@ def render_prompt(tokenizer, question: str, instruction: str = DEFAULT_INSTRUCTI
             raise TaskError(f"the tokenizer's chat template failed on this prompt ({exc}); "
                             "drop --task-opt system=... or use a model with a working template") from exc
         ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    elif examples:
+        # the instruction once, on top; the question in the examples' own form, so that a
+        # pretrained model continues the pattern (an instruction after the last question only
+        # made it answer "<answer>")
+        head = "\n\n".join(x.strip() for x in (system, instruction) if x and x.strip())
+        text = (f"{head}\n\n" if head else "") + example_blocks(examples) + f"Question: {question.strip()}\nAnswer:"
     else:
-        text = (f"{system.strip()}\n\n" if system else "") + example_blocks(examples) + \
-            f"Question: {content(question)}\nAnswer:"
+        text = (f"{system.strip()}\n\n" if system else "") + f"Question: {content(question)}\nAnswer:"
         ids = tokenizer(text, add_special_tokens=True)["input_ids"]
     ids = [int(i) for i in ids]
     if not ids:
