@@ -298,10 +298,72 @@ def test_nex_generate_and_capture_with_ray_on_the_command_line(tmp_path, cluster
     assert res.exit_code == 0, res.output
     assert (run_dir / "candidates.jsonl").read_bytes() == (generated / "candidates.jsonl").read_bytes()
     res = invoke_nex("capture", run_dir, "--batch-size", 2, "--block-size", 4, "--device", "cpu", "--dtype", "float32",
-                     "--ray", "auto", "--shards", 2)
+                     "--ray", "auto", "--shards", 2, "--ray-transfer", "store")
     assert res.exit_code == 0, res.output
+    assert "2 of 2 shards came back through Ray's object store" in res.output
     assert len(list((run_dir / "cache").glob("shard-*"))) == 2
     a, b = _concatenated(captured[0] / "cache"), _concatenated(run_dir / "cache")
     assert all(np.array_equal(a[k], b[k]) for k in a)
     res = invoke_nex("capture", run_dir, "--ray", "auto")
     assert res.exit_code != 0 and "already exists" in str(res.exception)
+
+
+def _files(root):
+    """Every file under root by relative path, with its bytes."""
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def _blind_worker_class(hidden):
+    """A worker on a node that does not see `hidden` (the run directory): every open, listing,
+    creation or removal of a path under it fails there, as on a machine without that filesystem."""
+    from nexscore.distributed.workers import ModelWorker
+
+    class Blind(ModelWorker):
+        def __init__(self, *args):
+            import os
+            import sys
+
+            events = {"open", "os.listdir", "os.scandir", "os.mkdir", "os.rename", "os.remove", "os.rmdir",
+                      "os.replace", "os.truncate", "shutil.rmtree", "shutil.copyfile"}
+
+            def hook(event, args):
+                if event in events and args and isinstance(args[0], (str, bytes, os.PathLike)):
+                    path = os.path.abspath(os.fsdecode(args[0]))
+                    if path == hidden or path.startswith(hidden + os.sep):
+                        raise PermissionError(13, "not on this node", path)
+
+            sys.addaudithook(hook)
+            super().__init__(*args)
+
+    return Blind
+
+
+def test_shards_come_back_through_the_object_store_as_the_same_bytes(tmp_path, cluster, generated, captured):
+    from nexscore import capture
+    from nexscore.distributed.capture import capture_on_ray
+    from nexscore.errors import CacheError
+
+    policy = capture.CapturePolicy(batch_size=2, block_size=4)
+    shared = _files(captured[1] / "cache")
+    assert len([f for f in shared if f.endswith("manifest.json")]) == 3
+    # workers told to return their shards through the store
+    stored = _copy_run(generated, tmp_path / "store")
+    said = []
+    capture_on_ray(stored, cluster, policy=policy, device="cpu", dtype="float32", shards=3, transfer="store",
+                   log=said.append)
+    assert any("3 of 3 shards came back through Ray's object store" in m for m in said), said
+    assert _files(stored / "cache") == shared
+    # workers that cannot read the run directory find out (auto) and return their shards the same way
+    blind = _copy_run(generated, tmp_path / "blind")
+    hidden = str((blind / "cache").resolve())
+    said = []
+    capture_on_ray(blind, cluster, policy=policy, device="cpu", dtype="float32", shards=3, log=said.append,
+                   worker_class=_blind_worker_class(hidden))
+    assert any("3 of 3 shards came back" in m for m in said), said
+    assert _files(blind / "cache") == shared
+    # told the run directory is shared when it is not: one line, nothing written
+    refused = _copy_run(generated, tmp_path / "refused")
+    with pytest.raises(CacheError, match="cannot read .*refused/cache.*--ray-transfer auto or store"):
+        capture_on_ray(refused, cluster, policy=policy, device="cpu", dtype="float32", shards=3, transfer="shared",
+                       worker_class=_blind_worker_class(str((refused / "cache").resolve())))
+    assert not list((refused / "cache").glob("shard-*"))

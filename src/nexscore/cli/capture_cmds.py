@@ -18,7 +18,7 @@ from ..models.loading import describe_default, describe_named
 from .root import app
 from .common import console, stage_bars
 from .model_options import DEVICE, DTYPE, MLP_SPEC
-from .ray_options import RAY, ray_cluster
+from .ray_options import RAY, RAY_TRANSFER, ray_cluster
 
 POLICY = CapturePolicy()      # the capture policy's defaults, shown by --help
 K_OPTION = typer.Option(
@@ -194,6 +194,7 @@ def capture(
     ray: Optional[str] = RAY,
     shards: Optional[int] = typer.Option(None, "--shards", help="With --ray: shards of RUN_DIR/cache (contiguous "
                                          "problems, cut where a batch starts). [default: 4 per Ray worker]"),
+    ray_transfer: str = RAY_TRANSFER,
 ):
     """Capture activations and output signals of candidate traces into a cache.
 
@@ -210,7 +211,8 @@ def capture(
     With --ray, model replicas on a Ray cluster capture shards of the run
     into RUN_DIR/cache/shard-NNNNN, and RUN_DIR/cache becomes a cache set (read
     as one cache by every command): the shards end to end hold the arrays of
-    the cache captured without --ray, byte for byte.
+    the cache captured without --ray, byte for byte. Workers that do not see
+    RUN_DIR return their shards through Ray's object store (--ray-transfer).
 
     With --token-cache the same pass also keeps each token's per-layer top
     --token-cache-k activations (RUN_DIR/token_cache); `nex rows` derives
@@ -233,13 +235,18 @@ def capture(
                            max_batch_tokens=max_batch_tokens)
     if shards is not None and ray is None:
         raise InputError("--shards cuts the capture for --ray workers; pass --ray too (or leave --shards out)")
+    if ray_transfer.strip().lower() != "auto" and ray is None:
+        raise InputError("--ray-transfer says how --ray workers return shards; pass --ray too (or leave it out)")
     if ray is not None:
         from ..distributed.capture import capture_on_ray, check_ray_capture  # deferred: only for --ray
+        from ..distributed.transfer import check_mode  # deferred: as capture_on_ray
 
         check_ray_capture(run_dir, candidates, out, token_cache or token_cache_out is not None)
+        ray_transfer = check_mode(ray_transfer)
         with stage_bars() as bars, ray_cluster(ray) as cluster:
             result = capture_on_ray(run_dir, cluster, model=model, device=device, dtype=dtype, mlp_spec=mlp_spec,
-                                    policy=policy, overwrite=overwrite, shards=shards, log=bars.log, progress=bars)
+                                    policy=policy, overwrite=overwrite, shards=shards, log=bars.log, progress=bars,
+                                    transfer=ray_transfer)
         show_capture(result)
         return
     with stage_bars() as bars:

@@ -42,8 +42,14 @@ RAY = typer.Option(
     None, "--ray", metavar="[ADDRESS]", callback=_checked_address,
     help="Run on a Ray cluster: auto (the one `ray start` runs here, or $RAY_ADDRESS; --ray alone), "
          "HOST:PORT or ray://HOST:PORT, or local (start one for this command). Needs pip install "
-         "'nexscore[ray]'; the run directory must be on a filesystem every worker sees. Same results as "
-         "without --ray.")
+         "'nexscore[ray]'. Same results as without --ray.")
+
+RAY_TRANSFER = typer.Option(
+    "auto", "--ray-transfer", metavar="auto|shared|store",
+    help="With --ray: how captured shards reach RUN_DIR. shared: workers write them there (it must be on a "
+         "filesystem every worker sees); store: workers capture on their own disk and return the shard through "
+         "Ray's object store, the driver writes it; auto: each worker writes where it sees RUN_DIR, else returns "
+         "it. Same bytes either way.")
 
 
 @contextmanager
@@ -79,4 +85,4 @@ def variant_map(cluster, progress=None):
     return variant_map_for(cluster, progress)
 
 
-__all__ = ["RAY", "ray_cluster", "shard_map", "variant_map", "with_ray_default"]
+__all__ = ["RAY", "RAY_TRANSFER", "ray_cluster", "shard_map", "variant_map", "with_ray_default"]

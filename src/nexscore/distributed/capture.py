@@ -6,7 +6,9 @@ Ray. Each actor captures a shard with `capture.capture_candidates` into RUN_DIR/
 a v1 cache its writer publishes whole; the driver then writes RUN_DIR/cache/cacheset.json, last
 (`cache.sets.write_cache_set`), and records the capture in run.json. The set's shards put end to end
 hold the unsharded cache's arrays byte for byte, so weights and scores learned from it are the
-same. RUN_DIR must lie on a filesystem every worker sees.
+same. A worker that does not see RUN_DIR (its node has its own disk) captures its shard into a
+scratch directory there and returns the files through Ray's object store; the driver checks and
+writes them (`transfer`), and the set is the same bytes.
 
 Interrupted, the same command resumes: finished shards are kept (after checking that each holds
 the candidates the plan gives it), an unfinished one resumes from its checkpoint, and a worker
@@ -26,6 +28,7 @@ from ..cache.layout import MANIFEST, shard_dir_name
 from ..errors import CacheError, InputError
 from ..io import SHARED, claim_output, write_json
 from ..rundir import CACHE, RUN_JSON, TOKENS, read_candidates, read_run_json, require_run_dir
+from . import transfer as tr
 from .ray_exec import Cluster, Progress, WorkerPool
 from .shards import aligned_ranges
 from .workers import ModelSpec, ModelWorker
@@ -76,11 +79,13 @@ def _check_finished(shard: Path, cands, digest, policy) -> bool:
 def capture_on_ray(run_dir, cluster: Cluster, *, model: str | None = None, device: str = "auto",
                    dtype: str = "auto", mlp_spec=None, policy=None, overwrite: bool = False,
                    shards: int | None = None, log: Callable[[str], None] | None = None,
-                   progress: Progress | None = None, worker_class=ModelWorker, workers: int | None = None):
+                   progress: Progress | None = None, worker_class=ModelWorker, workers: int | None = None,
+                   transfer: str = tr.AUTO):
     """Capture RUN_DIR's candidates on Ray into the cache set RUN_DIR/cache (see the module);
     returns a `capture.CaptureResult` for the set. shards: how many (default SHARDS_PER_WORKER per
     worker, at most one per batch); workers: model replicas (default: one per GPU of the cluster,
-    else one per CPU); progress advances per finished shard."""
+    else one per CPU); progress advances per finished shard; transfer: how a shard reaches
+    RUN_DIR (`transfer`: auto, shared or store)."""
     from .. import models
     from ..capture import CapturePolicy, CaptureResult, candidates_digest  # deferred: as _plan
     from ..capture.run import _record_in_run
@@ -97,6 +102,7 @@ def capture_on_ray(run_dir, cluster: Cluster, *, model: str | None = None, devic
     recorded = run_info.get("model") if isinstance(run_info.get("model"), dict) else {}
     spec = model or recorded.get("spec") or models.DEFAULT_MODEL
     policy = (policy or CapturePolicy()).resolved()
+    mode = tr.check_mode(transfer)
     with claim_output(run_dir, kind=SHARED, owns=(RUN_JSON,)):
         finished = out.is_dir() and (is_cache_set(out) or (out / MANIFEST).is_file())
         if finished and not overwrite:
@@ -119,10 +125,20 @@ def capture_on_ray(run_dir, cluster: Cluster, *, model: str | None = None, devic
                              cwd=os.getcwd())
         say(f"capturing {len(cands):,} responses as {len(ranges)} shards on Ray "
             f"({min(len(todo), workers or cluster.n_workers) or 1} workers, {'GPU' if cluster.gpus else 'CPU'} actors)")
-        with WorkerPool(cluster, worker_class, (spec_obj,), n_workers=workers) as pool:
-            jobs = [(cands[ranges[i].start:ranges[i].stop], str(shard_dirs[i].resolve()), policy) for i in todo]
-            done = pool.map("capture_shard", jobs, progress=progress, description="capture shards")
-            info = done[0]["info"] if done else pool.call("describe")
+        how = tr.write_token(out, mode)
+        try:
+            with WorkerPool(cluster, worker_class, (spec_obj,), n_workers=workers) as pool:
+                jobs = [(cands[ranges[i].start:ranges[i].stop], str(shard_dirs[i].resolve()), policy, how)
+                        for i in todo]
+                done = pool.map("capture_shard", jobs, progress=progress, description="capture shards",
+                                on_result=lambda j, res: _publish(res, shard_dirs[todo[j]]))
+                info = done[0]["info"] if done else pool.call("describe")
+        finally:
+            tr.remove_token(how)
+        returned = sum(d["transfer"] == tr.STORE for d in done)
+        if returned:
+            say(f"{returned} of {len(done)} shards came back through Ray's object store (workers that do not see "
+                f"{run_dir}), written here")
         write_cache_set(out, shard_dirs)
         (out / PLAN_FILE).unlink(missing_ok=True)
         from ..cache import open_cache  # deferred: as _plan
@@ -131,6 +147,16 @@ def capture_on_ray(run_dir, cluster: Cluster, *, model: str | None = None, devic
         result = CaptureResult(path=out, n_responses=len(cands), resumed_from=0, manifest=manifest,
                                seconds=time.perf_counter() - t0, policy=policy, model=manifest.get("model") or {})
         result.run_json = _record_in_run(run_dir, info, result, out)
+    return result
+
+
+def _publish(result: dict, shard_dir: Path) -> dict:
+    """A shard a worker returned through the object store, written into the run (checked file by
+    file, published in one step); what the worker said about it, without the files."""
+    packed = result.pop("packed", None)
+    if packed is not None:
+        tr.unpack_dir(packed, shard_dir, what=f"{shard_dir} (from the Ray worker on {result.get('host', '?')})")
+        shutil.rmtree(shard_dir.with_name(shard_dir.name + ".partial"), ignore_errors=True)   # an earlier try's
     return result
 
 

@@ -10,7 +10,8 @@ that died, so that a run on Ray gives the bytes of a run without it.
     >>> with WorkerPool(cluster, Worker, init_args) as pool:
     ...     results = pool.map("method", items, progress=...)
 
-The run directory must lie on a filesystem every worker sees (workers write their shards there).
+Workers write their shards into the run directory where they see it, and return them through
+Ray's object store where they do not (`transfer`).
 """
 
 from __future__ import annotations
@@ -169,9 +170,11 @@ class WorkerPool:
         return self.map(method, [item], description=method)[0]
 
     def map(self, method: str, items: Sequence, *, progress: Progress | None = None,
-            description: str = "shards") -> list:
+            description: str = "shards", on_result: Callable[[int, Any], Any] | None = None) -> list:
         """[actor.method(item) for item in items], in items' order; progress(description,
-        len(items)) advances by one per finished item."""
+        len(items)) advances by one per finished item. on_result(i, result), if given, runs on the
+        driver as each item finishes and what it returns is kept instead (e.g. write a shard that
+        came back through the object store, and keep only what was said about it)."""
         ray = self.ray
         items = list(items)
         if not items:
@@ -195,7 +198,7 @@ class WorkerPool:
             ready, _ = ray.wait(list(pending), num_returns=1)
             i, slot = pending.pop(ready[0])
             try:
-                results[i] = ray.get(ready[0])
+                value = ray.get(ready[0])
             except retriable as exc:
                 attempts[i] += 1
                 if attempts[i] > self.retries:
@@ -208,8 +211,12 @@ class WorkerPool:
             except ray.exceptions.RayTaskError as exc:
                 raise _cause(exc) from None
             else:
+                submit(slot)                    # the actor goes on while its result is handled here
+                results[i] = on_result(i, value) if on_result else value
+                del value
                 if advance:
                     advance(1)
+                continue
             submit(slot)
         return results
 

@@ -9,9 +9,14 @@ model that fails to load raises its own one-line error on the driver.
 
 from __future__ import annotations
 
+import json
 import os
+import socket
 from dataclasses import dataclass
 from pathlib import Path
+
+from ..cache.layout import MANIFEST
+from . import transfer as tr
 
 
 @dataclass(frozen=True)
@@ -86,15 +91,33 @@ class ModelWorker:
 
     def capture_shard(self, job: tuple) -> dict:
         """Capture a shard's candidates into its own v1 cache directory (written whole by the
-        cache writer, resumed from its checkpoint if an earlier worker died on it)."""
-        candidates, out_dir, policy = job
+        cache writer, resumed from its checkpoint if an earlier worker died on it).
+
+        job: (candidates, shard directory in the run, policy[, transfer.Transfer]). A worker that
+        sees the run directory writes the shard there; one that does not (or is told `store`)
+        captures into a scratch directory on its node and returns the finished files in the
+        result's "packed" (`transfer.pack_dir`) for the driver to write."""
+        candidates, out_dir, policy, *rest = job
         from ..capture import capture_candidates  # deferred: as _lm
 
-        result = capture_candidates(self._lm(), candidates, Path(out_dir), policy=policy,
-                                    on_progress=self.after_batch)
-        return {"path": str(result.path), "n_responses": result.n_responses, "resumed_from": result.resumed_from,
-                "seconds": result.seconds, "manifest": result.manifest, "info": dict(self._loaded.info),
-                "pid": os.getpid()}
+        how = rest[0] if rest else None
+        shared = how is None or tr.writes_shared(how)
+        target = Path(out_dir) if shared else tr.scratch_dir(how, Path(out_dir).name)
+        lm = self._lm()
+        if (target / MANIFEST).is_file():
+            # finished by a worker of this capture that died before returning it (the driver
+            # checked the shards finished before the capture began)
+            manifest, n, resumed, seconds = json.loads((target / MANIFEST).read_text()), len(candidates), None, 0.0
+        else:
+            result = capture_candidates(lm, candidates, target, policy=policy, on_progress=self.after_batch)
+            manifest, n, resumed, seconds = result.manifest, result.n_responses, result.resumed_from, result.seconds
+        done = {"path": str(out_dir), "n_responses": n, "resumed_from": resumed, "seconds": seconds,
+                "manifest": manifest, "info": dict(lm.info), "pid": os.getpid(), "host": socket.gethostname(),
+                "transfer": tr.SHARED if shared else tr.STORE}
+        if not shared:
+            done["packed"] = tr.pack_dir(target)       # memory maps: the files may go now
+            tr.remove_scratch(target)
+        return done
 
     def after_batch(self, n_responses: int) -> None:
         """Called after each checkpointed capture batch (a test's worker dies here)."""
