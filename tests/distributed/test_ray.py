@@ -201,6 +201,34 @@ def test_bad_ray_input_is_one_line(tmp_path):
         return
     proc = run_nex("score", tmp_path / "cache", "--ray", "127.0.0.1:1")               # nothing listens there
     assert_one_line_error(proc, "127.0.0.1:1", "ray start --head")
+    proc = run_nex("capture", tmp_path / "run", "--ray", "--ray-transfer", "ftp")
+    assert_one_line_error(proc, "--ray-transfer ftp", "auto, shared or store")
+    proc = run_nex("capture", tmp_path / "run", "--ray-transfer", "store")             # without --ray
+    assert_one_line_error(proc, "--ray-transfer", "pass --ray too")
+
+
+def test_a_set_with_a_missing_or_foreign_shard_is_one_line_on_ray(tmp_path, cluster, captured):
+    import shutil
+
+    from conftest import assert_one_line_error, run_nex
+
+    missing = tmp_path / "missing"
+    shutil.copytree(captured[1], missing)
+    shutil.rmtree(missing / "cache" / "shard-00002")
+    assert_one_line_error(run_nex("learn", missing / "cache", "--out", tmp_path / "w.npz", "--ray"),
+                          "shard-00002", "listed", "missing")
+    # another capture's shard (of other traces) put in the place of shard 1
+    foreign = tmp_path / "foreign"
+    shutil.copytree(captured[1], foreign)
+    shutil.rmtree(foreign / "cache" / "shard-00001")
+    shutil.copytree(foreign / "cache" / "shard-00000", foreign / "cache" / "shard-00001")
+    assert_one_line_error(run_nex("score", foreign / "cache", "--ray"), "shard-00001")
+    # ... and found by a capture that resumes the set: refused before any work
+    (foreign / "cache" / "cacheset.json").unlink()
+    (foreign / "cache" / ".ray-plan.json").write_text(json.dumps({"n": 18, "ranges": [[0, 6], [6, 12], [12, 18]]}))
+    assert_one_line_error(run_nex("capture", foreign, "--ray", "--batch-size", 2, "--block-size", 4),
+                          "shard-00001", "other candidates")
+    assert not (foreign / "cache" / "cacheset.json").exists() and not (tmp_path / "w.npz").exists()
 
 
 def test_rank_on_ray_computes_the_variants_of_one_process(tmp_path, cluster):
