@@ -7,28 +7,17 @@ import json
 
 import pytest
 
-from conftest import chain_sum
-
 pytestmark = pytest.mark.usefixtures("one_thread")
 TASK = dict(task="rg:chain_sum", task_options={"min_terms": 2, "max_terms": 3, "min_digits": 1, "max_digits": 2})
 
 
-def _generate(run_dir, model, **kw):
-    from nexscore import generate
-
-    return generate.run(run_dir, model=str(model), problems=5, n=3, max_new_tokens=24, batch_size=4, **TASK, **kw)
-
-
-def test_generation_on_ray_writes_the_bytes_of_one_process(tmp_path, cluster, chat_model):
+def test_generation_on_ray_writes_the_bytes_of_one_process(tmp_path, cluster, chat_model, generated):
     from nexscore.distributed.generation import generate_on_ray
 
-    chain_sum()
-    plain = _generate(tmp_path / "plain", chat_model)
-    sharded = generate_on_ray(tmp_path / "ray", cluster, model=str(chat_model), problems=5, n=3, max_new_tokens=24,
+    sharded = generate_on_ray(tmp_path / "ray", cluster, model=str(chat_model), problems=6, n=3, max_new_tokens=24,
                               batch_size=4, **TASK)
-    assert sharded.n_traces == plain.n_traces == 15
-    candidates = [(tmp_path / name / "candidates.jsonl").read_bytes() for name in ("plain", "ray")]
-    assert candidates[0] == candidates[1]
+    assert sharded.n_traces == 18
+    assert (tmp_path / "ray" / "candidates.jsonl").read_bytes() == (generated / "candidates.jsonl").read_bytes()
 
 
 def _concatenated(cache_dir):
@@ -68,21 +57,17 @@ def _copy_run(src, dst):
     return dst
 
 
-def test_capture_on_ray_is_the_single_process_cache_in_shards(tmp_path, cluster, generated, chat_model):
+def test_capture_on_ray_is_the_single_process_cache_in_shards(captured):
     import numpy as np
 
-    from nexscore import capture
+    from nexscore.cache import open_cache
     from nexscore.cache.sets import is_cache_set
-    from nexscore.distributed.capture import capture_on_ray
 
-    policy = capture.CapturePolicy(batch_size=2, block_size=4)
-    plain = _copy_run(generated, tmp_path / "plain")
-    capture.run(plain, policy=policy, device="cpu", dtype="float32")
-    sharded = _copy_run(generated, tmp_path / "ray")
-    result = capture_on_ray(sharded, cluster, policy=policy, device="cpu", dtype="float32", shards=4)
-    # 6 problems of 3 traces in batches of 2: a problem and a batch start together at 0, 6 and 12 only
+    plain, sharded = captured
+    # 6 problems of 3 traces in batches of 2, 4 shards asked: a problem and a batch start together at 0, 6
+    # and 12 only
     assert is_cache_set(sharded / "cache") and len(list((sharded / "cache").glob("shard-*"))) == 3
-    assert result.manifest["counts"]["responses"] == 18
+    assert open_cache(sharded / "cache").manifest["counts"]["responses"] == 18
     a, b = _concatenated(plain / "cache"), _concatenated(sharded / "cache")
     assert sorted(a) == sorted(b) and len(a) >= 12
     for name in a:
@@ -91,7 +76,7 @@ def test_capture_on_ray_is_the_single_process_cache_in_shards(tmp_path, cluster,
 
 @pytest.fixture(scope="module")
 def captured(tmp_path_factory, generated):
-    """The generated run captured twice: in one process (a v1 cache) and on Ray (a set of 3 shards)."""
+    """The generated run captured twice: in one process (a v1 cache) and on Ray (4 shards asked, a set of 3)."""
     from nexscore import capture
     from nexscore.distributed import connect
     from nexscore.distributed.capture import capture_on_ray
@@ -100,7 +85,7 @@ def captured(tmp_path_factory, generated):
     policy = capture.CapturePolicy(batch_size=2, block_size=4)
     plain, sharded = _copy_run(generated, root / "plain"), _copy_run(generated, root / "ray")
     capture.run(plain, policy=policy, device="cpu", dtype="float32")
-    capture_on_ray(sharded, connect("auto"), policy=policy, device="cpu", dtype="float32", shards=3)
+    capture_on_ray(sharded, connect("auto"), policy=policy, device="cpu", dtype="float32", shards=4)
     return plain, sharded
 
 
@@ -279,7 +264,7 @@ def test_demo_on_ray_gives_the_numbers_of_one_process(tmp_path, cluster, chat_mo
     assert a["methods"] == b["methods"] and a["problems"] == b["problems"]
 
 
-def test_an_interrupted_ray_capture_resumes_from_its_finished_shards(tmp_path, cluster, generated, captured):
+def test_an_interrupted_ray_capture_resumes_from_its_finished_shards(tmp_path, cluster, captured):
     import shutil
 
     import numpy as np
@@ -289,8 +274,8 @@ def test_an_interrupted_ray_capture_resumes_from_its_finished_shards(tmp_path, c
     from nexscore.errors import CacheError
 
     policy = capture.CapturePolicy(batch_size=2, block_size=4)
-    run_dir = _copy_run(generated, tmp_path / "ray")
-    capture_on_ray(run_dir, cluster, policy=policy, device="cpu", dtype="float32", shards=3)
+    run_dir = tmp_path / "ray"
+    shutil.copytree(captured[1], run_dir)
     (run_dir / "cache" / "cacheset.json").unlink()              # as if the driver stopped before the set
     shutil.rmtree(run_dir / "cache" / "shard-00002")             # ... with one shard still to do
     (run_dir / "cache" / ".ray-plan.json").write_text(json.dumps({"n": 18, "ranges": [[0, 6], [6, 12], [12, 18]]}))
@@ -374,11 +359,13 @@ def test_shards_come_back_through_the_object_store_as_the_same_bytes(tmp_path, c
     policy = capture.CapturePolicy(batch_size=2, block_size=4)
     shared = _files(captured[1] / "cache")
     assert len([f for f in shared if f.endswith("manifest.json")]) == 3
-    # workers told to return their shards through the store
+    # workers told to return their shards through the store; one dies in its first shard, and the worker
+    # that takes the shard over resumes it from the checkpoint left on their node
     stored = _copy_run(generated, tmp_path / "store")
     said = []
     capture_on_ray(stored, cluster, policy=policy, device="cpu", dtype="float32", shards=3, transfer="store",
-                   log=said.append)
+                   log=said.append, worker_class=_dying_worker_class(str(tmp_path / "died")))
+    assert (tmp_path / "died").is_file()
     assert any("3 of 3 shards came back through Ray's object store" in m for m in said), said
     assert _files(stored / "cache") == shared
     # workers that cannot read the run directory find out (auto) and return their shards the same way
