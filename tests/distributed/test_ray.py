@@ -382,3 +382,28 @@ def test_shards_come_back_through_the_object_store_as_the_same_bytes(tmp_path, c
         capture_on_ray(refused, cluster, policy=policy, device="cpu", dtype="float32", shards=3, transfer="shared",
                        worker_class=_blind_worker_class(str((refused / "cache").resolve())))
     assert not list((refused / "cache").glob("shard-*"))
+
+
+def test_learning_and_scoring_tasks_get_shards_they_do_not_see_through_the_object_store(cluster, captured,
+                                                                                       monkeypatch):
+    from nexscore.cache import open_cache
+    from nexscore.core.mapreduce import set_scores, set_weights
+    from nexscore.distributed import shard_map_for, transfer
+
+    cache_set = open_cache(captured[1] / "cache")
+    weights = set_weights(cache_set)                                   # in this process
+    scores = set_scores(cache_set, weights)
+    packed = []
+    pack_dir = transfer.pack_dir
+    monkeypatch.setattr(transfer, "pack_dir", lambda d: packed.append(d) or pack_dir(d))
+
+    def same(mode):
+        ray_map = shard_map_for(cluster, transfer=mode)
+        return (set_weights(cache_set, shard_map=ray_map).tobytes() == weights.tobytes()
+                and set_scores(cache_set, weights, shard_map=ray_map).tobytes() == scores.tobytes())
+
+    assert same("auto") and packed == []                               # the workers see the shards
+    assert same("store") and len(packed) == 6                          # 3 shards learned, 3 scored
+    # workers that find other shards at those paths (here: the driver expects another manifest) say so
+    monkeypatch.setattr(transfer, "manifest_digest", lambda d: "0" * 64)
+    assert same("auto") and len(packed) == 12

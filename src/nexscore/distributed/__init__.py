@@ -11,7 +11,9 @@ order, so that a run on Ray writes the bytes a run without it writes:
   `shard_map` seam), states reduced on the driver in shard order;
 - ranking: each variant as a task holding one model (`ray_exec.variant_map_for`).
 
-The run directory must lie on a filesystem every worker sees (a local cluster always does).
+Workers read and write the run directory where they see it (a shared filesystem; a local cluster
+always does) and exchange shards through Ray's object store where they do not (`transfer`);
+`nex rank`'s variant tasks still need a shared filesystem.
 """
 
 from .ray_exec import (AUTO, LOCAL, RAY_HINT, Cluster, WorkerPool, connect, map_tasks, shard_map_for,

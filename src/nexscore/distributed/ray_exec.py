@@ -20,6 +20,7 @@ import os
 import socket
 from collections import deque
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from ..errors import InputError, RunError
@@ -273,16 +274,97 @@ def _call_in(cwd: str, fn: Callable, item):
     return fn(item)
 
 
-def shard_map_for(cluster: Cluster | None, progress: Progress | None = None):
+NOT_HERE = "nex: this worker does not see the shard"     # what a task answers for a shard it cannot read
+
+
+def map_shard_tasks(cluster: Cluster, fn: Callable, items: Sequence, *, progress: Progress | None = None,
+                    description: str = "shards", transfer: str = "auto") -> list:
+    """map_tasks for items whose first element is a cache directory (a shard) that fn reads.
+
+    transfer (`transfer` module): shared: every worker reads the shard at its path; store: the
+    driver sends each shard's files through the object store and the task reads a copy in its
+    node's temporary directory; auto: each task first checks that it sees the driver's shard at
+    that path (the same manifest.json digest) and answers NOT_HERE where it does not, and that
+    shard is then sent. At most one sent shard per CPU of the cluster is in the store at once."""
+    from . import transfer as tr
+
+    mode = tr.check_mode(transfer)
+    items = list(items)
+    if mode == tr.SHARED or not items:
+        return map_tasks(cluster, fn, items, progress=progress, description=description)
+    ray = import_ray()
+    remote_fn = ray.remote(max_retries=RETRIES, retry_exceptions=False, num_cpus=1)(_call_on_shard)
+    cwd = os.getcwd()
+    digests = [tr.manifest_digest(item[0]) if mode == tr.AUTO else None for item in items]
+    to_send = deque(range(len(items)) if mode == tr.STORE else ())
+    window = max(1, cluster.cpus)
+    results: list[Any] = [None] * len(items)
+    advance = progress(description, len(items)) if progress else None
+    pending: dict = {}
+
+    def send_more() -> None:
+        while to_send and sum(sent for _, sent in pending.values()) < window:
+            i = to_send.popleft()
+            packed = ray.put(tr.pack_dir(items[i][0]))
+            pending[remote_fn.remote(cwd, fn, items[i], None, packed)] = (i, True)
+
+    if mode == tr.AUTO:
+        for i, item in enumerate(items):
+            pending[remote_fn.remote(cwd, fn, item, digests[i] or "", None)] = (i, False)
+    send_more()
+    try:
+        while pending:
+            ready, _ = ray.wait(list(pending), num_returns=1)
+            i, _sent = pending.pop(ready[0])
+            value = ray.get(ready[0])
+            if isinstance(value, str) and value == NOT_HERE:
+                to_send.append(i)
+            else:
+                results[i] = value
+                if advance:
+                    advance(1)
+            send_more()
+    except ray.exceptions.RayTaskError as exc:
+        raise _cause(exc) from None
+    except _retriable(ray) as exc:
+        raise RunError(f"a Ray worker died {RETRIES + 1} times running {getattr(fn, '__name__', fn)} "
+                       f"({type(exc).__name__}); see the Ray logs (`ray logs`)") from None
+    finally:
+        for ref in pending:
+            ray.cancel(ref, force=True)
+    return results
+
+
+def _call_on_shard(cwd: str, fn: Callable, item: tuple, digest: str | None, packed):
+    """fn(item) on a worker: on the shard at item[0] where it is the driver's (digest: its
+    manifest.json's sha256, "" for none), NOT_HERE where it is not; or, given the shard's packed
+    files, on a copy of them in a temporary directory of this node."""
+    import tempfile
+
+    from . import transfer as tr
+
+    if os.path.isdir(cwd) and os.getcwd() != cwd:
+        os.chdir(cwd)
+    shard = Path(item[0])
+    if packed is None:
+        here = tr.manifest_digest(shard) == digest if digest else shard.is_dir()
+        return fn(item) if here else NOT_HERE
+    with tempfile.TemporaryDirectory(prefix=tr.SCRATCH_PREFIX) as tmp:
+        local = tr.unpack_dir(packed, Path(tmp) / shard.name, what=f"{shard} (sent to {socket.gethostname()})")
+        return fn((str(local),) + tuple(item[1:]))
+
+
+def shard_map_for(cluster: Cluster | None, progress: Progress | None = None, transfer: str = "auto"):
     """The `shard_map` seam of the core (nexscore.core.mapreduce): a cache set's shards as Ray
-    tasks, a progress bar over them; None (in process) without a cluster."""
+    tasks (`map_shard_tasks`: read where the workers see them, else sent), a progress bar over
+    them; None (in process) without a cluster."""
     if cluster is None:
         return None
     names = {"learn_task": "learning shards", "score_task": "scoring shards"}
 
     def ray_map(fn: Callable, items: list) -> list:
-        return map_tasks(cluster, fn, items, progress=progress,
-                         description=names.get(getattr(fn, "__name__", ""), "shards"))
+        return map_shard_tasks(cluster, fn, items, progress=progress, transfer=transfer,
+                               description=names.get(getattr(fn, "__name__", ""), "shards"))
 
     return ray_map
 
@@ -305,5 +387,5 @@ def _kill(ray, actor) -> None:
         pass
 
 
-__all__ = ["Cluster", "WorkerPool", "connect", "import_ray", "map_tasks", "shard_map_for", "variant_map_for",
-           "RAY_HINT", "LOCAL", "AUTO"]
+__all__ = ["Cluster", "WorkerPool", "connect", "import_ray", "map_tasks", "map_shard_tasks", "shard_map_for",
+           "variant_map_for", "RAY_HINT", "LOCAL", "AUTO", "NOT_HERE"]

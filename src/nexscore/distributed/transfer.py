@@ -14,6 +14,10 @@ visible: refused in one line where it is not), `store` (always through Ray's obj
 worker reads it (`Visibility`); a worker that cannot, or reads another token (the same path on
 another machine's disk), returns its shards through the store.
 
+Learning and scoring tasks read a cache set's shards the same way round (`ray_exec.map_shard_tasks`):
+in auto mode a task that does not find the shard the driver sees at its path (same manifest.json
+digest) says so, and the driver sends it the shard's files through the store.
+
 Memory: a worker holds one shard at a time. Its files are packed as memory maps of the finished
 files (Ray copies them into its object store from the page cache, not from a copy on the heap),
 and the driver writes each shard from the store as it arrives, then lets it go.
@@ -113,6 +117,15 @@ def remove_scratch(path: Path) -> None:
         pass
 
 
+def manifest_digest(directory) -> str | None:
+    """sha256 of a cache directory's manifest.json (None where it cannot be read): how a learning
+    or scoring task tells that it sees the very shard the driver sees at that path."""
+    try:
+        return hashlib.sha256((Path(directory) / "manifest.json").read_bytes()).hexdigest()
+    except OSError:
+        return None
+
+
 def _digest(buffer) -> str:
     h = hashlib.sha256()
     view = memoryview(buffer).cast("B")
@@ -161,4 +174,5 @@ def unpack_dir(packed: list[dict], target, *, what: str) -> Path:
 
 
 __all__ = ["SHARED", "STORE", "AUTO", "MODES", "TOKEN_FILE", "Transfer", "check_mode", "write_token",
-           "remove_token", "sees_token", "writes_shared", "scratch_dir", "remove_scratch", "pack_dir", "unpack_dir"]
+           "remove_token", "sees_token", "writes_shared", "scratch_dir", "remove_scratch", "pack_dir", "unpack_dir",
+           "manifest_digest"]
