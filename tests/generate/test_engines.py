@@ -55,7 +55,7 @@ def test_stop_texts_cut_the_response_where_a_block_ends():
     assert stop_text_cut([1, 2, 3, 4, 5, 6, 7], stops, decode) == 5     # ".\n\n" goes with the stop
     assert stop_text_cut([1, 2, 3, 4, 5, 9, 7], stops, decode) == 6     # "\nQuestion:" across two tokens
     assert stop_text_cut([8, 1, 2, 3], stops, decode) == 0               # a blank line first: no answer
-    assert stop_text_cut([9, 7, 2], stops, decode) == 0                  # a new question first: no answer
+    assert stop_text_cut([9, 7, 2], stops, decode) == 1                  # a new question first: a bare newline
     assert stop_text_cut([2, 3, 8], stops, decode) == 2                  # leading spaces are no text
     assert stop_text_cut([1, 2, 3], stops, decode) is None
     assert stop_text_cut([1, 2, 3, 6], (), decode) is None

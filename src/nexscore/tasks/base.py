@@ -106,6 +106,7 @@ def render_prompt(tokenizer, question: str, instruction: str = DEFAULT_INSTRUCTI
         # made it answer "<answer>")
         head = "\n\n".join(x.strip() for x in (system, instruction) if x and x.strip())
         text = (f"{head}\n\n" if head else "") + example_blocks(examples) + f"Question: {question.strip()}\nAnswer:"
+        ids = tokenizer(text, add_special_tokens=True)["input_ids"]
     else:
         text = (f"{system.strip()}\n\n" if system else "") + f"Question: {content(question)}\nAnswer:"
         ids = tokenizer(text, add_special_tokens=True)["input_ids"]
