@@ -21,6 +21,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <math.h>
+#include <string.h>
 
 #define BLOCK 128
 
@@ -616,12 +617,12 @@ PyDoc_STRVAR(base_agreement_doc,
 "base_agreement(keys u32, half u16, table f32[65536], entry_ptr i64, base_keys u32, base_half u16,\n"
 "               base_ptr i64, slots i32[key space], offset, rtol, atol, inf_from,\n"
 "               missing i64 out, extra i64 out, mass_bad i64 out, first_bad i64 out\n"
-"               [, row_ptr i64, unordered i64 out])\n\n"
+"               [, row_ptr i64 | None, unordered i64 out | None, by_cpu=True])\n\n"
 "Per response r (row entries [entry_ptr[r], entry_ptr[r+1]), base entries\n"
 "[base_ptr[r], base_ptr[r+1]), base keys unique and ascending): missing[r] = row entries whose\n"
 "key is not in the base list; extra[r] = base keys in none of its rows; mass_bad[r] = base\n"
 "masses (of keys found in its rows) that differ from the float64 sum, in entry order, of their\n"
-"row masses (float16 through `table`) by the rule of nexscore.cache.rules.masses_agree with\n"
+"row masses (float16 values, exact) by the rule of nexscore.cache.rules.masses_agree with\n"
 "rtol, atol and inf_from; first_bad[r] = the base index of the first of those, or -1.\n"
 "`slots` maps a key below its size to offset + 1 + its base index; it needs no reset as long\n"
 "as every call gets an offset at or above the previous call's offset + its number of base\n"
@@ -631,7 +632,12 @@ PyDoc_STRVAR(base_agreement_doc,
 "With row_ptr (the row starts, from 0 to the number of entries), the same pass applies the\n"
 "rows' order rule (nexscore.cache.rules.ascending): unordered[r] = entries of response r not\n"
 "above the entry before them that do not start a row (learning and this pass read the same\n"
-"keys, so `nex run` checks their order here rather than in a pass of its own).");
+"keys, so `nex run` checks their order here rather than in a pass of its own).\n"
+"by_cpu: float16 converted by the CPU's F16C instruction where it has one (`half_by_cpu()`),\n"
+"else through `table`; the values are the same.");
+
+PyDoc_STRVAR(half_by_cpu_doc,
+"half_by_cpu()\n\nWhether base_agreement(by_cpu=True) converts float16 with the CPU's F16C instruction.");
 
 /* rules.masses_agree: got (a float16 base mass) against want (the float64 sum of its rows) */
 static int mass_agrees(double want, double got, double rtol, double atol, double inf_from)
@@ -641,17 +647,155 @@ static int mass_agrees(double want, double got, double rtol, double atol, double
     return fabs(want) >= inf_from && isinf(got) && ((got > 0) == (want > 0));
 }
 
+/* One call's arrays, as the pass below reads them (rptr NULL: no order rule). */
+typedef struct {
+    const uint32_t *keys, *bkeys;
+    const uint16_t *half, *bhalf;
+    const float *table;
+    const int64_t *eptr, *bptr, *rptr;
+    int32_t *slots;
+    uint64_t n_slots;
+    int64_t offset, n_resp, n_row_ptr;
+    double rtol, atol, inf_from;
+    int64_t *missing, *extra, *mass_bad, *first_bad, *unordered;
+    double *sums;
+} Agreement;
+
+/*
+ * The pass, written once and compiled twice (float16 through the table, or by F16C): per
+ * response its base keys go into the slots, then its rows' entries are looked up one by one
+ * and their masses summed per base key. Speed (it runs beside the learning, see
+ * nexscore.core.agreement): a base key's sum starts at -0.0, which no entry's term can leave
+ * (a term is its mass + 0.0, and -0.0 + 0.0 is +0.0), so a sum still -0.0 marks a key no entry
+ * reached without a store per entry; the sums are those of the rule all the same (+0.0 in place
+ * of a -0.0 term changes no sum: 0.0 + -0.0 is +0.0 too). The order rule is applied row by row
+ * (an entry against the one before it), so no entry asks whether it starts a row.
+ */
+#define SUM_UNREACHED 0x8000000000000000ULL     /* the bits of -0.0 */
+
+/* One row entry (index F, key K) of response r: its mass added to its base key's sum, or a miss. */
+#define AGREEMENT_STEP(F, K, HALF) do {                                                         \
+        const uint32_t k_ = (K);                                                                \
+        if (k_ < n_slots) {                                                                     \
+            const uint32_t t_ = (uint32_t)slots[k_] - slot0;    /* < nr: written for r */       \
+            if (t_ < nr32) sums[t_] += (double)HALF(half[F]) + 0.0;                             \
+            else miss++;                                                                        \
+        } else {                                        /* beyond the slots: binary search */   \
+            int64_t lo_ = 0, hi_ = nr;                                                          \
+            while (lo_ < hi_) {                                                                 \
+                const int64_t mid_ = lo_ + (hi_ - lo_) / 2;                                     \
+                if (bk[mid_] < k_) lo_ = mid_ + 1; else hi_ = mid_;                             \
+            }                                                                                   \
+            if (lo_ < nr && bk[lo_] == k_) sums[lo_] += (double)HALF(half[F]) + 0.0;            \
+            else miss++;                                                                        \
+        }                                                                                       \
+    } while (0)
+
+#define AGREEMENT_PASS(NAME, ATTR, HALF)                                                        \
+static ATTR void NAME(const Agreement *A)                                                       \
+{                                                                                               \
+    const uint32_t *keys = A->keys, *bkeys = A->bkeys;                                          \
+    const uint16_t *half = A->half, *bhalf = A->bhalf;                                          \
+    const float *table = A->table;                                                              \
+    const int64_t *eptr = A->eptr, *bptr = A->bptr, *rptr = A->rptr;                           \
+    int32_t *slots = A->slots;                                                                  \
+    double *sums = A->sums;                                                                     \
+    const uint64_t n_slots = A->n_slots;                                                        \
+    (void)table;                                                                                \
+    int64_t ri = 0;                     /* rptr[ri]: the first row start after the entry */     \
+    for (int64_t r = 0; r < A->n_resp; r++) {                                                   \
+        const int64_t b0 = bptr[r], nr = bptr[r + 1] - b0, first_slot = A->offset + 1 + b0;    \
+        const uint32_t *bk = bkeys + b0;                                                        \
+        const uint32_t slot0 = (uint32_t)first_slot, nr32 = (uint32_t)nr;                       \
+        for (int64_t j = 0; j < nr; j++) {                                                      \
+            sums[j] = -0.0;                                                                     \
+            if (bk[j] < n_slots) slots[bk[j]] = (int32_t)(first_slot + j);                      \
+        }                                                                                       \
+        int64_t miss = 0, disorder = 0;                                                         \
+        const int64_t e_end = eptr[r + 1];                                                      \
+        int64_t e = eptr[r];                                                                    \
+        while (e < e_end) {                                                                     \
+            int64_t run_end = e_end;            /* a row (with rptr), else the response */      \
+            if (rptr) {                                                                         \
+                while (ri < A->n_row_ptr && rptr[ri] <= e) ri++;        /* past empty rows */   \
+                if (ri < A->n_row_ptr && rptr[ri] < e_end) run_end = rptr[ri];                  \
+                if (e > 0 && rptr[ri - 1] != e) disorder += keys[e] <= keys[e - 1];             \
+            }                                                                                   \
+            if (rptr) {                                                                         \
+                uint32_t prev = keys[e];                                                        \
+                AGREEMENT_STEP(e, prev, HALF);                                                  \
+                for (int64_t f = e + 1; f < run_end; f++) {                                     \
+                    const uint32_t k = keys[f];                                                 \
+                    disorder += k <= prev;                                                      \
+                    prev = k;                                                                   \
+                    AGREEMENT_STEP(f, k, HALF);                                                 \
+                }                                                                               \
+            } else {                                                                            \
+                for (int64_t f = e; f < run_end; f++) AGREEMENT_STEP(f, keys[f], HALF);         \
+            }                                                                                   \
+            e = run_end;                                                                        \
+        }                                                                                       \
+        int64_t ext = 0, bad = 0, first = -1;                                                   \
+        for (int64_t j = 0; j < nr; j++) {                                                      \
+            uint64_t bits;                                                                      \
+            memcpy(&bits, &sums[j], sizeof bits);                                               \
+            if (bits == SUM_UNREACHED) { ext++; continue; }                                     \
+            if (!mass_agrees(sums[j], (double)HALF(bhalf[b0 + j]), A->rtol, A->atol, A->inf_from)) { \
+                if (first < 0) first = b0 + j;                                                  \
+                bad++;                                                                          \
+            }                                                                                   \
+        }                                                                                       \
+        A->missing[r] = miss;                                                                   \
+        if (rptr) A->unordered[r] = disorder;                                                   \
+        A->extra[r] = ext;                                                                      \
+        A->mass_bad[r] = bad;                                                                   \
+        A->first_bad[r] = first;                                                                \
+    }                                                                                           \
+}
+
+#define HALF_BY_TABLE(h) table[h]
+AGREEMENT_PASS(agreement_by_table, , HALF_BY_TABLE)
+
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+#include <cpuid.h>
+#include <immintrin.h>
+AGREEMENT_PASS(agreement_by_f16c, __attribute__((target("f16c"))), _cvtsh_ss)
+
+/* F16C present and usable (its VEX encoding needs the OS to save the AVX state). */
+static int cpu_has_f16c(void)
+{
+    unsigned int a, b, c, d, lo, hi;
+    if (!__get_cpuid(1, &a, &b, &c, &d)) return 0;
+    if (!(c & bit_F16C) || !(c & bit_AVX) || !(c & bit_OSXSAVE)) return 0;
+    __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+    return (lo & 6) == 6;
+}
+#else
+#define agreement_by_f16c agreement_by_table
+static int cpu_has_f16c(void) { return 0; }
+#endif
+
+static int has_f16c = -1;
+
+static PyObject *half_by_cpu(PyObject *self, PyObject *args)
+{
+    if (has_f16c < 0) has_f16c = cpu_has_f16c();
+    return PyBool_FromLong(has_f16c);
+}
+
 static PyObject *base_agreement(PyObject *self, PyObject *args)
 {
     PyObject *o[14] = {NULL};
     long long offset;
     double rtol, atol, inf_from;
+    int by_cpu = 1;
     Buf b[14];
     double *sums = NULL;
-    uint8_t *hits = NULL;
-    if (!PyArg_ParseTuple(args, "OOOOOOOOLdddOOOO|OO", &o[0], &o[1], &o[2], &o[3], &o[4], &o[5], &o[6], &o[7],
-                          &offset, &rtol, &atol, &inf_from, &o[8], &o[9], &o[10], &o[11], &o[12], &o[13]))
+    if (!PyArg_ParseTuple(args, "OOOOOOOOLdddOOOO|OOp", &o[0], &o[1], &o[2], &o[3], &o[4], &o[5], &o[6], &o[7],
+                          &offset, &rtol, &atol, &inf_from, &o[8], &o[9], &o[10], &o[11], &o[12], &o[13], &by_cpu))
         return NULL;
+    if (o[12] == Py_None) o[12] = NULL;
+    if (o[13] == Py_None) o[13] = NULL;
     const int check_order = o[12] != NULL;
     if (check_order != (o[13] != NULL)) {
         PyErr_SetString(PyExc_TypeError, "row_ptr and unordered go together");
@@ -675,14 +819,8 @@ static PyObject *base_agreement(PyObject *self, PyObject *args)
         {"unordered", 8, 1},
     };
     if (take(o, b, spec, n_bufs) < 0) return NULL;
-    const uint32_t *keys = b[0].view.buf, *bkeys = b[4].view.buf;
-    const uint16_t *half = b[1].view.buf, *bhalf = b[5].view.buf;
-    const float *table = b[2].view.buf;
     const int64_t *eptr = b[3].view.buf, *bptr = b[6].view.buf;
-    int32_t *slots = b[7].view.buf;
-    int64_t *missing = b[8].view.buf, *extra = b[9].view.buf, *mass_bad = b[10].view.buf,
-            *first_bad = b[11].view.buf;
-    Py_ssize_t n = b[0].n, nb = b[4].n, n_resp = b[3].n - 1, n_slots = b[7].n, longest = 0;
+    Py_ssize_t n = b[0].n, nb = b[4].n, n_resp = b[3].n - 1, longest = 0;
     NEED(b[1].n == n, "keys and half must have the same size");
     NEED(b[5].n == nb, "base_keys and base_half must have the same size");
     NEED(b[2].n == 65536, "the table must have 65536 entries");
@@ -690,7 +828,6 @@ static PyObject *base_agreement(PyObject *self, PyObject *args)
     NEED(offset >= 0 && offset + (long long)nb < INT32_MAX, "offset + base entries must fit in int32");
     for (int i = 8; i < 12; i++) NEED(b[i].n == n_resp, "%s must have one item per response", spec[i].name);
     const int64_t *rptr = check_order ? b[12].view.buf : NULL;
-    int64_t *unordered = check_order ? b[13].view.buf : NULL;
     const Py_ssize_t n_row_ptr = check_order ? b[12].n : 0;
     if (check_order) {
         NEED(b[13].n == n_resp, "unordered must have one item per response");
@@ -705,72 +842,25 @@ static PyObject *base_agreement(PyObject *self, PyObject *args)
         if (bptr[r + 1] - bptr[r] > longest) longest = bptr[r + 1] - bptr[r];
     }
     sums = malloc(sizeof(double) * (size_t)(longest > 0 ? longest : 1));
-    hits = malloc((size_t)(longest > 0 ? longest : 1));
-    if (!sums || !hits) { PyErr_NoMemory(); goto fail; }
+    if (!sums) { PyErr_NoMemory(); goto fail; }
+    if (has_f16c < 0) has_f16c = cpu_has_f16c();
+    const Agreement A = {
+        .keys = b[0].view.buf, .bkeys = b[4].view.buf, .half = b[1].view.buf, .bhalf = b[5].view.buf,
+        .table = b[2].view.buf, .eptr = eptr, .bptr = bptr, .rptr = rptr, .slots = b[7].view.buf,
+        .n_slots = (uint64_t)b[7].n, .offset = offset, .n_resp = n_resp, .n_row_ptr = n_row_ptr,
+        .rtol = rtol, .atol = atol, .inf_from = inf_from, .missing = b[8].view.buf, .extra = b[9].view.buf,
+        .mass_bad = b[10].view.buf, .first_bad = b[11].view.buf,
+        .unordered = check_order ? b[13].view.buf : NULL, .sums = sums,
+    };
     Py_BEGIN_ALLOW_THREADS
-    Py_ssize_t ri = 0;                  /* rptr[ri]: the next row start at or after the entry */
-    for (Py_ssize_t r = 0; r < n_resp; r++) {
-        const int64_t b0 = bptr[r], nr = bptr[r + 1] - b0, first_slot = offset + 1 + b0;
-        const uint32_t *bk = bkeys + b0;
-        for (int64_t j = 0; j < nr; j++) {
-            sums[j] = 0.0;
-            hits[j] = 0;
-            if (bk[j] < (uint64_t)n_slots) slots[bk[j]] = (int32_t)(first_slot + j);
-        }
-        int64_t miss = 0, disorder = 0;
-        const int64_t e_end = eptr[r + 1];
-        for (int64_t e = eptr[r]; e < e_end; e++) {
-            const uint32_t k = keys[e];
-            if (check_order) {
-                /* rules.ascending: an entry not above the one before must start a row */
-                if (e == rptr[ri]) {
-                    while (ri + 1 < n_row_ptr && rptr[ri] <= e) ri++;     /* past empty rows too */
-                } else if (k <= keys[e - 1]) {
-                    disorder++;
-                }
-            }
-#if defined(__GNUC__)
-            /* the slot of a key a few entries on: its cache line arrives while this one is summed */
-            if (e + 24 < e_end && keys[e + 24] < (uint64_t)n_slots) __builtin_prefetch(&slots[keys[e + 24]]);
-#endif
-            int64_t j = -1;
-            if (k < (uint64_t)n_slots) {
-                const int64_t t = (int64_t)slots[k] - first_slot;     /* in [0, nr): written for this response */
-                if (t >= 0 && t < nr) j = t;
-            } else {                                   /* beyond the slots: binary search */
-                int64_t lo = 0, hi = nr;
-                while (lo < hi) {
-                    const int64_t mid = lo + (hi - lo) / 2;
-                    if (bk[mid] < k) lo = mid + 1; else hi = mid;
-                }
-                if (lo < nr && bk[lo] == k) j = lo;
-            }
-            if (j < 0) { miss++; continue; }
-            sums[j] += (double)table[half[e]];
-            hits[j] = 1;
-        }
-        int64_t ext = 0, bad = 0, first = -1;
-        for (int64_t j = 0; j < nr; j++) {
-            if (!hits[j]) { ext++; continue; }
-            if (!mass_agrees(sums[j], (double)table[bhalf[b0 + j]], rtol, atol, inf_from)) {
-                if (first < 0) first = b0 + j;
-                bad++;
-            }
-        }
-        missing[r] = miss;
-        if (check_order) unordered[r] = disorder;
-        extra[r] = ext;
-        mass_bad[r] = bad;
-        first_bad[r] = first;
-    }
+    if (by_cpu && has_f16c) agreement_by_f16c(&A);
+    else agreement_by_table(&A);
     Py_END_ALLOW_THREADS
     free(sums);
-    free(hits);
     release(b, n_bufs);
     Py_RETURN_NONE;
 fail:
     free(sums);
-    free(hits);
     release(b, n_bufs);
     return NULL;
 }
@@ -786,6 +876,7 @@ static PyMethodDef methods[] = {
     {"viterbi2", viterbi2, METH_VARARGS, viterbi2_doc},
     {"new_entry_credit", new_entry_credit, METH_VARARGS, new_entry_credit_doc},
     {"base_agreement", base_agreement, METH_VARARGS, base_agreement_doc},
+    {"half_by_cpu", half_by_cpu, METH_NOARGS, half_by_cpu_doc},
     {NULL, NULL, 0, NULL},
 };
 
