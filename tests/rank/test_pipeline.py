@@ -131,3 +131,49 @@ def test_rank_run_records_a_variant_that_cannot_load(tmp_path):
     with pytest.raises(InputError, match="--prompts must be at least 1"):
         rank.run([str(broken)], tmp_path / "other", rank.RankSettings(task="rg:chain_sum", task_options={}, prompts=0))
     assert not (tmp_path / "other").exists()
+
+
+def test_rank_rows_and_shots(tmp_path, one_thread):
+    """--rows reaches every variant's capture and rank.json; --shots is the task option shots
+    (prompts and labelled set alike); --block-size N is --rows tokens:N."""
+    pytest.importorskip("reasoning_gym")
+    a = variant_dir(tmp_path / "a", 0)
+    out = tmp_path / "rank"
+    args = [a, "--task", "rg:chain_sum", "--task-opt", "min_terms=2", "--task-opt", "max_terms=2", "--task-opt",
+            "max_digits=1", "--prompts", "2", "--n", "1", "--max-new-tokens", "6", "--labeled", "2",
+            "--batch-size", "8", "--boot", "0", "--out", out]
+    res = nex("rank", *args, "--rows", "steps:4", "--shots", "1")
+    assert res.exit_code == 0, res.output + str(res.exception)
+    doc = json.loads((out / "rank.json").read_text())
+    assert doc["settings"]["rows"] == "steps:4" and doc["settings"]["block_size"] is None
+    assert doc["settings"]["task_options"]["shots"] == 1
+    manifest = json.loads((out / "variants" / "a" / "cache" / "manifest.json").read_text())
+    assert manifest["rows"]["policy"] == "steps:4" and manifest["rows"]["kind"] == "steps"
+    run_json = json.loads((out / "variants" / "a" / "run.json").read_text())
+    assert run_json["task"]["options"]["shots"] == 1
+    acc = json.loads((out / "variants" / "a" / "accuracy.json").read_text())
+    assert acc["task"]["options"]["shots"] == 1
+    # --shots and --task-opt shots that disagree, --block-size and --rows that disagree: one line each
+    bad = nex("rank", *args, "--shots", "2", "--task-opt", "shots=1", "--overwrite")
+    assert bad.exit_code != 0 and "--shots 2 disagrees with task option shots=1" in str(bad.exception)
+    bad = nex("rank", *args, "--block-size", "4", "--rows", "tokens:8", "--overwrite")
+    assert bad.exit_code != 0 and "--block-size 4 is --rows tokens:4" in str(bad.exception)
+
+
+def test_rank_settings_rows_default_is_the_capture_policys():
+    from nexscore import rank
+    from nexscore.capture import CapturePolicy
+
+    s = rank.RankSettings(task="rg:chain_sum", task_options={})
+    default = CapturePolicy().resolved()
+    assert (s.rows, s.block_size) == (default.rows, default.block_size) == ("tokens:32", 32)
+    s = rank.RankSettings(task="rg:chain_sum", task_options={}, block_size=4)
+    assert (s.rows, s.block_size) == ("tokens:4", 4) and s.capture_policy().row_policy.spec == "tokens:4"
+    digest = s.digest()
+    s.check()
+    assert s.digest() == digest and rank.RankSettings(task="rg:chain_sum", task_options={}, rows="tokens:4").digest() \
+        == digest
+    from nexscore.errors import InputError
+
+    with pytest.raises(InputError, match="pass one of them"):
+        rank.RankSettings(task="rg:chain_sum", task_options={}, block_size=4, rows="steps")

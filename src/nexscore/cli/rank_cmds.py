@@ -9,7 +9,8 @@ from typing import List, Optional
 import typer
 
 from ..errors import NexError
-from ..tasks import parse_task_options
+from ..capture import CapturePolicy
+from ..tasks import parse_task_options, with_shots
 from .root import app
 from ..models.loading import resolve_device_dtype
 from .common import console, stage_bars
@@ -145,6 +146,9 @@ def rank(variants: List[str] = typer.Argument(..., help="Variants: a family dire
                                                         "specs (a directory, a .gguf, default) or NAME=SPEC."),
          task: str = typer.Option(..., "--task", "-t", help="Problem source, e.g. rg:chain_sum (see `nex tasks`)."),
          task_opt: Optional[List[str]] = typer.Option(None, "--task-opt", help="Task option KEY=VALUE (repeatable)."),
+         shots: Optional[int] = typer.Option(None, "--shots", help="Solved examples before each question, for the "
+                                             "prompts and the labelled set alike (the task option shots; see `nex "
+                                             "tasks NAME`). [default: 0]"),
          prompts: int = typer.Option(32, "--prompts", "-k", help="Unlabeled prompts K, the same for every variant."),
          n: int = typer.Option(4, "--n", "-n", help="Traces sampled per prompt."),
          temperature: float = typer.Option(0.7, "--temperature", help="Sampling temperature."),
@@ -154,7 +158,12 @@ def rank(variants: List[str] = typer.Argument(..., help="Variants: a family dire
          labeled: int = typer.Option(64, "--labeled", help="Labelled problems for accuracy (0: no accuracy)."),
          labeled_seed: int = typer.Option(1, "--labeled-seed", help="Task seed of the labelled set (the prompts "
                                           "use the task's own seed, 0 unless --task-opt seed=...)."),
-         block_size: int = typer.Option(8, "--block-size", help="Response tokens per cache row."),
+         rows: Optional[str] = typer.Option(None, "--rows", help="Row policy of the capture: tokens:N (N response "
+                                            "tokens per row) or steps (a row per reasoning step; steps:M cuts lines "
+                                            "longer than M tokens at sentence ends). Recorded in rank.json. "
+                                            f"[default: {CapturePolicy().row_policy.spec}]"),
+         block_size: Optional[int] = typer.Option(None, "--block-size",
+                                                  help="Response tokens per cache row: the same as --rows tokens:N."),
          k: Optional[int] = typer.Option(None, "--k", help="Activations kept per token (default of the rule)."),
          selection: str = typer.Option("global", "--selection", help="Capture rule: global, per_layer or zscore."),
          batch_size: int = typer.Option(64, "--batch-size", help="Traces generated together."),
@@ -214,10 +223,13 @@ def rank(variants: List[str] = typer.Argument(..., help="Variants: a family dire
         if cluster is not None and cluster.gpus and device == "auto":
             device = "cuda"                                 # "auto" means what it means on the workers
         device, dtype = resolve_device_dtype(device, dtype)     # rank.json records what "auto" meant here
-        settings = ranking.RankSettings(task=task, task_options=parse_task_options(task_opt), prompts=prompts, n=n,
+        options = with_shots(parse_task_options(task_opt), shots)
+        if options.get("shots") == 0:
+            del options["shots"]                            # 0 is the task's default: one ranking, not two
+        settings = ranking.RankSettings(task=task, task_options=options, prompts=prompts, n=n,
                                         temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens, seed=seed,
-                                        labeled=labeled, labeled_seed=labeled_seed, block_size=block_size, k=k,
-                                        selection=selection, batch_size=batch_size, device=device, dtype=dtype,
+                                        labeled=labeled, labeled_seed=labeled_seed, block_size=block_size, rows=rows,
+                                        k=k, selection=selection, batch_size=batch_size, device=device, dtype=dtype,
                                         n_boot=boot, mlp_spec=str(mlp_spec) if mlp_spec else None, calibrate=calibrate,
                                         calibrate_on=calibrate_on, weights=str(weights) if weights else None,
                                         split_seed=split_seed)

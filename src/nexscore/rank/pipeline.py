@@ -88,7 +88,7 @@ class RankSettings:
     seed: int = 0                       # sampling seed
     labeled: int = 64                   # labelled problems for accuracy (0: none)
     labeled_seed: int = 1               # task seed of the labelled set (rg tasks)
-    block_size: int = 8
+    block_size: int | None = None       # tokens per row: rows "tokens:N" (give either; neither: CapturePolicy's)
     k: int | None = None
     selection: str = "global"
     batch_size: int = 64
@@ -101,12 +101,27 @@ class RankSettings:
     calibrate_on: str = "self"          # self | pooled | a variant's name (`rank.calibration`)
     weights: str | None = None          # weights file of --calibrate file
     split_seed: int = DEFAULT_SPLIT_SEED
+    rows: str | None = None             # row policy of the capture: tokens:N | steps[:M] (`capture.rows`)
+
+    def __post_init__(self):
+        """The row policy resolved once made (rows its canonical spelling, block_size N for
+        tokens:N, None for steps): rank.json records the rows used, the digest is the same
+        before and after `check`, and the default is CapturePolicy's, not a second one here.
+        InputError for a bad --rows, or --block-size and --rows that disagree."""
+        policy = self.capture_policy()
+        self.rows, self.block_size = policy.rows, policy.block_size
 
     def check(self) -> None:
         check_at_least("--prompts", self.prompts)
         check_at_least("--n", self.n)
         check_at_least("--labeled", self.labeled, 0)
         check_at_least("--boot", self.n_boot, 0)
+
+    def capture_policy(self) -> CapturePolicy:
+        """The capture policy of every variant's traces (resolved; InputError for a bad --rows, or
+        --block-size and --rows that disagree)."""
+        return CapturePolicy(k=self.k, selection=self.selection, block_size=self.block_size, rows=self.rows,
+                             batch_size=self.capture_batch_size).resolved()
 
     def digest(self) -> str:
         """What a finished variant's result depends on (device/dtype/batching aside)."""
@@ -244,9 +259,7 @@ def score_variant(v: VariantInput, vdir: Path, settings: RankSettings, *, log=No
         cache_dir = vdir / CACHE
         cands = read_candidates(vdir)
         if not (cache_dir / "manifest.json").is_file():
-            policy = CapturePolicy(k=settings.k, selection=settings.selection, block_size=settings.block_size,
-                                   batch_size=settings.capture_batch_size)
-            capture_candidates(loaded, cands, cache_dir, policy=policy,
+            capture_candidates(loaded, cands, cache_dir, policy=settings.capture_policy(),
                                on_progress=prog(f"{v.name}: capturing", len(cands)))
         seconds["capture"] = time.perf_counter() - t0
 
