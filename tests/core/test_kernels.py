@@ -286,6 +286,38 @@ def test_base_agreement_equals_numpy_on_damage(monkeypatch):
             assert mass_bad[r] == 1 and first_bad[r] == j, how
 
 
+@needs_c
+def test_base_agreement_counts_a_key_reached_only_by_negative_zero_masses(monkeypatch):
+    """A base key's sum starts at -0.0 in the compiled pass and a sum still -0.0 means no entry
+    reached it: a key whose row masses are all -0.0 is reached all the same (its sum is +0.0)."""
+    keys = np.array([3, 7, 9, 7, 9, 3, 5], np.uint32)                   # response 0: two rows; 1: one row
+    mass = np.array([-0.0, -0.0, 1.0, -0.0, -0.0, 2.0, -0.0], np.float16)
+    entry_ptr, row_ptr = np.array([0, 5, 7], np.int64), np.array([0, 3, 5, 7], np.int64)
+    bkeys = np.array([3, 7, 9, 3, 5], np.uint32)
+    bmass = np.array([0.0, -0.0, 1.0, 2.0, 0.0], np.float16)
+    assert np.signbit(mass[1]) and np.signbit(bmass[1])
+    for by_cpu in (True, False):
+        c, n = both(monkeypatch, lambda *a: kernels.base_agreement(*a, half_by_cpu=by_cpu),
+                    keys, mass, entry_ptr, bkeys, bmass, np.array([0, 3, 5], np.int64), None, row_ptr)
+        for got, want in zip(c, n):
+            np.testing.assert_array_equal(got, want)
+        assert [x.tolist() for x in c] == [[0, 0], [0, 0], [0, 0], [-1, -1], [0, 0]]
+
+
+@needs_c
+def test_base_agreement_converts_float16_alike_by_cpu_and_by_table(monkeypatch):
+    """The F16C path (where the CPU has one) and the table path count the same, damage included."""
+    monkeypatch.setenv("NEXSCORE_KERNELS", "compiled")
+    keys, mass, entry_ptr, bkeys, bmass, base_ptr = _agreeing_cache_arrays(np.random.default_rng(21))
+    bmass = bmass.copy()
+    bmass[::7] = np.float16(3.0)                                       # masses that now disagree
+    out = [kernels.base_agreement(keys, mass, entry_ptr, bkeys, bmass, base_ptr, half_by_cpu=by_cpu)
+           for by_cpu in (True, False)]
+    for got, want in zip(*out):
+        np.testing.assert_array_equal(got, want)
+    assert out[0][2].sum() > 0
+
+
 def test_base_slots_restart_before_int32_overflow(monkeypatch):
     monkeypatch.setenv("NEXSCORE_KERNELS", "compiled")
     slots = kernels.BaseSlots()

@@ -54,6 +54,25 @@ def drop_pages(array: np.ndarray, a: int, b: int) -> None:
         pass
 
 
+MADV_POPULATE_READ = getattr(mmap, "MADV_POPULATE_READ", 22)    # Linux >= 5.14; Python 3.11 lacks the name
+
+
+def populate_pages(array: np.ndarray, a: int, b: int) -> None:
+    """Map the pages of array[a:b] into this process in one call (a no-op off a memmap, or where
+    the kernel lacks MADV_POPULATE_READ): a pass about to read the whole range then takes no page
+    fault per 64 KB (a few ms per 100 MB). Pair it with `drop_pages` once the range is read."""
+    mm = getattr(array, "_mmap", None)
+    if mm is None or b <= a:
+        return
+    page = mmap.PAGESIZE
+    lo = (a * array.itemsize + array.offset) // page * page
+    hi = b * array.itemsize + array.offset
+    try:
+        mm.madvise(MADV_POPULATE_READ, lo, hi - lo)
+    except (AttributeError, OSError, ValueError):
+        pass
+
+
 def read_range(array: np.ndarray, a: int, b: int) -> np.ndarray:
     """Copy array[a:b] out of a memmap and drop those pages from this process (`drop_pages`)."""
     out = np.array(array[a:b])

@@ -33,7 +33,7 @@ import numpy as np
 
 from ..cache import open_cache, rules
 from ..cache.layout import BASE_DIR, ROWS_DIR
-from ..cache.mapped import drop_pages
+from ..cache.mapped import drop_pages, populate_pages
 from ..cache.reader import BaseArrays, RowArrays, check_row_order, map_part
 from ..errors import CacheError
 from . import kernels
@@ -112,8 +112,11 @@ class BaseCheck:
         while True:
             with self._lock:
                 stop = min(self._found, default=len(self._chunks) - 1)
-                wanted = self.PENDING if not steal else self.TAKEN
-                i = next((j for j in range(stop + 1) if self._state[j] <= wanted), None)
+                # free chunks first; one another thread holds only when none is left (it may
+                # finish meanwhile, and a chunk checked twice costs CPU a busy machine lacks)
+                i = next((j for j in range(stop + 1) if self._state[j] == self.PENDING), None)
+                if i is None and steal:
+                    i = next((j for j in range(stop + 1) if self._state[j] == self.TAKEN), None)
                 if i is None:
                     return
                 self._state[i] = self.TAKEN
@@ -155,10 +158,13 @@ class BaseCheck:
         a, b, ba, bb = int(entry_at[r0]), int(entry_at[r1]), int(base_ptr[r0]), int(base_ptr[r1])
         rows_at = (self._row_ptr[self._sample_row_ptr[r0]:self._sample_row_ptr[r1] + 1] - a
                    if self.row_order else None)
+        parts = ((rows.keys, a, b), (rows.mass, a, b), (base.keys, ba, bb), (base.mass, ba, bb))
+        for array, x, y in parts:
+            populate_pages(array, x, y)
         missing, extra, mass_bad, first_bad, *unordered = kernels.base_agreement(
             rows.keys[a:b], rows.mass[a:b], entry_at[r0:r1 + 1] - a,
             base.keys[ba:bb], base.mass[ba:bb], base_ptr[r0:r1 + 1] - ba, slots, rows_at)
-        for array, x, y in ((rows.keys, a, b), (rows.mass, a, b), (base.keys, ba, bb), (base.mass, ba, bb)):
+        for array, x, y in parts:
             drop_pages(array, x, y)
         disordered = bool(unordered and unordered[0].any())
         keys_differ = (missing > 0) | (extra > 0)

@@ -271,7 +271,7 @@ class BaseSlots:
 
 def base_agreement(keys: np.ndarray, mass16: np.ndarray, entry_ptr: np.ndarray, base_keys: np.ndarray,
                    base_mass16: np.ndarray, base_ptr: np.ndarray, slots: BaseSlots | None = None,
-                   row_ptr: np.ndarray | None = None) -> tuple[np.ndarray, ...]:
+                   row_ptr: np.ndarray | None = None, *, half_by_cpu: bool = True) -> tuple[np.ndarray, ...]:
     """Does each response's base list hold the sums of its rows (cache.rules' rule, raw values)?
 
     Response r owns row entries [entry_ptr[r], entry_ptr[r+1]) of keys / mass16 and base entries
@@ -286,6 +286,8 @@ def base_agreement(keys: np.ndarray, mass16: np.ndarray, entry_ptr: np.ndarray, 
     row_ptr: the row starts of these entries (from 0 to their count); with it, a fifth array:
     unordered, per response its entries not above the entry before them that do not start a
     row (the rows' order rule, `rules.ascending`, applied in the same pass over the keys).
+    half_by_cpu: the compiled version converts float16 with the CPU's instruction (F16C) where
+    it has one; False converts through HALF_TO_SINGLE instead (the same values; for tests).
     """
     half = np.ascontiguousarray(mass16).view(np.uint16)
     base_half = np.ascontiguousarray(base_mass16).view(np.uint16)
@@ -293,12 +295,12 @@ def base_agreement(keys: np.ndarray, mass16: np.ndarray, entry_ptr: np.ndarray, 
     n_resp = entry_ptr.size - 1
     if compiled():
         out = [np.empty(n_resp, np.int64) for _ in range(4 if row_ptr is None else 5)]
-        order = () if row_ptr is None else (_c64(row_ptr), out[4])
+        order = (None, None) if row_ptr is None else (_c64(row_ptr), out[4])
         slots = BaseSlots() if slots is None else slots
         _compiled.base_agreement(np.ascontiguousarray(keys, np.uint32), half, HALF_TO_SINGLE, entry_ptr,
                                  np.ascontiguousarray(base_keys, np.uint32), base_half, base_ptr, slots._table,
                                  slots.claim(base_half.size), rules.BASE_RTOL, rules.BASE_ATOL,
-                                 rules.FLOAT16_INF_FROM, *out[:4], *order)
+                                 rules.FLOAT16_INF_FROM, *out[:4], *order, half_by_cpu)
         return tuple(out)
     keys = np.asarray(keys, np.uint32)
     base_keys = np.asarray(base_keys, np.uint32)
