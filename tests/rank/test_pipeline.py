@@ -52,7 +52,7 @@ def test_rank_end_to_end_on_tiny_models(tmp_path, one_thread):
         assert len((vdir / "candidates.jsonl").read_text().splitlines()) == 6
         # the same prompts for every variant; the labelled set is another seed's problems
         acc = json.loads((vdir / "accuracy.json").read_text())
-        assert acc["task"]["options"]["seed"] == 1
+        assert acc["task"]["options"]["seed"] == 1_000_000
     pids = [json.loads((out / "variants" / n / "variant.json").read_text())["per_prompt"]["problem_ids"]
             for n in ("a", "second", "c")]
     assert pids[0] == pids[1] == pids[2] and len(pids[0]) == 3
@@ -177,3 +177,21 @@ def test_rank_settings_rows_default_is_the_capture_policys():
 
     with pytest.raises(InputError, match="pass one of them"):
         rank.RankSettings(task="rg:chain_sum", task_options={}, block_size=4, rows="steps")
+
+
+def test_the_labelled_set_shares_no_problem_with_the_prompts():
+    """reasoning-gym seeds item i of seed s with s + i: the default labelled seed is far from the
+    prompts' seed 0, where seed 1 (the old default) shared all but one problem with them."""
+    pytest.importorskip("reasoning_gym")
+    from nexscore import rank
+    from nexscore.rank.pipeline import _tasks
+    from nexscore.tasks import LABELED_SEED
+
+    opts = {"min_terms": 2, "max_terms": 3, "max_digits": 2}
+    settings = rank.RankSettings(task="rg:chain_sum", task_options=opts, prompts=8, labeled=8)
+    assert settings.labeled_seed == LABELED_SEED == 1_000_000
+    task, labeled, offset = _tasks(settings)
+    prompts = {p.question for p in task.problems(8)}
+    assert offset == 0 and not prompts & {p.question for p in labeled.problems(8)}
+    _, old, _ = _tasks(rank.RankSettings(task="rg:chain_sum", task_options=opts, prompts=8, labeled=8, labeled_seed=1))
+    assert len(prompts & {p.question for p in old.problems(8)}) == 7

@@ -11,7 +11,7 @@ from typing import List, Optional
 import typer
 
 from ..errors import InputError
-from ..tasks import parse_task_options
+from ..tasks import LABELED_SEED, parse_task_options
 from .root import app
 from .common import console, stage_bars
 from .model_options import DEVICE, DTYPE, MLP_SPEC, MODEL
@@ -30,7 +30,7 @@ TASK = typer.Option("rg:chain_sum", "--task", "-t", help="Labelled problems to m
                     "answers; rg:chain_sum gets the demo's options: 2-3 terms of 1-2 digits).")
 TASK_OPT = typer.Option(None, "--task-opt", help="Task option KEY=VALUE (repeatable); for rg:chain_sum these "
                         "override the demo's options.")
-TASK_SEED = typer.Option(1_000_000, "--task-seed", help="Seed of the labelled problems. reasoning-gym seeds item i "
+TASK_SEED = typer.Option(LABELED_SEED, "--task-seed", help="Seed of the labelled problems. reasoning-gym seeds item i "
                          "with seed + i, so a seed near the traces' (0 by default) shares problems with them; "
                          "problems whose question is among the weights' traces (candidates.jsonl beside the "
                          "weights) are passed over.")

@@ -10,7 +10,7 @@ import typer
 
 from ..errors import NexError
 from ..capture import CapturePolicy
-from ..tasks import parse_task_options, with_shots
+from ..tasks import LABELED_SEED, parse_task_options, with_shots
 from .root import app
 from ..models.loading import resolve_device_dtype
 from .common import console, stage_bars
@@ -156,8 +156,11 @@ def rank(variants: List[str] = typer.Argument(..., help="Variants: a family dire
          max_new_tokens: int = typer.Option(160, "--max-new-tokens", help="Longest response (sampled and greedy)."),
          seed: int = typer.Option(0, "--seed", help="Sampling seed."),
          labeled: int = typer.Option(64, "--labeled", help="Labelled problems for accuracy (0: no accuracy)."),
-         labeled_seed: int = typer.Option(1, "--labeled-seed", help="Task seed of the labelled set (the prompts "
-                                          "use the task's own seed, 0 unless --task-opt seed=...)."),
+         labeled_seed: int = typer.Option(LABELED_SEED, "--labeled-seed", help="Task seed of the labelled set (the "
+                                          "prompts use the task's own seed, 0 unless --task-opt seed=...). "
+                                          "reasoning-gym seeds item i with seed + i, so a seed near the prompts' "
+                                          "(seed 1 against 0) would share all but one problem with them; the "
+                                          "default is far from any run's seed."),
          rows: Optional[str] = typer.Option(None, "--rows", help="Row policy of the capture: tokens:N (N response "
                                             "tokens per row) or steps (a row per reasoning step; steps:M cuts lines "
                                             "longer than M tokens at sentence ends). Recorded in rank.json. "

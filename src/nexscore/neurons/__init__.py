@@ -16,7 +16,7 @@ both write the same table (`neurons.table`). Importing this package does not imp
 from .choose import (ALL_SETS, CONTROLS, SETS, NeuronSet, check_grid, check_keys_fit, choose_effective,
                      choose_random, choose_redundant, choose_sets, control_name, control_of, signed_counts)
 from .edit import Snapshot, ablate, check_same_mlps, edited, group_by_layer, mlp_layers, transfer
-from .experiment import (DEFAULT_TASK_SEED, Arm, GridResult, GridSpec, ablate_experiment, check_disjoint,
+from .experiment import (Arm, GridResult, GridSpec, ablate_experiment, check_disjoint,
                          check_provenance, check_same_architecture, contrasts, disjoint_problems, run_ablate,
                          run_transfer, summarise, trace_prompts, transfer_experiment)
 
@@ -25,4 +25,4 @@ __all__ = ["SETS", "CONTROLS", "ALL_SETS", "NeuronSet", "choose_effective", "cho
            "edited", "ablate", "transfer", "mlp_layers", "group_by_layer", "check_same_mlps", "GridSpec", "GridResult",
            "Arm", "run_ablate", "run_transfer", "ablate_experiment", "transfer_experiment", "check_provenance",
            "check_same_architecture", "check_disjoint", "disjoint_problems", "trace_prompts", "summarise",
-           "contrasts", "DEFAULT_TASK_SEED"]
+           "contrasts"]

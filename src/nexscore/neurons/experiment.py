@@ -17,7 +17,7 @@ The labelled problems must not be among the traces the weights were learned on. 
 weights file lies in a run directory with its candidates.jsonl, the stage draws problems whose
 question occurs in none of those prompts (`disjoint_problems`) and the grid checks it again
 (`check_disjoint`); a weights file without its traces beside it is recorded as "not checked"
-with a warning (the labelled seed default, `DEFAULT_TASK_SEED`, is far from any seed a run uses).
+with a warning (the labelled seed default, `tasks.LABELED_SEED`, is far from any seed a run uses).
 
 Results go to OUT/ablate.json (or transfer.json) with OUT/ablate.md (the table,
 `neurons.table`) and OUT/ablate.svg, one set (`io.atomic_files`), rewritten after every
@@ -50,7 +50,7 @@ from ..io import SHARED, atomic_files, claim_output, write_json
 from ..rundir import (CACHE, CANDIDATES, MLP_SHAPE, MODEL_IDENTITY, RUN_JSON, check_same_settings, file_sha256,
                       model_record, read_candidates)
 from ..models import load_model
-from ..tasks import load_task
+from ..tasks import LABELED_SEED, load_task
 from . import table
 from .choose import ALL_SETS, CONTROLS, SETS, check_grid, check_keys_fit, choose_sets, control_name, signed_counts
 from .edit import Snapshot, ablate, check_same_mlps, mlp_layers, transfer
@@ -60,10 +60,6 @@ TABLE_FILES = {"ablate": "ablate.md", "transfer": "transfer.md"}
 FIGURE_FILES = {"ablate": "ablate.svg", "transfer": "transfer.svg"}
 # the labelled problems of rg:chain_sum unless the task options say otherwise: the demo's
 CHAIN_SUM_DEFAULTS = {"min_terms": 2, "max_terms": 3, "min_digits": 1, "max_digits": 2}
-# reasoning-gym seeds item i of seed s with s + i: seed 1 shares all but one problem with a run
-# of seed 0. A seed this far from 0 keeps the labelled problems clear of any run's (the
-# question check, `disjoint_problems`, catches what a seed cannot: equal questions by chance)
-DEFAULT_TASK_SEED = 1_000_000
 # a weights file beside one of these is in a run directory: the results go there by default
 RUN_DIR_MARKERS = (RUN_JSON, CANDIDATES, CACHE)
 SCHEMA = 2
@@ -546,7 +542,7 @@ Progress = Callable[[str, int], Callable[[int], None]]    # progress(description
 
 
 def ablate_experiment(model: str, weights_path, spec: GridSpec, *, task: str = "rg:chain_sum",
-                      task_options: dict | None = None, task_seed: int = DEFAULT_TASK_SEED, problems: int = 64,
+                      task_options: dict | None = None, task_seed: int = LABELED_SEED, problems: int = 64,
                       out=None, overwrite: bool = False, force: bool = False, model_options: dict | None = None,
                       log: Callable[[str], None] | None = None, progress: Progress | None = None) -> GridResult:
     """`nex ablate`: load the model (`model_options` go to `load_model`: device, dtype, ...), then
@@ -558,7 +554,7 @@ def ablate_experiment(model: str, weights_path, spec: GridSpec, *, task: str = "
 
 
 def transfer_experiment(donor: str, recipient: str, weights_paths, spec: GridSpec, *, task: str = "rg:chain_sum",
-                        task_options: dict | None = None, task_seed: int = DEFAULT_TASK_SEED, problems: int = 64,
+                        task_options: dict | None = None, task_seed: int = LABELED_SEED, problems: int = 64,
                         out=None, overwrite: bool = False, force: bool = False, model_options: dict | None = None,
                         log: Callable[[str], None] | None = None, progress: Progress | None = None) -> GridResult:
     """`nex transfer`: load donor and recipient, then `run_transfer` with one arm per weights file

@@ -50,7 +50,7 @@ from ..io import write_json
 from ..merge.build import FAMILY_JSON, family_variants
 from ..models import load_model
 from ..rundir import CACHE, WEIGHTS, check_same_settings, fingerprint, read_candidates
-from ..tasks import load_task
+from ..tasks import LABELED_SEED, load_task
 from . import calibration, metrics
 
 RANK_JSON = "rank.json"
@@ -87,7 +87,7 @@ class RankSettings:
     max_new_tokens: int = 160
     seed: int = 0                       # sampling seed
     labeled: int = 64                   # labelled problems for accuracy (0: none)
-    labeled_seed: int = 1               # task seed of the labelled set (rg tasks)
+    labeled_seed: int = LABELED_SEED    # task seed of the labelled set (rg tasks): clear of the prompts' seed
     block_size: int | None = None       # tokens per row: rows "tokens:N" (give either; neither: CapturePolicy's)
     k: int | None = None
     selection: str = "global"

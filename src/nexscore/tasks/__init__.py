@@ -30,12 +30,12 @@ from ..errors import TaskError
 from .base import DEFAULT_INSTRUCTION, Graded, Problem, Prompt, Task, render_prompt
 from .extract import extract_final_answer
 from .jsonl import JsonlTask
-from .rg import ReasoningGymTask, _rg
+from .rg import LABELED_SEED, ReasoningGymTask, _rg
 from .templates import Example, Template
 
 __all__ = ["load_task", "parse_task_options", "with_shots", "sources", "Task", "Problem", "Prompt", "Graded",
            "render_prompt", "extract_final_answer", "DEFAULT_INSTRUCTION", "TaskError", "Example",
-           "Template"]
+           "Template", "LABELED_SEED"]
 
 
 def sources() -> list[dict[str, str]]:

@@ -13,6 +13,11 @@ from .templates import EXAMPLE_CANDIDATES, RG_POOL_SIZE, expression_in, worked_s
 
 PREFIX = "rg:"
 INSTALL_HINT = "pip install 'nexscore[tasks]' (or: pip install reasoning-gym)"
+# The task seed of a labelled set (nex rank --labeled-seed, nex ablate/transfer --task-seed).
+# reasoning-gym seeds item i of seed s with s + i, so seed 1 shares all but one problem with a
+# run of seed 0; a seed this far from 0 keeps labelled problems clear of any run's (runs use seeds
+# near 0) and of the few-shot examples' (EXAMPLE_SEED, a thousand times further).
+LABELED_SEED = 1_000_000
 # Handled by nexscore, never passed to reasoning-gym.
 OWN_OPTIONS = {
     **PROMPT_OPTIONS,
