@@ -235,3 +235,52 @@ def test_bad_calibrations(tmp_path):
                    "--out", tmp_path / "cli", "--device", "cpu", "--dtype", "float32")
     assert_one_line_error(proc, "--calibrate-on base: no variant of that name")
     assert not (tmp_path / "cli").exists()
+
+
+def test_file_weights_learned_on_another_model_are_refused(tmp_path):
+    """--calibrate file checks the weights' model record against the family's source model (as
+    nex transfer does): learned on base passes; on another model, or on a variant that is not the
+    source, is one line; a family of different models needs one variant to match."""
+    from nexscore.core import save_weights
+    from nexscore.rundir import cache_model_record
+
+    rank_dir, s, variants = family(tmp_path, names=("base", "linear-t0.3"))
+    w = learn_weights(cache_of(rank_dir, "base"))
+
+    def weights_of(name, model):
+        save_weights(tmp_path / name, w, model=model)
+        return str(tmp_path / name)
+
+    base_record = cache_model_record(open_cache(cache_of(rank_dir, "base")).manifest)
+    ok = rank.rank_variants(variants, rank_dir, settings_(weights=weights_of("base.npz", base_record)))
+    assert ok["calibration"]["status"] == "done"
+    assert ok["calibration"]["weights"]["provenance"] == "checked"
+    assert ok["calibration"]["weights"]["matches"] == "family's source model 'base'"
+    other = weights_of("other.npz", {**base_record, "id": "fam/other"})
+    doc = rank.rank_variants(variants, rank_dir, settings_(weights=other))
+    assert doc["calibration"]["status"] == "failed"
+    assert doc["calibration"]["error"] == (
+        f"{other} was learned on fam/other, not on the model given here (family's source model 'base': id "
+        "'fam/other' vs 'fam/base'); the neurons it ranks belong to that model. Learn weights on a capture of "
+        "this model")
+    assert all(v["scores"]["nex"] is None for v in doc["variants"])
+    merged = cache_model_record(open_cache(cache_of(rank_dir, "linear-t0.3")).manifest)
+    doc = rank.rank_variants(variants, rank_dir, settings_(weights=weights_of("merged.npz", merged)))
+    assert doc["calibration"]["status"] == "failed" and "learned on fam/linear-t0.3" in doc["calibration"]["error"]
+    # without recipes (models given one by one): any variant's model will do, none is refused
+    plain = [VariantInput(v.name, v.spec) for v in variants]
+    for name in ("base", "linear-t0.3"):
+        vj = rank_dir / "variants" / name / "variant.json"
+        vj.write_text(json.dumps({**json.loads(vj.read_text()), "recipe": None}))
+    doc = rank.rank_variants(plain, rank_dir, settings_(weights=str(tmp_path / "merged.npz")))
+    assert doc["calibration"]["status"] == "done", doc["calibration"]
+    assert doc["calibration"]["weights"]["matches"] == "variant 'linear-t0.3'"
+    doc = rank.rank_variants(plain, rank_dir, settings_(weights=other))
+    assert "neither on the variant 'base' nor the variant 'linear-t0.3' given here" in doc["calibration"]["error"]
+    # from the command line (the variants are finished, nothing is loaded): one line, non-zero exit
+    proc = run_nex("rank", "base=/models/base", "linear-t0.3=/models/linear-t0.3", "--task", "rg:chain_sum", "--weights", other,
+                   "--out", rank_dir, "--device", "cpu", "--dtype", "float32", "--boot", "20")
+    errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("nex: error:")]
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr and len(errors) == 1
+    assert errors[0].startswith("nex: error: NEX calibration failed: ") and "was learned on fam/other" in errors[0]
+    assert "--force" not in errors[0]                       # nex rank has no such option

@@ -136,13 +136,14 @@ def _disagreement(record: dict, info: dict) -> list[str]:
 
 
 def check_provenance(weights_path: Path, weights: np.ndarray, models: list[tuple[str, dict]], *,
-                     force: bool = False) -> dict:
+                     force: bool = False, force_option: str | None = "--force") -> dict:
     """Check that the weights were learned on (one of) the models; returns what was found.
 
-    models: (role, LoadedModel.info) pairs; the weights must match one of them ("matches": the
-    first role that does). A weights file with a model record that matches none is refused
-    (unless force); one without a record is checked only for fitting the model (layer <
-    n_layers, unit < intermediate_size), with a warning.
+    models: (role, LoadedModel.info or a model record) pairs; the weights must match one of them
+    ("matches": the first role that does). A weights file with a model record that matches none
+    is refused (unless force); one without a record is checked only for fitting the first model
+    (layer < n_layers, unit < intermediate_size), with a warning. force_option: the command's
+    option that forces it, named in the refusal (None: the command has none; `nex rank`).
     """
     record = weights_model(weights_path)
     info0 = models[0][1]
@@ -167,12 +168,11 @@ def check_provenance(weights_path: Path, weights: np.ndarray, models: list[tuple
         given = "neither on the " + " nor the ".join(r for r, _ in models) + " given here"
         this = "one of them"
     msg = (f"{weights_path} was learned on {learned_on}, {given} ({what}); the neurons it "
-           f"ranks belong to that model. Learn weights on a capture of {this}, or pass --force to use "
-           "them anyway")
+           f"ranks belong to that model. Learn weights on a capture of {this}")
     if not force:
-        raise InputError(msg)
+        raise InputError(msg + (f", or pass {force_option} to use them anyway" if force_option else ""))
     out["status"] = "mismatch (forced)"
-    out["warnings"].append(msg.replace(", or pass --force to use them anyway", "") + " [--force]")
+    out["warnings"].append(f"{msg} [{force_option}]")
     return out
 
 

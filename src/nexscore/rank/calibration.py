@@ -8,7 +8,10 @@ Two settings say it:
 - `calibrate` (--calibrate): `self` learns on those traces and scores in-sample; `split` splits
   the prompts into seeded halves and scores each half with weights learned on the other half
   of the prompts only; `pooled` is `--calibrate-on pooled`; `file` scores every variant with
-  the given weights (`weights`).
+  the given weights (`weights`), which must have been learned on the family's source model
+  (`source_models`; the check is nex transfer's, `neurons.check_provenance`). It runs once the
+  variants are done (their model records come from loading them); they are kept, so a run with
+  the right weights file samples nothing again.
 
 Shared weights live in one layer numbering: that of the source model of the family's
 passthrough variants, which every other variant of a family shares. A passthrough variant
@@ -38,6 +41,7 @@ from ..core.gmf import score_responses
 from ..core.weights import load_weights, save_weights
 from ..errors import InputError, NexError
 from ..merge.build import source_layers
+from ..neurons.experiment import check_provenance
 from ..rundir import CACHE, IDS, cache_model_record, file_sha256, read_candidates
 
 SELF, POOLED = "self", "pooled"
@@ -104,6 +108,8 @@ class _Variant:
     problem_ids: list[str]
     layer_map: list[int] | None         # its layers' source layers; None: the source numbering itself
     shape: tuple                        # (layers, units per layer), None where the cache does not say
+    model: dict                         # its model record, as a weights file learned on its cache keeps it
+    recipe: dict | None = None          # family.json's recipe (None: a model given by itself)
 
 
 def _variant(result: dict, vdir: Path) -> _Variant:
@@ -117,7 +123,22 @@ def _variant(result: dict, vdir: Path) -> _Variant:
     if len(pids) != cache.n_responses:
         raise InputError(f"variant '{result['name']}': {len(pids)} traces but {cache.n_responses} cached responses; "
                          f"remove {vdir} and rank again")
-    return _Variant(result["name"], cache, pids, layer_map, (n_layers, units))
+    model = {**model, **record, "n_layers": n_layers, "intermediate_size": units}
+    return _Variant(result["name"], cache, pids, layer_map, (n_layers, units), model, result.get("recipe"))
+
+
+def source_models(variants: list[_Variant]) -> list[tuple[str, dict]]:
+    """The models a --calibrate file weights file may have been learned on, as (role, model
+    record) for `check_provenance`: the family's source model, the checkpoint every recipe starts
+    from (a merge's base, a passthrough's model), where it is itself a variant (`model: NAME` in
+    FAMILY.yaml); else every variant, one of which must match (a family of different models)."""
+    firsts = {(v.recipe.get("models") or [None])[0] for v in variants if v.recipe}
+    if len(firsts) == 1 and all(v.recipe for v in variants):
+        base = firsts.pop()
+        source = [v for v in variants if v.recipe.get("kind") == "checkpoint" and v.recipe.get("models") == [base]]
+        if source:
+            return [(f"family's source model '{source[0].name}'", source[0].model)]
+    return [(f"variant '{v.name}'", v.model) for v in variants]
 
 
 def _check_numbering(variants: list[_Variant]) -> None:
@@ -180,7 +201,11 @@ def calibrate(results: list[dict], variant_dirs: dict[str, Path], p: Plan, out_d
 
     if p.mode == "file":
         shared = load_weights(weights_file)
-        record["weights"] = {"path": str(weights_file), "sha256": file_sha256(weights_file)}
+        found = check_provenance(Path(weights_file), shared, source_models(variants), force_option=None)
+        record["weights"] = {"path": str(weights_file), "sha256": file_sha256(weights_file),
+                             "provenance": found["status"], "matches": found["matches"]}
+        if found["warnings"]:
+            record["warnings"] = found["warnings"]
         return record, {v.name: score(v, shared) for v in variants}
     if p.on == SELF:                # split, each variant learned on its own halves
         return record, {v.name: score(v, [learn(parts([v], h), progress=progress).weights() for h in (0, 1)])
