@@ -171,3 +171,40 @@ def test_report_build_is_the_stage_the_cli_calls(tmp_path):
     assert "tokenizer disabled: tokens are shown as their ids" in r.notes
     proc = run_nex("report", run, "--problems", 2, "--no-tokenizer")
     assert proc.returncode == 0 and f"report: {r.path}  ({r.n_viewer} traces in the viewer, " in proc.stdout
+
+
+def test_report_says_what_the_rows_are(tmp_path):
+    """The rows line reads the recorded row policy: the manifest's rows record, else run.json's
+    capture policy, else the manifest's block_size; only a cache that records none is described
+    by its longest row."""
+    from types import SimpleNamespace
+
+    from nexscore.report.build import row_words
+
+    def words(manifest, run_json=None, longest=4):
+        return row_words(SimpleNamespace(manifest=manifest, run_json=run_json, block_size=longest))
+
+    steps = {"policy": "steps:24", "kind": "steps", "max_line_tokens": 24}
+    assert words({"rows": steps}).full == ("rows of one reasoning step each (a line of the response; a line longer "
+                                           "than 24 tokens cut at its sentence ends)")
+    assert words({"rows": steps}).axis == "row (reasoning step)"
+    tokens = {"policy": "tokens:8", "kind": "tokens", "tokens": 8}
+    assert words({"rows": tokens, "block_size": 8}) == words({"block_size": 8})
+    assert words({"rows": tokens}).short == "rows of 8 tokens" and words({"rows": tokens}).axis == "row (block of 8 tokens)"
+    assert words({}, {"capture": {"policy": {"rows": "steps"}}}).short == "rows of one reasoning step each"
+    assert "32 tokens" in words({}, {"capture": {"policy": {"rows": "steps"}}}).full
+    assert words({}, {"capture": {"policy": {"rows": "tokens:16"}}}).short == "rows of 16 tokens"
+    assert words({}, {"capture": {"policy": {"rows": "nonsense"}}}).short == "rows of up to 4 tokens"
+    assert "does not record its row policy" in words({}).full
+
+    run = build_run(tmp_path)
+    rj = json.loads((run / "run.json").read_text())
+    (run / "run.json").write_text(json.dumps({**rj, "capture": {"policy": {"rows": "steps", "block_size": None}}}))
+    from nexscore.report import build_report
+
+    html = build_report(run, use_tokenizer=False).path.read_text()
+    assert "capture: rows of one reasoning step each (a line of the response; a line longer than 32" in html
+    assert "while it reasons, rows of one reasoning step each where many neurons" in html
+    assert "(rows of one reasoning step each). The sticky HMM" in html
+    assert viewer_data(html)["row_axis"] == "row (reasoning step)"
+    assert "rows of 4 tokens" not in html and "rows of up to" not in html

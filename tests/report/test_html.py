@@ -13,7 +13,7 @@ from nexscore.report.html import Markup, json_script, page, render, template
 
 FIELDS = {
     "report.html": {"title", "css", "nav", "header", "sections", "footer", "data", "js"},
-    "header.html": {"model", "sub", "headline", "kpis", "block_size"},
+    "header.html": {"model", "sub", "headline", "kpis", "rows"},
     "viewer.html": {"tok_note"},
     "rank_header.html": {"task", "n_variants", "updated"},
     "study_header.html": {"study", "n_cells", "seed", "rule", "updated", "statement"},

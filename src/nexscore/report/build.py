@@ -123,7 +123,7 @@ def _header(data: RunData, select: dict | None, gmf_auroc: float | None) -> tupl
         bits.append(f"temperature {sampling['temperature']}, top-p {sampling.get('top_p', 'n/a')}, "
                     f"up to {sampling.get('max_new_tokens', '?')} new tokens")
     sel_rule = (man.get("selection") or {}).get("rule") if isinstance(man.get("selection"), dict) else None
-    bits.append(f"capture: rows of {data.block_size} tokens"
+    bits.append(f"capture: {esc(row_words(data).full)}"
                 + (f", top-{man['k']} neurons per token" if man.get("k") else "")
                 + (f" ({esc(sel_rule)})" if sel_rule else ""))
     created = rj.get("created")
@@ -173,8 +173,48 @@ def _header(data: RunData, select: dict | None, gmf_auroc: float | None) -> tupl
         headline = (f"No selection results yet: run <code>nex select {esc(data.run_dir)}</code> to score the traces "
                     "and compare NEX with the baselines, then <code>nex report</code> again.")
     head = render("header.html", model=model, sub=Markup(sub), headline=Markup(headline), kpis=Markup(kpis),
-                  block_size=data.block_size)
+                  rows=row_words(data).short)
     return head, model
+
+
+@dataclass(frozen=True)
+class RowWords:
+    """What a cache's rows are, in the report's words: `short` ("rows of 8 tokens", "rows of one
+    reasoning step each"), `full` (steps: with how long lines are cut), `axis` (the viewer's x axis)."""
+
+    short: str
+    full: str
+    axis: str
+
+
+def row_words(data: RunData) -> RowWords:
+    """The rows of the run's cache as its capture recorded them: the manifest's rows record (kind
+    tokens or steps, `capture.rows.RowPolicy.record`), else run.json's capture (policy) rows spelling, else
+    the manifest's block_size (caches made before row policies). Only a cache that records none
+    of them is described by its longest row ("up to N tokens")."""
+    man = data.manifest
+    rec = man.get("rows") if isinstance(man.get("rows"), dict) else None
+    cap = (data.run_json or {}).get("capture") or {}
+    spelled = cap.get("rows") or (cap.get("policy") or {}).get("rows")
+    if rec is None and isinstance(spelled, str):
+        from ..capture.rows import parse_rows   # deferred: the capture package is not needed to read a run
+        from ..errors import NexError
+
+        try:
+            rec = parse_rows(spelled).record()
+        except NexError:
+            rec = None
+    if rec and rec.get("kind") == "steps":
+        m = rec.get("max_line_tokens")
+        cut = f"; a line longer than {m} tokens cut at its sentence ends" if m else ""
+        return RowWords("rows of one reasoning step each",
+                        f"rows of one reasoning step each (a line of the response{cut})", "row (reasoning step)")
+    n = rec.get("tokens") if rec and rec.get("kind") == "tokens" else man.get("block_size")
+    if isinstance(n, int) and n > 0:
+        return RowWords(f"rows of {n} tokens", f"rows of {n} tokens", f"row (block of {n} tokens)")
+    most = data.block_size
+    return RowWords(f"rows of up to {most} tokens", f"rows of up to {most} tokens (the cache does not record its "
+                    "row policy)", f"row (up to {most} tokens)")
 
 
 def _selection_section(select: dict | None, run_dir: Path) -> str:
@@ -348,13 +388,15 @@ def _viewer_section(data: RunData, select: dict | None, gmf: np.ndarray | None, 
             "n_explore": int(rows.explore.sum()), "has_phases": rows.has_phases,
         })
     block = data.block_size
+    words = row_words(data)
     if not responses:
         return section("viewer", "E/X trace viewer", note("No traces to show.")), "", 0, tok_note
     body = render("viewer.html", tok_note=Markup(note(tok_note) if tok_note else ""))
     lead = (f"The novelty slope of a row is the number of neurons never seen before in this response, per token "
-            f"(rows of {esc(block)} tokens). The sticky HMM labels bursts of high slope E and the rest X. "
+            f"({esc(words.short)}). The sticky HMM labels bursts of high slope E and the rest X. "
             "For each problem shown: NEX's pick, and the highest-GMF correct and wrong traces.")
-    data_script = json_script("viewer-data", {"block_size": block, "responses": responses})
+    data_script = json_script("viewer-data", {"block_size": block, "row_axis": words.axis,
+                                                 "responses": responses})
     return section("viewer", "E/X trace viewer", body, lead), data_script, len(responses), tok_note
 
 
@@ -465,6 +507,8 @@ def _footer(data: RunData, select: dict | None) -> str:
     if rj.get("sampling"):
         items.append(("sampling", ", ".join(f"{k} {v}" for k, v in rj["sampling"].items())))
     pol = [f"{k} {man.get(k)}" for k in ("block_size", "k", "layers", "intermediate_size") if man.get(k) is not None]
+    if isinstance(man.get("rows"), dict) and man["rows"].get("policy"):
+        pol.insert(0, f"rows {man['rows']['policy']}")
     if isinstance(man.get("selection"), dict) and man["selection"].get("rule"):
         pol.append(f"selection {man['selection']['rule']}")
     if pol:

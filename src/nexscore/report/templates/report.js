@@ -107,7 +107,7 @@
         svg.appendChild(tl);
       }
       var xl = svgEl("text", {x: L + (W - L - R) / 2, y: H - 6, "text-anchor": "middle", "font-size": 12, fill: "#1d2733"});
-      xl.textContent = "row (block of " + D.block_size + " tokens)";
+      xl.textContent = D.row_axis || ("row (block of " + D.block_size + " tokens)");
       svg.appendChild(xl);
       var yl = svgEl("text", {x: 14, y: T + (H - T - B) / 2, "text-anchor": "middle", "font-size": 12,
                               fill: "#1d2733", transform: "rotate(-90 14 " + (T + (H - T - B) / 2) + ")"});
