@@ -208,3 +208,24 @@ def test_report_says_what_the_rows_are(tmp_path):
     assert "(rows of one reasoning step each). The sticky HMM" in html
     assert viewer_data(html)["row_axis"] == "row (reasoning step)"
     assert "rows of 4 tokens" not in html and "rows of up to" not in html
+
+
+def test_report_says_why_split_or_pooled_selections_have_no_weights_figure(tmp_path):
+    """--calibrate split (two sets, one per half) and pooled weights are not kept by nex select:
+    the neuron section says so instead of drawing the run's self-calibrated weights.npz."""
+    from nexscore.report import build_report
+    from nexscore.select.run import select_run, write_outputs
+
+    run = build_run(tmp_path)
+    assert (run / "weights.npz").is_file()                  # the self-calibrated selection's
+    html = build_report(run, use_tokenizer=False).path.read_text()
+    assert "Weights from <code>" in html and "No weights figure" not in html
+    write_outputs(run, select_run(run, subsets=20, calibrate="split"))
+    html = build_report(run, use_tokenizer=False).path.read_text()
+    assert "No weights figure: the selection was made with --calibrate split" in html
+    assert "Weights from <code>" not in html and (run / "weights.npz").is_file()
+    other = build_run(tmp_path / "other", seed=1)
+    write_outputs(run, select_run(run, subsets=20, calibrate="pooled", pool=[other]))
+    html = build_report(run, use_tokenizer=False).path.read_text()
+    assert "No weights figure: the selection was made with --calibrate pooled" in html
+    assert "Weights from <code>" not in html

@@ -78,7 +78,27 @@ def _scores_gmf(run_dir: Path, n: int) -> np.ndarray | None:
     return np.array([math.nan if v is None else float(v) for v in values], float)
 
 
+# calibrations of `nex select` whose weights are not kept: why the report has none to draw
+UNKEPT_WEIGHTS = {
+    "split": "the selection was made with --calibrate split: each half of the problems was scored with weights "
+             "learned on the other half only, two sets that `nex select` does not keep, and neither scored every "
+             "trace",
+    "pooled": "the selection was made with --calibrate pooled: its weights were learned on this run's cache and "
+              "the other runs' together, and `nex select` does not keep them",
+}
+
+
+def _unkept_weights(select: dict | None) -> str | None:
+    """Why the selection's weights are not on disk (split, pooled), or None when they are (self, file)."""
+    mode = ((((select or {}).get("settings") or {}).get("calibration")) or {}).get("mode")
+    return UNKEPT_WEIGHTS.get(mode)
+
+
 def _weights_path(run_dir: Path, select: dict | None) -> Path | None:
+    """The weights that scored the selection's traces; None where there are none on disk (not
+    RUN_DIR/weights.npz of another calibration in place of split or pooled weights)."""
+    if _unkept_weights(select):
+        return None
     if select:
         p = ((select.get("settings") or {}).get("weights") or {}).get("path")
         if p and Path(p).is_file():
@@ -403,6 +423,10 @@ def _viewer_section(data: RunData, select: dict | None, gmf: np.ndarray | None, 
 def _neuron_section(data: RunData, select: dict | None, notes: list[str]) -> str:
     title = "Neuron weights"
     path = _weights_path(data.run_dir, select)
+    if path is None and (why := _unkept_weights(select)):
+        return section("neurons", title, note(f"No weights figure: {why}. `nex select {data.run_dir} --calibrate "
+                                              "self` (weights learned on the run's own cache, kept in weights.npz) "
+                                              "or `--weights FILE` gives one set to draw."))
     if path is None:
         return section("neurons", title, note(f"No weights.npz: run `nex select {data.run_dir}` (it learns them on "
                                               "the run's own cache) first."))
