@@ -278,7 +278,8 @@ def test_file_weights_learned_on_another_model_are_refused(tmp_path):
     doc = rank.rank_variants(plain, rank_dir, settings_(weights=other))
     assert "neither on the variant 'base' nor the variant 'linear-t0.3' given here" in doc["calibration"]["error"]
     # from the command line (the variants are finished, nothing is loaded): one line, non-zero exit
-    proc = run_nex("rank", "base=/models/base", "linear-t0.3=/models/linear-t0.3", "--task", "rg:chain_sum", "--weights", other,
+    proc = run_nex("rank", "base=/models/base", "linear-t0.3=/models/linear-t0.3", "--task", "rg:chain_sum",
+                   "--weights", other,
                    "--out", rank_dir, "--device", "cpu", "--dtype", "float32", "--boot", "20")
     errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("nex: error:")]
     assert proc.returncode != 0 and "Traceback" not in proc.stderr and len(errors) == 1

@@ -190,7 +190,8 @@ def test_report_says_what_the_rows_are(tmp_path):
     assert words({"rows": steps}).axis == "row (reasoning step)"
     tokens = {"policy": "tokens:8", "kind": "tokens", "tokens": 8}
     assert words({"rows": tokens, "block_size": 8}) == words({"block_size": 8})
-    assert words({"rows": tokens}).short == "rows of 8 tokens" and words({"rows": tokens}).axis == "row (block of 8 tokens)"
+    assert words({"rows": tokens}).short == "rows of 8 tokens"
+    assert words({"rows": tokens}).axis == "row (block of 8 tokens)"
     assert words({}, {"capture": {"policy": {"rows": "steps"}}}).short == "rows of one reasoning step each"
     assert "32 tokens" in words({}, {"capture": {"policy": {"rows": "steps"}}}).full
     assert words({}, {"capture": {"policy": {"rows": "tokens:16"}}}).short == "rows of 16 tokens"

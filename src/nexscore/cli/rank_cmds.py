@@ -178,9 +178,9 @@ def rank(variants: List[str] = typer.Argument(..., help="Variants: a family dire
                                           help="Whose traces NEX learns on: self (each variant its own), pooled "
                                                "(all together) or a variant's name (e.g. base)."),
          weights: Optional[Path] = typer.Option(None, "--weights", "-w",
-                                                help="With --calibrate file: score every variant with these weights (learned "
-                                                     "on the family's source model; weights whose model record "
-                                                     "names another model are refused)."),
+                                                help="With --calibrate file: score every variant with these "
+                                                     "weights (learned on the family's source model; weights whose "
+                                                     "model record names another model are refused)."),
          split_seed: int = typer.Option(0, "--split-seed", help="Seed of the halves of the prompts (--calibrate "
                                                                   "split)."),
          device: str = DEVICE, dtype: str = DTYPE, mlp_spec: Optional[Path] = MLP_SPEC,
