@@ -46,7 +46,7 @@ def test_capture_a_run_directory(tmp_path, model_dir):
     run_json = json.loads((run / "run.json").read_text())
     cap = run_json["capture"]
     assert cap["cache"] == "cache" and cap["k"] == 6 and cap["block_size"] == 8
-    assert cap["selection"]["rule"] == "global" and cap["counts"]["responses"] == 9
+    assert cap["selection"]["rule"] == "upper" and cap["counts"]["responses"] == 9    # the default: upper:4
     assert run_json["task"]["name"] == "t"                      # the rest of run.json is kept
     again = run_nex("capture", run)
     assert again.returncode != 0 and "--overwrite" in again.stderr and "Traceback" not in again.stderr

@@ -214,4 +214,4 @@ def test_bad_input_is_refused_before_anything_is_written(lm, captured, tmp_path)
     with pytest.raises(InputError, match="pass one of them"):
         CapturePolicy(block_size=8, rows="tokens:4").resolved()
     assert CapturePolicy(block_size=8, rows="tokens:8").resolved().rows == "tokens:8"
-    assert CapturePolicy(block_size=8).resolved().rows == "tokens:8" and CapturePolicy().resolved().rows == "tokens:32"
+    assert CapturePolicy(block_size=8).resolved().rows == "tokens:8" and CapturePolicy().resolved().rows == "tokens:8"

@@ -43,7 +43,7 @@ def test_capture_writes_a_sound_cache_with_manifest(tmp_path, arch):
     assert verify_cache(res.path) == []
     m = res.manifest
     assert m["schema_version"] == 1 and m["layers"] == 3 and m["intermediate_size"] == 48
-    assert m["k"] == 8 and m["block_size"] == 8 and m["selection"]["rule"] == "global"
+    assert m["k"] == 8 and m["block_size"] == 8 and m["selection"]["rule"] == "upper"
     assert m["selection"]["k"] == 8 and m["dtype"] == "float32" and m["device"] == "cpu"
     assert m["model"]["id"] == "tiny" and m["nexscore_version"]
     assert m["counts"]["responses"] == len(cands)

@@ -166,7 +166,7 @@ def test_rank_settings_rows_default_is_the_capture_policys():
 
     s = rank.RankSettings(task="rg:chain_sum", task_options={})
     default = CapturePolicy().resolved()
-    assert (s.rows, s.block_size) == (default.rows, default.block_size) == ("tokens:32", 32)
+    assert (s.rows, s.block_size) == (default.rows, default.block_size) == ("tokens:8", 8)
     s = rank.RankSettings(task="rg:chain_sum", task_options={}, block_size=4)
     assert (s.rows, s.block_size) == ("tokens:4", 4) and s.capture_policy().row_policy.spec == "tokens:4"
     digest = s.digest()

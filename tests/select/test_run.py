@@ -41,6 +41,12 @@ def test_select_end_to_end(tmp_path):
         assert m["available"]
         assert set(m["accuracy_curve"]) == {"1", "2", "3", "4"}
         assert m["accuracy_curve"]["4"] == pytest.approx(m["accuracy_at_N"])
+        lo, hi = m["accuracy_at_N_ci"]                       # bootstrap over the labelled problems
+        assert 0.0 <= lo <= m["accuracy_at_N"] <= hi <= 1.0
+        credits = [p["choices"][name]["credit"] for p in summary["problems"] if name in p["choices"]
+                   and p["choices"][name].get("credit") is not None] if name not in ("random", "oracle") else []
+        if credits and len(set(credits)) > 1:
+            assert lo < hi
         if m["kind"] == "score":
             assert m["auroc_pooled"] is None or 0 <= m["auroc_pooled"] <= 1
         else:

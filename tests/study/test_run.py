@@ -71,7 +71,10 @@ def test_shipped_study_parses_and_plans():
     p = plan(s)
     assert p["n_generations"] == 4 and p["n_cells"] == 2 * 2 * 4 * 3 * 2
     assert s.generation["problems_per_split"] >= 48 and s.generation["n"] >= 8
-    assert s.choose.metric == "auroc" and s.choose.method == "nex" and s.choose.ties[:2] == ("rows", "selection")
+    assert s.choose.metric == "auroc_length_strata" and s.choose.method == "nex" and s.choose.per == "model"
+    assert s.choose.ties[:2] == ("rows", "selection")
+    g = read_study(Path(__file__).resolve().parents[2] / "studies" / "gemma3_validity.yaml")
+    assert [m["spec"] for m in g.models] == ["gemma3-270m"] and plan(g)["n_cells"] == 2 * 1 * 4 * 3 * 2
 
 
 def test_split_depends_on_ids_and_seed_alone():

@@ -32,9 +32,9 @@ from ..cache.token_cache import open_token_cache
 from ..cache.writer import CacheWriter
 from ..errors import CacheError, InputError
 from ..io import DIR, claim_output
-from .rows import build_rows
+from .rows import DEFAULT_BLOCK, build_rows
 from .run import CapturePolicy, Progress, policy_record
-from .selection import select_entries
+from .selection import DEFAULT_SELECTION, select_entries
 
 
 @dataclass
@@ -49,7 +49,7 @@ class DeriveResult:
     policy: CapturePolicy
 
 
-def derive(token_cache, out, *, rows: str = "tokens:32", selection: str = "global", k: int | None = None,
+def derive(token_cache, out, *, rows: str = f"tokens:{DEFAULT_BLOCK}", selection: str = DEFAULT_SELECTION, k: int | None = None,
            overwrite: bool = False, progress: Progress | None = None,
            responses: Sequence[int] | None = None) -> DeriveResult:
     """Write to `out` the v1 cache of row policy `rows` and selection rule `selection` (with k; None:

@@ -24,7 +24,10 @@ from ..errors import InputError
 
 _KEY_MASK = (1 << KEY_BITS) - 1
 ROW_KINDS = ("tokens", "steps")
-DEFAULT_BLOCK = 32
+# The default rows (with capture.selection.DEFAULT_SELECTION): the configuration that
+# studies/smollm2_validity.yaml chose on its dev problems for the default model (issue 13):
+# rows of 8 tokens, the 16 largest activations of the last 4 layers, self calibration.
+DEFAULT_BLOCK = 8
 DEFAULT_STEP_TOKENS = 32            # M of "steps": a longer line is cut at its sentence ends
 SENTENCE_ENDS = ".?!"
 SPELLINGS = "tokens:N (N >= 1 tokens per row) or steps (steps:M: lines longer than M tokens cut at sentence ends)"

@@ -43,7 +43,7 @@ from ..rundir import (CACHE, MLP_SHAPE, RUN_JSON, TOKEN_CACHE, TOKENS, Candidate
                       read_candidates, read_run_json, require_run_dir, update_run_json)
 from .engine import Capturer
 from .rows import DEFAULT_BLOCK, RowPolicy, build_rows, parse_rows
-from .selection import Selection, parse_selection
+from .selection import DEFAULT_SELECTION, Selection, parse_selection
 from .signals import CHUNK_ELEMENTS, SIGNALS, TOP_N
 
 SCHEMA_VERSION = 1
@@ -61,7 +61,7 @@ class CapturePolicy:
     """
 
     k: int | None = None              # None: the rule's default (16 global/zscore/threshold/upper, 1 per_layer)
-    selection: str = "global"         # global | per_layer | zscore | threshold:X | upper:L
+    selection: str = DEFAULT_SELECTION   # global | per_layer | zscore | threshold:X | upper:L
     block_size: int | None = None     # response tokens per row: rows "tokens:N"
     batch_size: int = 8               # candidates per forward pass
     max_batch_tokens: int = 16384     # padded tokens per forward pass (a longer candidate runs alone)

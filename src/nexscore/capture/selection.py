@@ -5,7 +5,7 @@ layer (`Capturer`); a token cache keeps them on disk (`nexscore.cache.token_cach
 here reads only the first `layer_k` of each layer's list, so one pass that keeps enough serves
 every rule, and a v1 cache derived from a token cache is the one a direct capture writes:
 
-- "global"       (default) the k largest activations over all layers: the top k of the union
+- "global"       the k largest activations over all layers: the top k of the union
                  of the per-layer top-k lists, which equals the top k over every unit of every
                  layer;
 - "per_layer"    the k largest activations within each layer (n_layers * k per token);
@@ -15,7 +15,7 @@ every rule, and a v1 cache derived from a token cache is the one a direct captur
                  or on the order of the candidates); the kept mass is the activation itself;
 - "threshold:X"  every activation above X, at most k per layer (the k largest of each layer,
                  those above X); X >= 0;
-- "upper:L"      the k largest activations within the last L layers (all layers when the model
+- "upper:L"      (upper:4 is the default, DEFAULT_SELECTION) the k largest activations within the last L layers (all layers when the model
                  has fewer).
 Only positive activations are kept, in every rule.
 
@@ -39,6 +39,9 @@ from ..cache.layout import KEY_BITS, UNIT_BITS
 from ..errors import InputError, check_at_least
 
 RULES = ("global", "per_layer", "zscore", "threshold", "upper")
+# The default rule of capture, derivation and ranking: chosen with capture.rows.DEFAULT_BLOCK by
+# studies/smollm2_validity.yaml on its dev problems (issue 13).
+DEFAULT_SELECTION = "upper:4"
 DEFAULT_K = {"global": 16, "per_layer": 1, "zscore": 16, "threshold": 16, "upper": 16}
 SPELLINGS = "global, per_layer, zscore, threshold:X (X >= 0) or upper:L (L >= 1)"
 STD_FLOOR = np.float32(1e-12)       # a layer whose activations are all equal: z stays finite

@@ -41,6 +41,7 @@ import numpy as np
 
 from ..cache.writer import read_signals
 from ..capture import CapturePolicy, capture_candidates
+from ..capture.selection import DEFAULT_SELECTION
 from ..core import learn_weights, mean_score, save_weights, score_responses
 from ..core.calibrate import DEFAULT_SPLIT_SEED
 from ..errors import InputError, NexError, check_at_least
@@ -90,7 +91,7 @@ class RankSettings:
     labeled_seed: int = LABELED_SEED    # task seed of the labelled set (rg tasks): clear of the prompts' seed
     block_size: int | None = None       # tokens per row: rows "tokens:N" (give either; neither: CapturePolicy's)
     k: int | None = None
-    selection: str = "global"
+    selection: str = DEFAULT_SELECTION
     batch_size: int = 64
     capture_batch_size: int = 16
     device: str = "cpu"

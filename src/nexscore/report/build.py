@@ -264,7 +264,7 @@ def _selection_section(select: dict | None, run_dir: Path) -> str:
         vote = m.get("auroc_vote_share") is not None
         auroc = _with_ci(m["auroc_vote_share"] if vote else m.get("auroc_pooled"), m.get("auroc_ci"),
                          "†" if vote else "")
-        rows.append([label, desc, fmt(m.get("accuracy_at_N")), auroc, within_s,
+        rows.append([label, desc, _with_ci(m.get("accuracy_at_N"), m.get("accuracy_at_N_ci")), auroc, within_s,
                      _with_ci(m.get("auroc_length_strata"), m.get("auroc_length_strata_ci")),
                      _with_ci(m.get("partial_spearman_given_length"), m.get("partial_spearman_given_length_ci"))]
                     + [fmt(curve.get(str(p))) + ("" if p in exact else "~") for p in pts])

@@ -29,7 +29,7 @@ def _ci(value, ci, digits: int = 2) -> str:
 
 def _nex_cells(numbers: dict) -> list[str]:
     m = (numbers or {}).get("methods", {}).get("nex") or {}
-    return [fmt(m.get("accuracy_at_N")), _ci(m.get("auroc"), m.get("auroc_ci")),
+    return [_ci(m.get("accuracy_at_N"), m.get("accuracy_at_N_ci")), _ci(m.get("auroc"), m.get("auroc_ci")),
             _ci(m.get("auroc_length_strata"), m.get("auroc_length_strata_ci")),
             _ci(m.get("partial_spearman_given_length"), m.get("partial_spearman_given_length_ci"))]
 
@@ -57,7 +57,8 @@ def _methods_table(numbers: dict) -> str:
         if not m.get("available"):
             rows.append([LABELS[name], "n/a", "n/a", "n/a", "n/a"])
             continue
-        rows.append([LABELS[name], fmt(m.get("accuracy_at_N")), _ci(m.get("auroc"), m.get("auroc_ci")),
+        rows.append([LABELS[name], _ci(m.get("accuracy_at_N"), m.get("accuracy_at_N_ci")),
+                     _ci(m.get("auroc"), m.get("auroc_ci")),
                      _ci(m.get("auroc_length_strata"), m.get("auroc_length_strata_ci")),
                      _ci(m.get("partial_spearman_given_length"), m.get("partial_spearman_given_length_ci"))])
     return table(["method", "acc@N", "AUROC [CI]", "len-strat AUROC [CI]", "partial ρ [CI]"], rows,

@@ -43,7 +43,7 @@ from ..rundir import (CACHE, CACHE_PARTIAL, CANDIDATES, IDS, SCORES_CSV, SCORES_
 from .baselines import DEFAULT_WINDOW, SCORE_METHODS, SIGNALS, TraceStats, method_scores, trace_stats
 from .calibration import LEARNED, calibrate_run, check_calibration
 from .metrics import (CI_LEVEL, LENGTH_CONTROL_RULE, LENGTH_STRATA, N_BOOT, Evaluator, Pool, auroc_summary,
-                      build_pool, length_control, vote_share)
+                      bootstrap_over_problems, build_pool, length_control, vote_share)
 
 Progress = Callable[[str, int], Callable[[int], None]]    # progress(description, total) -> advance(n)
 
@@ -383,6 +383,16 @@ def _num(x):
     return None if x is None or (isinstance(x, float) and not math.isfinite(x)) else float(x)
 
 
+def _accuracy_ci(pool: Pool, credit) -> list | None:
+    """Percentile bootstrap interval over the labelled problems of the accuracy at N (the mean of
+    each problem's credit), with the resamples every interval of select.json uses (seed 0)."""
+    if credit is None or not pool.labelled.any():
+        return None
+    c = np.asarray(credit, np.float64)[pool.labelled]
+    lo, hi = bootstrap_over_problems(lambda idx: [c[idx].mean()], c.size, n_boot=N_BOOT, level=CI_LEVEL)[0]
+    return [_num(lo), _num(hi)]
+
+
 def _method_summary(name: str, r: dict, pool: Pool) -> dict:
     kind = r["kind"]
     out = {"kind": kind, "description": DESCRIPTIONS[name], "available": r["available"]}
@@ -390,6 +400,7 @@ def _method_summary(name: str, r: dict, pool: Pool) -> dict:
         out["reason"] = "the per-token signal it needs is not in the cache"
         return out
     out["accuracy_at_N"] = _num(r["accuracy_at_n"])
+    out["accuracy_at_N_ci"] = _accuracy_ci(pool, r.get("credit"))
     out["accuracy_curve"] = {str(n): _num(v) for n, v in r["curve"].items()}
     out["curve_exact"] = r["curve_exact"]
     if kind == "score":

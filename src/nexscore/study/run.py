@@ -53,7 +53,7 @@ SPLIT_RULE = ("a problem is in dev when sha256('SEED:PROBLEM_ID') is among the p
 NO_TEST_STATEMENT = ("the choice was computed from the dev results alone and written to choice.json before any "
                      "test result was computed; test numbers were not used for the choice")
 # the numbers of each method kept per cell and split (from select.json's methods; none recomputed)
-KEPT = ("accuracy_at_N", "auroc_ci", "auroc_length_strata", "auroc_length_strata_ci",
+KEPT = ("accuracy_at_N", "accuracy_at_N_ci", "auroc_ci", "auroc_length_strata", "auroc_length_strata_ci",
         "partial_spearman_given_length", "partial_spearman_given_length_ci")
 METRIC_KEYS = {"auroc": "auroc", "auroc_length_strata": "auroc_length_strata",
                "partial_spearman": "partial_spearman_given_length", "accuracy": "accuracy_at_N"}
