@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -27,17 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-SYNTH = REPO.parent / "shared" / "tools" / "synth_cache.py"
-
-
-def make_cache(root: Path, n: int, seed: int = 1) -> Path:
-    out = root / f"synth{n}_{seed}"
-    if not (out / "rows").is_dir():
-        if not SYNTH.is_file():
-            raise SystemExit(f"needs {SYNTH} (../shared beside the repository)")
-        subprocess.run([sys.executable, str(SYNTH), str(out), str(n), str(seed)], check=True)
-    return out
+from bench_core import make_cache  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
 
 
 def main() -> None:

@@ -42,16 +42,7 @@ def drop_pages(array: np.ndarray, a: int, b: int) -> None:
     Streaming code reads each range once; without the drop, every page it touched would stay
     mapped and the resident size would grow with the cache instead of with the chunk.
     """
-    mm = getattr(array, "_mmap", None)
-    if mm is None or b <= a:
-        return
-    page = mmap.PAGESIZE
-    lo = (a * array.itemsize + array.offset) // page * page
-    hi = b * array.itemsize + array.offset
-    try:
-        mm.madvise(mmap.MADV_DONTNEED, lo, hi - lo)
-    except (AttributeError, OSError, ValueError):
-        pass
+    _advise(array, a, b, mmap.MADV_DONTNEED)
 
 
 MADV_POPULATE_READ = getattr(mmap, "MADV_POPULATE_READ", 22)    # Linux >= 5.14; Python 3.11 lacks the name
@@ -61,6 +52,11 @@ def populate_pages(array: np.ndarray, a: int, b: int) -> None:
     """Map the pages of array[a:b] into this process in one call (a no-op off a memmap, or where
     the kernel lacks MADV_POPULATE_READ): a pass about to read the whole range then takes no page
     fault per 64 KB (a few ms per 100 MB). Pair it with `drop_pages` once the range is read."""
+    _advise(array, a, b, MADV_POPULATE_READ)
+
+
+def _advise(array: np.ndarray, a: int, b: int, advice: int) -> None:
+    """madvise the pages under array[a:b] (a no-op off a memmap; a kernel that refuses is ignored)."""
     mm = getattr(array, "_mmap", None)
     if mm is None or b <= a:
         return
@@ -68,7 +64,7 @@ def populate_pages(array: np.ndarray, a: int, b: int) -> None:
     lo = (a * array.itemsize + array.offset) // page * page
     hi = b * array.itemsize + array.offset
     try:
-        mm.madvise(MADV_POPULATE_READ, lo, hi - lo)
+        mm.madvise(advice, lo, hi - lo)
     except (AttributeError, OSError, ValueError):
         pass
 

@@ -133,6 +133,15 @@ def _retriable(ray) -> tuple:
     return tuple(getattr(ray.exceptions, n) for n in names if hasattr(ray.exceptions, n))
 
 
+def _task_failure(ray, exc: BaseException, fn: Callable) -> BaseException:
+    """What a failed task raises on the driver: the task's own error, or one line for a worker
+    that died more often than RETRIES allows."""
+    if isinstance(exc, ray.exceptions.RayTaskError):
+        return _cause(exc)
+    return RunError(f"a Ray worker died {RETRIES + 1} times running {getattr(fn, '__name__', fn)} "
+                    f"({type(exc).__name__}); see the Ray logs (`ray logs`)")
+
+
 def _cause(exc: BaseException) -> BaseException:
     """The exception a task raised on its worker (a NexError stays one, so the CLI prints one line)."""
     cause = getattr(exc, "cause", None)
@@ -256,11 +265,8 @@ def map_tasks(cluster: Cluster, fn: Callable, items: Sequence, *, progress: Prog
             results[index[ready[0]]] = ray.get(ready[0])
             if advance:
                 advance(1)
-    except ray.exceptions.RayTaskError as exc:
-        raise _cause(exc) from None
-    except _retriable(ray) as exc:
-        raise RunError(f"a Ray worker died {RETRIES + 1} times running {getattr(fn, '__name__', fn)} "
-                       f"({type(exc).__name__}); see the Ray logs (`ray logs`)") from None
+    except (ray.exceptions.RayTaskError, *_retriable(ray)) as exc:
+        raise _task_failure(ray, exc, fn) from None
     finally:
         for ref in pending:
             ray.cancel(ref, force=True)
@@ -324,11 +330,8 @@ def map_shard_tasks(cluster: Cluster, fn: Callable, items: Sequence, *, progress
                 if advance:
                     advance(1)
             send_more()
-    except ray.exceptions.RayTaskError as exc:
-        raise _cause(exc) from None
-    except _retriable(ray) as exc:
-        raise RunError(f"a Ray worker died {RETRIES + 1} times running {getattr(fn, '__name__', fn)} "
-                       f"({type(exc).__name__}); see the Ray logs (`ray logs`)") from None
+    except (ray.exceptions.RayTaskError, *_retriable(ray)) as exc:
+        raise _task_failure(ray, exc, fn) from None
     finally:
         for ref in pending:
             ray.cancel(ref, force=True)
