@@ -404,9 +404,21 @@ def test_labelled_problems_out_dir_and_pending_measurements(tmp_path):
     pytest.importorskip("reasoning_gym")
     from nexscore.neurons.experiment import default_out_dir, labelled_problems, pending_measurements
 
-    task, probs, skipped = labelled_problems("rg:chain_sum", {"max_digits": 1}, 1, 3)
-    assert dict(task.options) == {"min_terms": 2, "max_terms": 3, "min_digits": 1, "max_digits": 1, "seed": 1}
+    task, probs, skipped = labelled_problems("rg:chain_sum", {"max_digits": 2}, 1, 3)
+    assert dict(task.options) == {"min_terms": 3, "max_terms": 3, "min_digits": 1, "max_digits": 2, "shots": 3,
+                                  "seed": 1}       # the demo's options beneath the given ones
     assert len(probs) == 3 and skipped == 0
+    # the task of the weights' traces (run.json beside them) is compared with the labelled one
+    from nexscore.neurons.experiment import task_mismatch
+
+    traced = tmp_path / "traced"
+    traced.mkdir()
+    (traced / "run.json").write_text(json.dumps({"task": {"name": "rg:chain_sum", "options": {
+        "min_terms": 3, "max_terms": 3, "min_digits": 1, "max_digits": 2, "shots": 3, "seed": 0}}}))
+    assert task_mismatch(traced / "weights.npz", task) is None          # the seed may differ
+    other = labelled_problems("rg:chain_sum", {"shots": 0}, 1, 1)[0]
+    assert "were learned on traces of rg:chain_sum" in task_mismatch(traced / "weights.npz", other)
+    assert task_mismatch(tmp_path / "nowhere" / "weights.npz", task) is None
     assert dict(labelled_problems("rg:chain_sum", {"seed": 5}, 1, 1)[0].options)["seed"] == 5
     with pytest.raises(InputError, match="--problems must be at least 1"):
         labelled_problems("rg:chain_sum", None, 1, 0)

@@ -16,6 +16,7 @@ from typing import Optional
 import typer
 
 from ..rundir import CACHE, REPORT, SCORES_PARQUET, SELECT_JSON
+from ..tasks import DEMO_SHOTS, DEMO_TASK, DEMO_TASK_OPTIONS
 from .capture_cmds import POLICY, show_capture
 from .common import console, stage_bars
 from .generate_cmds import show_generate
@@ -25,12 +26,8 @@ from .report_cmds import show_exploration, show_report
 from .root import app
 from .select_cmds import show_select
 
-TASK = "rg:chain_sum"
-# Sums of 3 one-digit terms with 3 worked examples: the task and template of
-# studies/smollm2_validity.yaml, where SmolLM2-135M-Instruct writes two steps and is right about a
-# quarter of the time (28 % in its probe); the capture default is the study's chosen configuration.
-TASK_OPTIONS = {"min_terms": 3, "max_terms": 3, "min_digits": 1, "max_digits": 1}
-SHOTS = 3
+# the demo's task (tasks.DEMO_TASK: one owner); the capture default is the study's chosen configuration
+TASK, TASK_OPTIONS, SHOTS = DEMO_TASK, DEMO_TASK_OPTIONS, DEMO_SHOTS
 
 
 def _in_ci() -> bool:

@@ -27,7 +27,8 @@ SETS = typer.Option("effective,redundant", "--sets", help="Neuron sets, comma-se
 CONTROLS = typer.Option("effective,redundant", "--controls", help="Random controls, comma-separated, or 'none': "
                         "a random set with the effective (redundant) set's count in every layer.")
 TASK = typer.Option("rg:chain_sum", "--task", "-t", help="Labelled problems to measure accuracy on (a task with gold "
-                    "answers; rg:chain_sum gets the demo's options: 2-3 terms of 1-2 digits).")
+                    "answers; rg:chain_sum gets the demo's options: 3 terms of 1 digit, 3 worked examples). Use the task of "
+                    "the weights' traces: a different one is warned about.")
 TASK_OPT = typer.Option(None, "--task-opt", help="Task option KEY=VALUE (repeatable); for rg:chain_sum these "
                         "override the demo's options.")
 TASK_SEED = typer.Option(LABELED_SEED, "--task-seed", help="Seed of the labelled problems. reasoning-gym seeds item i "

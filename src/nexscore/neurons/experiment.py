@@ -48,9 +48,9 @@ from ..evaluate import bootstrap_ci, bootstrap_diff_ci, evaluate
 from ..figures import neuron_grid_figure
 from ..io import SHARED, atomic_files, claim_output, write_json
 from ..rundir import (CACHE, CANDIDATES, MLP_SHAPE, MODEL_IDENTITY, RUN_JSON, check_same_settings, file_sha256,
-                      model_record, read_candidates)
+                      model_record, read_candidates, read_run_json)
 from ..models import load_model
-from ..tasks import LABELED_SEED, load_task
+from ..tasks import DEMO_SHOTS, DEMO_TASK_OPTIONS, LABELED_SEED, load_task
 from . import table
 from .choose import ALL_SETS, CONTROLS, SETS, check_grid, check_keys_fit, choose_sets, control_name, signed_counts
 from .edit import Snapshot, ablate, check_same_mlps, mlp_layers, transfer
@@ -59,7 +59,9 @@ RESULT_FILES = {"ablate": "ablate.json", "transfer": "transfer.json"}
 TABLE_FILES = {"ablate": "ablate.md", "transfer": "transfer.md"}
 FIGURE_FILES = {"ablate": "ablate.svg", "transfer": "transfer.svg"}
 # the labelled problems of rg:chain_sum unless the task options say otherwise: the demo's
-CHAIN_SUM_DEFAULTS = {"min_terms": 2, "max_terms": 3, "min_digits": 1, "max_digits": 2}
+CHAIN_SUM_DEFAULTS = {**DEMO_TASK_OPTIONS, "shots": DEMO_SHOTS}
+# what must agree between the task of the weights' traces (their run.json) and the labelled problems
+TASK_KEYS_IGNORED = ("seed",)
 # a weights file beside one of these is in a run directory: the results go there by default
 RUN_DIR_MARKERS = (RUN_JSON, CANDIDATES, CACHE)
 SCHEMA = 2
@@ -587,6 +589,10 @@ def _experiment(kind: str, models: list[str], weights_paths: list, spec: GridSpe
         found, _ = trace_prompts(path)
         prompts += found or []
     the_task, probs, skipped = labelled_problems(task, task_options, task_seed, problems, avoid=prompts)
+    for path in paths:
+        mismatch = task_mismatch(path, the_task)
+        if mismatch:
+            say(f"warning: {mismatch}")
     if skipped:
         say(f"{skipped} labelled problem(s) passed over: their questions are among the weights' traces")
     out_dir = default_out_dir(out, paths[0], kind)
@@ -628,6 +634,23 @@ def labelled_problems(task: str, options: dict | None, task_seed: int, n: int, *
         return loaded, loaded.problems(n), 0
     probs, skipped = disjoint_problems(loaded, n, avoid)
     return loaded, probs, skipped
+
+
+def task_mismatch(weights_path, task) -> str | None:
+    """Why the labelled problems are not of the task the weights' traces were sampled from (the
+    run.json beside the weights; None: they are, or nothing records it). The weights still apply,
+    but the sets then mark neurons of another distribution, so the user is told."""
+    doc = read_run_json(Path(weights_path).resolve().parent) or {}
+    traces = doc.get("task") if isinstance(doc.get("task"), dict) else None
+    if not traces or "name" not in traces:
+        return None
+    theirs = {k: v for k, v in (traces.get("options") or {}).items() if k not in TASK_KEYS_IGNORED}
+    ours = {k: v for k, v in dict(task.options).items() if k not in TASK_KEYS_IGNORED}
+    if traces["name"] == task.name and theirs == ours:
+        return None
+    show = lambda name, opts: f"{name} {json.dumps(opts, sort_keys=True)}"  # noqa: E731
+    return (f"the weights {weights_path} were learned on traces of {show(traces['name'], theirs)}, the labelled "
+            f"problems are {show(task.name, ours)}; give --task and --task-opt to match them")
 
 
 def default_out_dir(out, weights_path, kind: str) -> Path:

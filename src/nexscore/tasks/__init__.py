@@ -35,7 +35,15 @@ from .templates import Example, Template
 
 __all__ = ["load_task", "parse_task_options", "with_shots", "sources", "Task", "Problem", "Prompt", "Graded",
            "render_prompt", "extract_final_answer", "DEFAULT_INSTRUCTION", "TaskError", "Example",
-           "Template", "LABELED_SEED"]
+           "Template", "LABELED_SEED", "DEMO_TASK", "DEMO_TASK_OPTIONS", "DEMO_SHOTS"]
+
+# The demo's problems, and the labelled problems `nex ablate` / `nex transfer` measure by default:
+# sums of 3 one-digit terms with 3 worked examples, the task and template of
+# studies/smollm2_validity.yaml, where SmolLM2-135M-Instruct writes two steps and is right about a
+# quarter of the time (28 % in its probe).
+DEMO_TASK = "rg:chain_sum"
+DEMO_TASK_OPTIONS = {"min_terms": 3, "max_terms": 3, "min_digits": 1, "max_digits": 1}
+DEMO_SHOTS = 3
 
 
 def sources() -> list[dict[str, str]]:
