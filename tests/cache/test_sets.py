@@ -190,6 +190,52 @@ def test_shards_of_two_models_are_refused_in_one_line(tmp_path):
     assert proc.returncode == 1 and "error: shard-00001/: was captured from another model" in proc.stdout
 
 
+def _run_cache(path, run: str):
+    """A cache of two responses captured by `run` (its candidates' digest), from one model."""
+    w = CacheWriter(path, resume=False)
+    for resp in [[([1, 2, 3], [1, 2, 3], 32), ([2, 4], [1, 1], 32)], [([5, 6], [2, 1], 7), ([5], [2], 7)]]:
+        keys = np.concatenate([np.asarray(k, np.uint32) for k, _, _ in resp])
+        mass = np.concatenate([np.asarray(m, np.float32) for _, m, _ in resp])
+        w.add(keys, mass, [len(k) for k, _, _ in resp], [t for _, _, t in resp])
+    return w.finish({"model": {"id": "org/model-a"}, "layers": 2, "intermediate_size": 8,
+                     "candidates": {"sha256": run, "n": 2}})
+
+
+def test_shards_of_two_runs_of_one_model_are_refused_in_one_line(tmp_path):
+    a = shard_cache(_run_cache(tmp_path / "a", "run-a"), tmp_path / "set-a", shards=2)
+    b = shard_cache(_run_cache(tmp_path / "b", "run-b"), tmp_path / "set-b", shards=2)
+    stamp = json.loads((a / "shard-00001/manifest.json").read_text())["shard"]
+    assert stamp == {"set": read_listing(a)["set"], "index": 1, "of": 2} and read_listing(a)["set"] != \
+        read_listing(b)["set"]
+    assert "shard" not in open_cache(a).manifest            # the set's manifest is not shard 0's place
+    # assembled by hand from both runs: refused when the set is written ...
+    mixed = tmp_path / "mixed"
+    shutil.copytree(a / "shard-00000", mixed / "shard-00000")
+    shutil.copytree(b / "shard-00001", mixed / "shard-00001")
+    with pytest.raises(CacheError, match="shard-00001: belongs to another set .* another run or split"):
+        write_cache_set(mixed, [mixed / "shard-00000", mixed / "shard-00001"])
+    assert not (mixed / CACHE_SET).exists()
+    # ... and on open, by every command, when a listing is edited to take the other run's shard
+    shutil.rmtree(a / "shard-00001")
+    shutil.copytree(b / "shard-00001", a / "shard-00001")
+    doc = read_listing(a)
+    doc["shards"][1] = {**read_listing(b)["shards"][1]}
+    (a / CACHE_SET).write_text(json.dumps(doc))
+    for command in (("learn", a, "--out", tmp_path / "w.npz", "--allow-zero-weights"), ("cache", "info", a)):
+        assert_one_line_error(run_nex(*command), "shard-00001", "belongs to another set")
+    proc = run_nex("cache", "verify", a)
+    assert proc.returncode == 1 and "error: shard-00001/: belongs to another set" in proc.stdout
+    # shards of one set listed out of order name their place
+    c = shard_cache(_run_cache(tmp_path / "c", "run-c"), tmp_path / "set-c", shards=2)
+    doc = read_listing(c)
+    doc["shards"] = doc["shards"][::-1]
+    (c / CACHE_SET).write_text(json.dumps(doc))
+    assert_one_line_error(run_nex("learn", c, "--out", tmp_path / "w.npz", "--allow-zero-weights"),
+                          "shard-00001", "is shard 1 of 2 of its set, listed here as shard 0 of 2")
+    with pytest.raises(CacheError, match="is shard 1 of 2 of its set"):
+        write_cache_set(c, [c / "shard-00001", c / "shard-00000"])
+
+
 def test_write_cache_set_checks_its_shards(tmp_path):
     out = tmp_path / "set"
     good = write_cache(out / shard_dir_name(0), [[([1, 2], [1, 1], 32)]])

@@ -41,10 +41,13 @@ SET_FORMAT = "nexscore cache set"
 SET_VERSION = 1
 # manifest fields that differ between the shards of one capture (the rest must agree): a capture's
 # manifest records the digest and number of the candidates it captured (`capture.capture_record`)
-PER_SHARD_FIELDS = ("counts", "candidates")
+PER_SHARD_FIELDS = ("counts", "candidates", "shard")
+# a shard's manifest field naming its set: {"set": id, "index": i, "of": n}. write_cache_set stamps
+# it; a shard of another set (another run, another split) carries another id and is refused
+SHARD_FIELD = "shard"
 FIX = "write the set again (`nex cache shard`, or the capture that made it)"
 
-__all__ = ["SET_FORMAT", "SET_VERSION", "CacheSet", "ConcatArray", "shard_ranges", "write_cache_set",
+__all__ = ["SET_FORMAT", "SET_VERSION", "SHARD_FIELD", "CacheSet", "ConcatArray", "shard_ranges", "write_cache_set",
            "is_cache_set", "open_cache_set", "shard_cache", "shard_record", "read_listing", "check_listed_shard"]
 
 
@@ -169,7 +172,8 @@ class CacheSet:
         self.model = self.listing.get("model")
         self.shards: list[Cache] = []
         for i, entry in enumerate(self.listing["shards"]):
-            problem = check_listed_shard(self.path, i, entry, self.model)
+            problem = check_listed_shard(self.path, i, entry, self.model, set_id=self.listing.get("set"),
+                                         n_shards=len(self.listing["shards"]))
             if problem is not None:
                 raise CacheError(f"{self.path}/{problem.line()}")
             self.shards.append(Cache(self.path / entry["dir"], check_row_order=check_row_order))
@@ -201,7 +205,7 @@ class CacheSet:
         manifests = [c.manifest for c in self.shards]
         if not manifests or manifests[0] is None:
             return None
-        out = dict(manifests[0])
+        out = {k: v for k, v in manifests[0].items() if k != SHARD_FIELD}   # the set's, not shard 0's place
         counts = [m.get("counts") for m in manifests if m]
         if all(isinstance(c, dict) for c in counts):
             out["counts"] = {k: sum(c.get(k, 0) for c in counts) for k in counts[0]}
@@ -252,11 +256,13 @@ def _listed_responses(shard: Path) -> int | None:
     return None
 
 
-def check_listed_shard(root: Path, i: int, entry: dict, model: dict | None) -> Finding | None:
+def check_listed_shard(root: Path, i: int, entry: dict, model: dict | None, *, set_id: str | None = None,
+                       n_shards: int | None = None) -> Finding | None:
     """What is wrong with shard i of a set against what cacheset.json records of it (`entry`), as a
     Finding whose file is relative to the set (None: nothing): missing, another manifest, array
-    files of other sizes, another response count, another model. Cheap (sizes and one small file);
-    the shard's arrays themselves are checked as any v1 cache's when read."""
+    files of other sizes, another response count, another model, and (when the listing names its
+    set, `set_id`, of `n_shards` shards) a shard of another set or at another place. Cheap (sizes and
+    one small file); the shard's arrays themselves are checked as any v1 cache's when read."""
     name = entry["dir"]
     shard = root / name
     if not shard.is_dir():
@@ -283,6 +289,24 @@ def check_listed_shard(root: Path, i: int, entry: dict, model: dict | None) -> F
         return Finding(ERROR, f"{name}/", f"was captured from another model than the set ({_model_name(record)} vs "
                                           f"{_model_name(model)}); a set holds the shards of one capture: {FIX}",
                        kind=CONSISTENCY)
+    if set_id is not None:
+        stamp = read_json_object(shard / MANIFEST, fix=FIX, error=CacheError).get(SHARD_FIELD)
+        problem = _stamp_problem(stamp, set_id, i, n_shards)
+        if problem:
+            return Finding(ERROR, f"{name}/", f"{problem}; a set holds the shards of one run: {FIX}",
+                           kind=CONSISTENCY)
+    return None
+
+
+def _stamp_problem(stamp, set_id: str, i: int, n_shards: int | None) -> str | None:
+    """Why a shard whose manifest records `stamp` is not shard i of n_shards of set `set_id` (None: it is)."""
+    if not isinstance(stamp, dict) or stamp.get("set") != set_id:
+        other = stamp.get("set") if isinstance(stamp, dict) else None
+        return (f"belongs to another set ({'set ' + str(other)[:12] if other else 'no set recorded'}, this set is "
+                f"{set_id[:12]}): it was captured for another run or split")
+    if stamp.get("index") != i or (n_shards is not None and stamp.get("of") != n_shards):
+        return (f"is shard {stamp.get('index')} of {stamp.get('of')} of its set, listed here as shard {i} of "
+                f"{n_shards}")
     return None
 
 
@@ -321,6 +345,8 @@ def _read_listing(root: Path) -> dict:
         if isinstance(count, bool) or not isinstance(count, int) or count < 0:
             raise CacheError(f"{path}: shard {i} ({name}) must record its response count, got {count!r}; {FIX}")
         seen.add(name)
+    if "set" in doc and not (isinstance(doc["set"], str) and doc["set"]):
+        raise CacheError(f"{path}: 'set' must name the set (a non-empty string), got {doc['set']!r}; {FIX}")
     total = doc.get("responses")
     if total != sum(e["responses"] for e in shards):
         raise CacheError(f"{path}: 'responses' is {total!r}, the shards hold {sum(e['responses'] for e in shards)}; "
@@ -353,16 +379,22 @@ def shard_record(shard, cache: Cache | None = None) -> dict:
             "manifest_sha256": _sha256(shard / MANIFEST), "files": _array_sizes(shard)}
 
 
-def write_cache_set(set_dir, shard_dirs) -> Path:
+def write_cache_set(set_dir, shard_dirs, *, set_id: str | None = None) -> Path:
     """Make `set_dir` a cache set of `shard_dirs` (its direct subdirectories, in set order): check
     that each is a v1 cache (its arrays as every reader checks them) and that all were captured with
-    the same model and settings (their manifests but the counts), then write cacheset.json
-    atomically, last. Returns its path. CacheError, one line naming the first shard at fault."""
+    the same model and settings (their manifests but the counts), stamp each shard's manifest with
+    the set's identity and its place (`SHARD_FIELD`), then write cacheset.json atomically, last.
+    Returns its path. CacheError, one line naming the first shard at fault.
+
+    set_id names the run or split the shards were made for (the capture: a digest of all its
+    candidates; `shard_cache`: of the cache split). A shard already stamped for another set (copied
+    from another run's set) is refused, and so is one stamped for another place in this set; without
+    set_id, the shards' own stamps name the set (they must agree), or a digest of their manifests."""
     set_dir = Path(set_dir)
     shard_dirs = [Path(s) for s in shard_dirs]
     if not shard_dirs:
         raise CacheError(f"{set_dir}: a cache set needs at least one shard")
-    records, first = [], None
+    caches, first = [], None
     for shard in shard_dirs:
         if shard.resolve().parent != set_dir.resolve():
             raise CacheError(f"{shard}: a shard must be a directory directly inside the set ({set_dir})")
@@ -381,10 +413,42 @@ def write_cache_set(set_dir, shard_dirs) -> Path:
                 cache_model_record(first[1]) else "other capture settings"
             raise CacheError(f"{shard}: captured with {what} than {first[0]} (manifest fields differ: "
                              f"{', '.join(differ)}); a set holds the shards of one capture")
+        caches.append(cache)
+    set_id = _set_identity(shard_dirs, [c.manifest for c in caches], set_id)
+    records = []
+    for i, (shard, cache) in enumerate(zip(shard_dirs, caches)):
+        _stamp(shard, cache.manifest, {"set": set_id, "index": i, "of": len(shard_dirs)})
         records.append(shard_record(shard, cache))
-    listing = {"format": SET_FORMAT, "version": SET_VERSION, "shards": records,
+    listing = {"format": SET_FORMAT, "version": SET_VERSION, "set": set_id, "shards": records,
                "responses": sum(r["responses"] for r in records), "model": cache_model_record(first[1])}
     return write_json(set_dir / CACHE_SET, listing)
+
+
+def _set_identity(shard_dirs: list[Path], manifests: list, set_id: str | None) -> str:
+    """The id of the set being written (see `write_cache_set`); CacheError for a shard stamped for
+    another set or another place in it."""
+    n = len(shard_dirs)
+    stamps = [(m or {}).get(SHARD_FIELD) for m in manifests]
+    if set_id is None:
+        named = [s["set"] for s in stamps if isinstance(s, dict) and isinstance(s.get("set"), str)]
+        set_id = named[0] if named else hashlib.sha256("".join(
+            _sha256(d / MANIFEST) or d.name for d in shard_dirs).encode()).hexdigest()
+    for i, (shard, stamp) in enumerate(zip(shard_dirs, stamps)):
+        if stamp is None:
+            continue
+        problem = _stamp_problem(stamp, set_id, i, n)
+        if problem:
+            raise CacheError(f"{shard}: {problem}; a set holds the shards of one run or split, so write the set "
+                             "from that run's own shards")
+    return set_id
+
+
+def _stamp(shard: Path, manifest: dict | None, stamp: dict) -> None:
+    """Record the shard's set and place in its manifest.json (rewritten atomically, and only when it
+    changes); a shard without a manifest has nothing to stamp."""
+    if manifest is None or manifest.get(SHARD_FIELD) == stamp:
+        return
+    write_json(shard / MANIFEST, {**manifest, SHARD_FIELD: stamp})
 
 
 # ------------------------------------------------------------------------------------------ splitting a cache
@@ -442,7 +506,7 @@ def _slice_cache(cache: Cache, r0: int, r1: int, out: Path) -> None:
         (out / RESPONSES).write_text("".join(line + "\n" for line in lines))
     manifest = cache.manifest
     if manifest is not None:
-        manifest = dict(manifest)
+        manifest = {k: v for k, v in manifest.items() if k != SHARD_FIELD}     # a shard's own set is not the new one's
         counts = dict(manifest.get("counts") or {})
         if counts:
             counts.update(responses=r1 - r0)
@@ -477,5 +541,11 @@ def shard_cache(cache, out, *, shards: int | None = None, target_size: int | Non
             shard = stage / shard_dir_name(i)
             _slice_cache(reader, int(items[rng.start]), int(items[rng.stop]), shard)
             dirs.append(shard)
-        write_cache_set(stage, dirs)
+        write_cache_set(stage, dirs, set_id=_split_identity(src, len(dirs)))
     return out
+
+
+def _split_identity(src: Path, n_shards: int) -> str:
+    """The set id of `shard_cache`'s split of `src`: its manifest (or, without one, its path) and
+    the number of shards, so shards of two caches, or two splits of one, never mix."""
+    return hashlib.sha256(f"{_sha256(src / MANIFEST) or src.resolve()}:{n_shards}".encode()).hexdigest()

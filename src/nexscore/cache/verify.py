@@ -241,7 +241,8 @@ def _audit_set(root: Path) -> Audit:
         audit.findings.append(Finding(ERROR, CACHE_SET, str(exc).split(": ", 1)[-1]))
         return audit
     for i, entry in enumerate(listing["shards"]):
-        problem = check_listed_shard(root, i, entry, listing.get("model"))
+        problem = check_listed_shard(root, i, entry, listing.get("model"), set_id=listing.get("set"),
+                                     n_shards=len(listing["shards"]))
         if problem is not None:
             audit.findings.append(problem)
         if (root / entry["dir"]).is_dir():

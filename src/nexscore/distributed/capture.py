@@ -139,7 +139,8 @@ def capture_on_ray(run_dir, cluster: Cluster, *, model: str | None = None, devic
         if returned:
             say(f"{returned} of {len(done)} shards came back through Ray's object store (workers that do not see "
                 f"{run_dir}), written here")
-        write_cache_set(out, shard_dirs)
+        # the set is this run's candidates captured with this policy: shards of another run are refused
+        write_cache_set(out, shard_dirs, set_id=_run_identity(cands, candidates_digest))
         (out / PLAN_FILE).unlink(missing_ok=True)
         from ..cache import open_cache  # deferred: as _plan
 
@@ -148,6 +149,13 @@ def capture_on_ray(run_dir, cluster: Cluster, *, model: str | None = None, devic
                                seconds=time.perf_counter() - t0, policy=policy, model=manifest.get("model") or {})
         result.run_json = _record_in_run(run_dir, info, result, out)
     return result
+
+
+def _run_identity(cands, digest) -> str:
+    """The set id of a capture on Ray: the digest of all the run's candidates (shards of another
+    run's capture carry another; shards captured with other settings are refused by the settings
+    check of `write_cache_set`)."""
+    return f"capture:{digest(cands)}"
 
 
 def _publish(result: dict, shard_dir: Path) -> dict:
