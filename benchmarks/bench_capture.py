@@ -102,6 +102,29 @@ def sync(device):
         torch.cuda.synchronize()
 
 
+def timed(fn, device) -> float:
+    """Seconds of one call, the device synchronised before and after (CUDA runs asynchronously)."""
+    sync(device)
+    t = time.perf_counter()
+    fn()
+    sync(device)
+    return time.perf_counter() - t
+
+
+def interleaved(run_a, run_b, repeats: int, device, warm_up: bool = True) -> tuple[list[float], list[float]]:
+    """One warm-up call of each (unless the caller warmed up), then `repeats` timed calls of each,
+    their order alternating so that drift (clocks, a busy neighbour) falls on both alike; the
+    seconds of each call."""
+    if warm_up:
+        run_a(), run_b()
+    a_t, b_t = [], []
+    for i in range(repeats):
+        order = [(run_a, a_t), (run_b, b_t)]
+        for fn, acc in (order if i % 2 == 0 else order[::-1]):
+            acc.append(timed(fn, device))
+    return a_t, b_t
+
+
 # --- memory ---------------------------------------------------------------------------------
 
 def rss_bytes() -> int:
@@ -232,21 +255,9 @@ def main(argv=None) -> int:
     real_tokens = packed.n_real_tokens
     resp_tokens = int(packed.targets.size)
 
-    def timed(fn):
-        sync(args.device)
-        t = time.perf_counter()
-        fn()
-        sync(args.device)
-        return time.perf_counter() - t
-
     run_plain = lambda: plain_pass(model, packed, args.device)  # noqa: E731
     run_capture = lambda: capture_pass(capturer, seqs)          # noqa: E731
-    run_plain(), run_capture()                                  # warm-up
-    plain_t, cap_t = [], []
-    for i in range(args.repeats):
-        order = [(run_plain, plain_t), (run_capture, cap_t)]
-        for fn, acc in (order if i % 2 == 0 else order[::-1]):
-            acc.append(timed(fn))
+    plain_t, cap_t = interleaved(run_plain, run_capture, args.repeats, args.device)
     p_med, c_med = statistics.median(plain_t), statistics.median(cap_t)
     ratio = c_med / p_med
     target_t = 1.15 if str(args.device).startswith("cuda") else 1.3
