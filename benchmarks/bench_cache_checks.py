@@ -6,7 +6,7 @@ Builds a synthetic cache with ../shared/tools/synth_cache.py (seed 1), then, int
 repeated (the machine may be shared: compare ratios of medians, not absolute times):
   checked     `nex run CACHE --out DIR` as shipped;
   structural  the same process with the check of base/ against rows/ (core.agreement's
-              `BaseCheck`, which `run` overlaps with learning) replaced by a no-op
+              `BaseCheck`, which `run` fuses into the learning) replaced by a no-op
               (that pass also holds the rule of the rows' key order for `run`, so this variant
               lacks that one rule);
   unchecked   also without the reader's rule sets (`check_rows`, `check_base`): every check
@@ -32,7 +32,7 @@ from bench_core import _env, make_cache
 
 NO_AGREEMENT = ("import sys; import nexscore.core.run; sys.modules['nexscore.core.run'].BaseCheck = "
                 "type('NoCheck', (), {'__init__': lambda s, *a, **k: None, 'work': lambda s, **k: None, "
-                "'finish': lambda s: None}); ")
+                "'finish': lambda s: None, 'check_read': lambda s, *a, **k: None}); ")
 NO_STRUCTURE = ("import nexscore.cache.reader as r; r.check_rows = lambda a, **how: None; "
                 "r.check_base = lambda a, n: None; ")
 MAIN = "from nexscore.cli import main; sys.argv = ['nex'] + sys.argv[1:]; main()"

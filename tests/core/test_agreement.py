@@ -12,6 +12,7 @@ from nexscore import core
 from nexscore.cache import open_cache
 from nexscore.cache.verify import audit_cache
 from nexscore.core.agreement import BaseCheck, base_disagreement, check_base_agrees
+from nexscore.core.kernels import FirstSeen
 from nexscore.errors import CacheError
 
 
@@ -109,3 +110,42 @@ def test_base_check_finishes_a_chunk_another_thread_holds(cache, damaged):
     else:
         check.finish()
     assert check.finding() == want and all(s == BaseCheck.DONE for s in check._state[:3])
+
+
+@pytest.mark.parametrize("damaged", [False, True])
+def test_run_checks_each_chunk_in_the_learning_worker_that_read_it(cache, tmp_path, monkeypatch, damaged):
+    """`run` fuses the pass into the learning: each learning worker hands the rows it has just
+    read to the check (`check_read`), so no chunk is left untaken for `finish` (a thread at idle
+    priority may have taken some first), and the finding is the one of the pass over the
+    arrays, with no output."""
+    from nexscore.core import learn
+
+    if damaged:
+        _damage(cache)
+    monkeypatch.setattr(learn, "CHUNK_ENTRIES", 700)              # several chunks, on two threads
+    want = base_disagreement(cache)
+    read_by_workers, untaken_at_finish = [], []
+    check_read, finish = BaseCheck.check_read, BaseCheck.finish
+
+    def spy_read(self, r0, r1, keys, mass, scratch):
+        np.testing.assert_array_equal(keys, open_cache(cache).rows.keys[self._entry_at[r0]:self._entry_at[r1]])
+        assert isinstance(scratch, FirstSeen)                     # the worker's own key table
+        read_by_workers.append((r0, r1))
+        return check_read(self, r0, r1, keys, mass, scratch)
+
+    def spy_finish(self):
+        untaken_at_finish.extend(i for i, s in enumerate(self._state) if s == BaseCheck.PENDING)
+        return finish(self)
+
+    monkeypatch.setattr(BaseCheck, "check_read", spy_read)
+    monkeypatch.setattr(BaseCheck, "finish", spy_finish)
+    if damaged:
+        with pytest.raises(CacheError) as info:
+            core.run(cache, tmp_path / "out")
+        assert str(info.value).startswith(f"{cache}: {want.line()}")
+        assert not (tmp_path / "out").exists()
+    else:
+        result = core.run(cache, tmp_path / "out")
+        assert want is None and result.weights.any()
+    chunks = list(learn.response_chunks(open_cache(cache).rows))
+    assert len(chunks) > 2 and sorted(read_by_workers) == chunks and untaken_at_finish == []

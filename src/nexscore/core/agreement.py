@@ -17,9 +17,14 @@ Cost: one pass over the row entries (kernels.base_agreement: a table lookup and 
 per entry, float16 converted by F16C where the CPU has it), the arrays read in place, each
 chunk's pages mapped in one call and dropped after it; about 14 ms in memory and 18-19 ms as
 mapped for the 11 million entries of the 400-response synthetic cache (20 and 25 ms before the
-pass lost its per-entry hit flag), where the exhaustive audit (a sort per chunk) takes about 0.9 s. `run` starts it (`BaseCheck`, mapped=True) as soon as the arrays are
-mapped, on a thread at idle priority, so that it overlaps the reader's structural checks and
-the learning (the compiled loop releases the GIL); see benchmarks/bench_cache_checks.py.
+pass lost its per-entry hit flag), where the exhaustive audit (a sort per chunk) takes about
+0.9 s. `run` fuses it into the learning (`BaseCheck.check_read`): each learning worker checks the
+chunk of responses it has just read into memory, with its own key table as the pass's scratch,
+so the rows are read once for both and no second 16 MB table is paged in; measured by
+benchmarks/bench_cache_checks.py, `nex run` then costs about 1 % more CPU and 8 % more wall time
+than with no check at all. (A thread at idle priority making the pass beside the learning cost
+~11 % of wall time: the learning keeps both cores of a small machine busy, so that thread found
+no idle time and its pass ended up after the learning.)
 `run` also hands this pass the rows' order rule (`row_order`; the reader opens rows/ without
 it): the pass reads those keys anyway, so the rule costs about 1 ms here against about 6 ms as
 a pass of its own, and its finding is the reader's line.
@@ -27,7 +32,6 @@ a pass of its own, and its finding is the reader's line.
 
 from __future__ import annotations
 
-import os
 import threading
 
 import numpy as np
@@ -70,11 +74,10 @@ def check_base_agrees(cache, *, mapped: bool = False, row_order: bool = False) -
 class BaseCheck:
     """The pass of `base_disagreement`, in chunks of responses that threads take in turn.
 
-    `nex run` gives it a background thread at the lowest priority (`work(idle=True)`) while it
-    learns, so the pass uses the CPU time the learning leaves rather than taking time from it,
-    and then finishes what is left itself at normal priority (`finish`: it also takes the chunk
-    the background thread holds, so a busy machine cannot hold it up). A chunk's result is the
-    same whoever computes it; the finding is that of the first chunk (in cache order) with one.
+    `nex run` hands each chunk to it from the learning's worker threads as they read it
+    (`check_read`; max_entries the learning's, so the chunks are its own) and then calls `finish`, which checks
+    whatever no worker did (and reports the first finding). A chunk's result is the same
+    whoever computes it; the finding is that of the first chunk (in cache order) with one.
     """
 
     PENDING, TAKEN, DONE = 0, 1, 2
@@ -88,7 +91,10 @@ class BaseCheck:
         else:
             reader = open_cache(cache)
             arrays = reader.rows, reader.base
-        self._chunks = [] if arrays is None else list(response_chunks(arrays[0], max_entries=max_entries))
+        chunks = [] if arrays is None else response_chunks(arrays[0], max_entries=max_entries)
+        self._chunks = [(int(a), int(b)) for a, b in chunks]
+        self._index = {c: i for i, c in enumerate(self._chunks)}
+        self._slots = threading.local()
         self._arrays = arrays
         if arrays is not None:
             rows, base = arrays
@@ -101,14 +107,9 @@ class BaseCheck:
         self._disordered = False
         self._lock = threading.Lock()
 
-    def work(self, *, idle: bool = False, steal: bool = False) -> None:
-        """Check chunks until none is left before the first finding; idle: on this thread at the
-        lowest priority (Linux: nice 19 per thread); steal: also chunks another thread holds."""
-        if idle:
-            try:
-                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
-            except (AttributeError, OSError):
-                pass
+    def work(self, *, steal: bool = False) -> None:
+        """Check chunks until none is left before the first finding; steal: also chunks another
+        thread holds."""
         slots = kernels.BaseSlots()
         while True:
             with self._lock:
@@ -121,12 +122,33 @@ class BaseCheck:
                 if i is None:
                     return
                 self._state[i] = self.TAKEN
-            finding, disordered = self._check(i, slots)
-            with self._lock:
-                self._state[i] = self.DONE
-                self._disordered = self._disordered or disordered
-                if finding is not None:
-                    self._found[i] = finding
+            self._done(i, *self._check(i, slots))
+
+    def check_read(self, r0: int, r1: int, keys: np.ndarray, mass: np.ndarray, scratch=None) -> None:
+        """Check chunk [r0, r1) (one of `chunks`) from its rows' keys and masses as a caller has just
+        read them into memory (raw, entries of rows r0..r1 in order): `nex run`'s learning calls
+        this from its worker threads for each chunk it learns (`learn.accumulate`'s `alongside`), so
+        the pass reads no row page twice and shares the learning's threads. A chunk another
+        thread has taken or done is left to it. scratch: a key table to use as the pass's slots
+        (the learning worker's `kernels.FirstSeen`, already paged in; else one of this thread's)."""
+        i = self._index.get((int(r0), int(r1)))
+        if i is None:
+            return
+        with self._lock:
+            if self._state[i] != self.PENDING:
+                return
+            self._state[i] = self.TAKEN
+        slots = scratch if scratch is not None else getattr(self._slots, "table", None)
+        if slots is None:
+            slots = self._slots.table = kernels.BaseSlots()
+        self._done(i, *self._check(i, slots, rows_read=(keys, mass)))
+
+    def _done(self, i: int, finding: rules.Finding | None, disordered: bool) -> None:
+        with self._lock:
+            self._state[i] = self.DONE
+            self._disordered = self._disordered or disordered
+            if finding is not None:
+                self._found[i] = finding
 
     def finding(self) -> rules.Finding | None:
         """The first finding, once every chunk before it is done (after `work` has returned)."""
@@ -150,20 +172,26 @@ class BaseCheck:
         raise CacheError(f"{self.path}: {finding.line()}; the two parts disagree, so the cache is damaged "
                          f"(`nex cache verify {self.path}` lists every finding)")
 
-    def _check(self, i: int, slots: kernels.BaseSlots) -> tuple[rules.Finding | None, bool]:
+    def _check(self, i: int, slots: kernels.BaseSlots, rows_read=None) -> tuple[rules.Finding | None, bool]:
         """Chunk i: the finding of its first response that disagrees (or None), and whether its
-        rows' keys break the order rule (with row_order)."""
+        rows' keys break the order rule (with row_order). rows_read: its rows' (keys, masses),
+        already in memory (`check_read`); else they are read from the maps here."""
         rows, base = self._arrays
         entry_at, base_ptr = self._entry_at, self._base_ptr
         r0, r1 = self._chunks[i]
         a, b, ba, bb = int(entry_at[r0]), int(entry_at[r1]), int(base_ptr[r0]), int(base_ptr[r1])
         rows_at = (self._row_ptr[self._sample_row_ptr[r0]:self._sample_row_ptr[r1] + 1] - a
                    if self.row_order else None)
-        parts = ((rows.keys, a, b), (rows.mass, a, b), (base.keys, ba, bb), (base.mass, ba, bb))
+        if rows_read is None:
+            keys, mass = rows.keys[a:b], rows.mass[a:b]
+            parts = ((rows.keys, a, b), (rows.mass, a, b), (base.keys, ba, bb), (base.mass, ba, bb))
+        else:
+            keys, mass = rows_read          # entries a..b: the caller read them by the same pointers
+            parts = ()                      # base/'s pages stay for the scoring, which reads them next
         for array, x, y in parts:
             populate_pages(array, x, y)
         missing, extra, mass_bad, first_bad, *unordered = kernels.base_agreement(
-            rows.keys[a:b], rows.mass[a:b], entry_at[r0:r1 + 1] - a,
+            keys, mass, entry_at[r0:r1 + 1] - a,
             base.keys[ba:bb], base.mass[ba:bb], base_ptr[r0:r1 + 1] - ba, slots, rows_at)
         for array, x, y in parts:
             drop_pages(array, x, y)

@@ -85,6 +85,19 @@ class FirstSeen:
         self._first = np.empty(0, np.int32)
         self._is_new = np.empty(0, bool)
 
+    def claim(self, n_base: int) -> int:
+        """`BaseSlots.claim` on this table: numbers for a `base_agreement` call over n_base base
+        entries, from this table's own count, so that pass can use the table of the learning
+        worker whose chunk it checks (already paged in) instead of paging in a 16 MB one of its
+        own. Its numbers (offset + 1 .. offset + n_base) lie below every later call's, and
+        every earlier call's lie below them, so neither use resets the table for the other."""
+        if self._base + n_base + 1 >= self.UNSEEN:
+            self._table.fill(0)
+            self._base = 1
+        offset = self._base - 1
+        self._base += n_base
+        return offset
+
     def first_positions(self, keys: np.ndarray, resp_ptr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """keys of responses laid end to end (split by resp_ptr) -> (position of the first
         occurrence of each entry's key in its response, whether the entry is that one).
@@ -281,8 +294,9 @@ def base_agreement(keys: np.ndarray, mass16: np.ndarray, entry_ptr: np.ndarray, 
     none of its rows; mass_bad, its base masses (of keys its rows hold) that `rules.masses_agree`
     rejects against the float64 sum, in entry order, of their row masses; first_bad, the base
     index of the first of those, or -1.
-    slots: the scratch table (`BaseSlots`), reused from call to call (a new one when None); the
-    numpy version uses it too, response by response, leaving it as the compiled one expects.
+    slots: the scratch table (`BaseSlots`, or a `FirstSeen`, whose table serves as well), reused
+    from call to call (a new one when None); the numpy version uses it too, response by response,
+    leaving it as the compiled one expects.
     row_ptr: the row starts of these entries (from 0 to their count); with it, a fifth array:
     unordered, per response its entries not above the entry before them that do not start a
     row (the rows' order rule, `rules.ascending`, applied in the same pass over the keys).

@@ -115,14 +115,19 @@ def response_chunks(rows: RowArrays, start: int = 0, stop: int | None = None,
 
 
 def _chunk_rows(rows: RowArrays, r0: int, r1: int, first_seen: FirstSeen, rho: float,
-                min_run: int) -> tuple[Rows, np.ndarray, Segmentation]:
-    """Everything learning needs about responses [r0, r1): compacted rows, keys, labels."""
+                min_run: int, alongside=None) -> tuple[Rows, np.ndarray, Segmentation]:
+    """Everything learning needs about responses [r0, r1): compacted rows, keys, labels.
+    alongside(r0, r1, keys, masses, table): called with the chunk's raw row entries once read (see
+    `accumulate`)."""
     sp = np.asarray(rows.sample_row_ptr[r0:r1 + 1], np.int64)
     rp = np.asarray(rows.row_ptr[sp[0]:sp[-1] + 1], np.int64)
     tp = np.asarray(rows.token_row_ptr[sp[0]:sp[-1] + 1], np.int64)
     keys = read_range(rows.keys, rp[0], rp[-1])
+    raw_mass = read_range(rows.mass, rp[0], rp[-1])
+    if alongside is not None:
+        alongside(r0, r1, keys, raw_mass, first_seen)
     row_len = np.diff(rp)
-    s = sanitise(keys, read_range(rows.mass, rp[0], rp[-1]), row_len)
+    s = sanitise(keys, raw_mass, row_len)
     n_resp = r1 - r0
     rows_per_resp = np.diff(sp)
     row_resp = np.repeat(np.arange(n_resp, dtype=np.int32), rows_per_resp)
@@ -160,9 +165,9 @@ def _chunk_rows(rows: RowArrays, r0: int, r1: int, first_seen: FirstSeen, rho: f
     return compact, keys, Segmentation(slopes, explore, resp_ptr_rows, sp[0] + used_rows)
 
 
-def _chunk_credit(rows: RowArrays, r0: int, r1: int, rho: float, min_run: int):
+def _chunk_credit(rows: RowArrays, r0: int, r1: int, rho: float, min_run: int, alongside=None):
     """Credit of responses [r0, r1): (entry keys, Credit, Segmentation, responses done)."""
-    compact, keys, seg = _chunk_rows(rows, r0, r1, _first_seen(), rho, min_run)
+    compact, keys, seg = _chunk_rows(rows, r0, r1, _first_seen(), rho, min_run, alongside)
     credit = reuse_credit(compact)
     return keys, credit, seg, r1 - r0
 
@@ -201,7 +206,8 @@ def accumulate(cache: Cache, *, rho: float = 0.95, min_run: int = 2, start: int 
                stop: int | None = None, on_chunk: Callable[[int], None] | None = None,
                segmentation: list | None = None, threads: int | None = None,
                responses: np.ndarray | None = None, layer_map: np.ndarray | None = None,
-               into: Accumulators | None = None) -> Accumulators:
+               into: Accumulators | None = None,
+               alongside: Callable[..., None] | None = None) -> Accumulators:
     """Effective / redundant masses of responses [start, stop) of a cache.
 
     Chunks are processed on `threads` worker threads (numpy releases the GIL in its heavy
@@ -216,6 +222,10 @@ def accumulate(cache: Cache, *, rho: float = 0.95, min_run: int = 2, start: int 
     cache is booked to (credit of a layer mapped to -1 is dropped); segmentation still sees the
     cache's own neurons. into: add to these accumulators (in order after what they hold, so that
     learning on several caches one after another equals learning on their concatenation).
+    alongside(r0, r1, keys, masses, table): called on the worker thread with each chunk's raw row
+    entries as soon as they are read, and the worker's key table (`kernels.FirstSeen`, free to
+    use as scratch until the call returns); `nex run` checks base/ against them there
+    (`agreement.BaseCheck.check_read`); the chunks are `response_chunks`'.
     """
     rows = cache.rows
     acc = Accumulators.zeros() if into is None else into
@@ -225,7 +235,7 @@ def accumulate(cache: Cache, *, rho: float = 0.95, min_run: int = 2, start: int 
     else:
         chunks = [c for a, b in response_runs(responses, start, stop) for c in response_chunks(rows, a, b)]
     threads = default_threads() if threads is None else max(1, threads)
-    work = lambda c: _chunk_credit(rows, c[0], c[1], rho, min_run)  # noqa: E731
+    work = lambda c: _chunk_credit(rows, c[0], c[1], rho, min_run, alongside)  # noqa: E731
     for keys, credit, seg, n_done in _ordered_map(work, chunks, threads):
         entries, value, effective = credit.entries, credit.value, credit.effective
         if layer_map is not None:

@@ -10,7 +10,7 @@ published reference's output layout (`RUN_FILES`), and summary.json's fields are
 (`run_summary`) so that the CLI, `nex demo` and Python callers write the same file. The weights
 (16 MB) are written (and their digest taken) on a second thread while the cache is scored.
 Since `run` learns from rows/ and scores base/, it also checks that base/ holds the sums of
-rows/ (`agreement.BaseCheck`, on a thread beside the learning) and refuses a cache whose
+rows/ (`agreement.BaseCheck`, beside and inside the learning) and refuses a cache whose
 parts disagree: each part alone would pass, and the NEX would belong to neither.
 
 Outputs (nexscore.io): each stage claims its output before any work (one writer at a time; an
@@ -45,6 +45,7 @@ from .gmf import log_gap as to_log_gap
 from .calibrate import (DEFAULT_SPLIT_SEED, Part, check_same_model, half_responses, learn, pool_caches,
                         pool_record, resolve_mode, score_halves, split_halves, split_record)
 from .gmf import mean_score, score_responses
+from . import learn as learning
 from .learn import accumulate
 from .mapreduce import ShardMap, set_scores, set_weights
 from .weights import check_learned, load_weights, save_weights
@@ -139,15 +140,16 @@ def run_summary(scores: np.ndarray, rho: float | None = None, min_run: int | Non
 
 
 def _learn(reader, rho: float, min_run: int, progress: Progress | None, allow_zero_weights: bool,
-           shard_map: ShardMap | None = None, check_agreement: bool = False) -> np.ndarray:
+           shard_map: ShardMap | None = None, check_agreement: bool = False, alongside=None) -> np.ndarray:
     """Weights learned on a cache, or on a cache set shard by shard (`mapreduce.set_weights`:
-    bit-identical; check_agreement: each shard's base/ against its rows/ first)."""
+    bit-identical; check_agreement: each shard's base/ against its rows/ first); alongside: see
+    `learn.accumulate` (a single cache)."""
     if isinstance(reader, CacheSet):
         weights = set_weights(reader, rho=rho, min_run=min_run, check_agreement=check_agreement,
                               shard_map=shard_map, progress=progress)
     else:
         advance = progress("learning weights", reader.rows.n_responses) if progress else None
-        weights = accumulate(reader, rho=rho, min_run=min_run, on_chunk=advance).weights()
+        weights = accumulate(reader, rho=rho, min_run=min_run, on_chunk=advance, alongside=alongside).weights()
     return check_learned(weights, reader.path, allow_zero=allow_zero_weights)   # refused before any file is written
 
 
@@ -287,22 +289,18 @@ def run(cache, out, *, rho: float = DEFAULT_RHO, min_run: int = DEFAULT_MIN_RUN,
         if isinstance(reader, CacheSet):
             weights = _learn(reader, rho, min_run, progress, allow_zero_weights, shard_map, check_agreement=True)
             return _publish_run(target, out, reader, manifest, weights, rho, min_run, log_gap, t0, shard_map)
-        # base/ against rows/, on the arrays as mapped (one compiled pass, GIL released): a thread at
-        # idle priority checks it in the CPU time the reader's structural checks and the learning
-        # leave, and this one finishes what is left; a structural error comes first
-        agreement = BaseCheck(reader, mapped=True, row_order=not reader.checks_row_order)
-        checker = ThreadPoolExecutor(1)
+        reader.base, reader.rows            # the structural checks of both parts come first
+        # base/ against rows/ (one compiled pass), fused into the learning: each learning worker
+        # checks its chunk from the rows it has just read (`BaseCheck.check_read`, with its own key
+        # table as scratch), so no row page is read twice and the check shares the learning's
+        # threads; `finish` reports the first finding (and would check a chunk no worker did)
+        agreement = BaseCheck(reader, row_order=not reader.checks_row_order, max_entries=learning.CHUNK_ENTRIES)
         try:
-            checker.submit(agreement.work, idle=True)
-            reader.base, reader.rows
-            try:
-                weights = _learn(reader, rho, min_run, progress, allow_zero_weights)
-            except NexError:
-                agreement.finish()          # parts that disagree are reported first, whatever learning made
-                raise
-            agreement.finish()
-        finally:
-            checker.shutdown(wait=False)    # its chunk in hand, if any, is done here too (finish)
+            weights = _learn(reader, rho, min_run, progress, allow_zero_weights, alongside=agreement.check_read)
+        except NexError:
+            agreement.finish()              # parts that disagree are reported first, whatever learning made
+            raise
+        agreement.finish()
         return _publish_run(target, out, reader, manifest, weights, rho, min_run, log_gap, t0)
 
 
