@@ -68,6 +68,16 @@ def test_capture_on_ray_is_the_single_process_cache_in_shards(captured):
     # and 12 only
     assert is_cache_set(sharded / "cache") and len(list((sharded / "cache").glob("shard-*"))) == 3
     assert open_cache(sharded / "cache").manifest["counts"]["responses"] == 18
+    # the set is named by the run it captured, and every shard carries that name and its place
+    from nexscore.cache.sets import read_listing
+    from nexscore.capture import candidates_digest
+    from nexscore.rundir import TOKENS, read_candidates
+
+    set_id = read_listing(sharded / "cache")["set"]
+    assert set_id == f"capture:{candidates_digest(read_candidates(sharded, need=TOKENS))}"
+    for i in range(3):
+        stamp = json.loads((sharded / "cache" / f"shard-{i:05d}" / "manifest.json").read_text())["shard"]
+        assert stamp == {"set": set_id, "index": i, "of": 3}
     a, b = _concatenated(plain / "cache"), _concatenated(sharded / "cache")
     assert sorted(a) == sorted(b) and len(a) >= 12
     for name in a:
