@@ -282,16 +282,16 @@ def check_listed_shard(root: Path, i: int, entry: dict, model: dict | None, *, s
         return Finding(ERROR, f"{name}/", f"holds {declared} responses, {CACHE_SET} records {entry['responses']} for "
                                           f"shard {i}; the shard is damaged: {FIX}", kind=CONSISTENCY)
     try:
-        record = cache_model_record(read_json_object(shard / MANIFEST, fix=FIX, error=CacheError))
+        manifest = read_json_object(shard / MANIFEST, fix=FIX, error=CacheError)
     except CacheError as exc:
         return Finding(ERROR, f"{name}/{MANIFEST}", str(exc).split(": ", 1)[-1], kind=CONSISTENCY)
+    record = cache_model_record(manifest)
     if record != model:
         return Finding(ERROR, f"{name}/", f"was captured from another model than the set ({_model_name(record)} vs "
                                           f"{_model_name(model)}); a set holds the shards of one capture: {FIX}",
                        kind=CONSISTENCY)
-    if set_id is not None:
-        stamp = read_json_object(shard / MANIFEST, fix=FIX, error=CacheError).get(SHARD_FIELD)
-        problem = _stamp_problem(stamp, set_id, i, n_shards)
+    if set_id is not None and manifest is not None:      # a shard without a manifest has no stamp to check
+        problem = _stamp_problem(manifest.get(SHARD_FIELD), set_id, i, n_shards)
         if problem:
             return Finding(ERROR, f"{name}/", f"{problem}; a set holds the shards of one run: {FIX}",
                            kind=CONSISTENCY)
