@@ -327,8 +327,10 @@ def test_cli_ablate_on_a_model_directory_writes_into_the_weights_run_dir(tmp_pat
     assert "random-redundant" in res.output and "provenance checked" in res.output
     assert "effective - redundant" in res.output and "| model | 2 | random-redundant |" in (run / "ablate.md").read_text()
     doc = json.loads((run / "ablate.json").read_text())
-    assert doc["task"]["options"]["seed"] == 1_000_000 and doc["task"]["options"]["max_digits"] == 2
-    assert (run / "ablate.md").is_file()
+    assert doc["task"]["options"] == {"min_terms": 3, "max_terms": 3, "min_digits": 1, "max_digits": 1, "shots": 3,
+                                      "seed": 1_000_000}           # the demo's task by default
+    assert ("labelled problems of rg:chain_sum (max_digits=1, max_terms=3, min_digits=1, min_terms=3, "
+            "seed=1000000, shots=3)") in (run / "ablate.md").read_text()
     res = CliRunner().invoke(app, args)
     assert res.exit_code == 0 and "measured 0, reused 5" in res.output
     # a weights file learned on another model is refused with a clear message

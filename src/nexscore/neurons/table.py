@@ -81,7 +81,7 @@ def markdown(doc: dict) -> str:
         head = (f"# Transfer from {(models.get('donor') or {}).get('id', '?')} into "
                 f"{(models.get('recipient') or {}).get('id', '?')}")
     parts = [head, "", f"{doc.get('edit', '')}; {task.get('n_problems', '?')} labelled problems of "
-             f"{task.get('name', '?')}, greedy. Changes in points; 95 % bootstrap intervals over problems, "
+             f"{task_label(task)}, greedy. Changes in points; 95 % bootstrap intervals over problems, "
              "paired for differences.", ""]
     for arm, a in (doc.get("arms") or {}).items():
         w = a.get("weights") or {}
@@ -97,3 +97,10 @@ def markdown(doc: dict) -> str:
 
 
 __all__ = ["COLUMNS", "CONTRAST_COLUMNS", "SHORT_COLUMNS", "SHORT_CONTRAST_COLUMNS", "pct", "pts", "unedited_rows", "rows", "contrast_rows", "markdown"]
+
+
+def task_label(task: dict) -> str:
+    """The labelled task as the tables name it: its name and options (terms, digits, shots, seed),
+    since results on one task say nothing of another."""
+    options = ", ".join(f"{k}={v}" for k, v in sorted((task.get("options") or {}).items()))
+    return f"{task.get('name', '?')}" + (f" ({options})" if options else "")

@@ -72,7 +72,7 @@ def _block(kind: str, doc: dict, title: str | None = None) -> str:
         f"learned on the {esc(arm)}: {esc((a.get('weights') or {}).get('path', '?'))} (provenance "
         f"{esc((a.get('weights') or {}).get('provenance', '?'))}, traces {esc((a.get('traces') or {}).get('status', '?'))})"
         for arm, a in (doc.get("arms") or {}).items())
-    lead = (f"{what}, then answering {task.get('n_problems', '?')} problems of {esc(task.get('name', '?'))} "
+    lead = (f"{what}, then answering {task.get('n_problems', '?')} problems of {esc(ntable.task_label(task))} "
             f"(greedy, up to {settings.get('max_new_tokens', '?')} new tokens). Weights {arms}.")
     body = table(ntable.COLUMNS, body_rows, row_classes=classes, align="lll")
     if doc.get("contrasts"):
