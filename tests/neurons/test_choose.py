@@ -102,3 +102,24 @@ def test_weights_for_neurons_the_model_lacks_are_refused():
         check_keys_fit(weights_with({(0, 40): 0.5}), N_LAYERS, INTER)
     with pytest.raises(InputError, match="every weight is zero"):
         check_keys_fit(np.zeros(KEY_SPACE, np.float32), N_LAYERS, INTER)
+
+
+def test_auto_grid_stays_within_the_smaller_set_of_every_file():
+    from nexscore.neurons.choose import auto_grid
+
+    def signed(pos, neg):
+        w = np.zeros(KEY_SPACE, np.float32)
+        w[:pos] = 1.0
+        w[pos:pos + neg] = -1.0
+        return w
+
+    assert auto_grid([signed(96, 24)]) == [16, 24]          # the capture default's few redundant neurons
+    assert auto_grid([signed(349, 236)]) == [16, 64, 236]
+    assert auto_grid([signed(5000, 900)]) == [16, 64, 256]
+    assert auto_grid([signed(96, 24), signed(152, 12)]) == [12]   # every file's sets bound it
+    assert auto_grid([signed(96, 0)], sets=("effective",)) == [16, 64, 96]
+    assert auto_grid([signed(40, 30), signed(20, 50)]) == [16, 20]
+    check_grid(signed(40, 30), [16, 20])                    # no error: every m fits both files
+    check_grid(signed(20, 50), [16, 20])
+    with pytest.raises(InputError, match="no neuron of a sign the sets need"):
+        auto_grid([signed(96, 0)])

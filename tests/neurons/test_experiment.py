@@ -288,6 +288,13 @@ def test_cli_refuses_bad_input_before_loading_a_model(tmp_path):
     assert isinstance(res.exception, InputError) and "m = 5 is larger than the 1 neurons" in str(res.exception)
     res = runner.invoke(app, ["ablate", "--weights", str(path), "--m", "1,x"])
     assert isinstance(res.exception, InputError) and "whole numbers" in str(res.exception)
+    # --m auto (the default) fits the sets; a file without one sign has no grid to offer
+    res = runner.invoke(app, ["ablate", "--model", str(tmp_path / "nowhere"), "--weights", str(path)])
+    assert "m: 1 (--m auto" in res.output and "m = " not in str(res.exception)
+    positive = tmp_path / "positive.npz"
+    save_weights(positive, weights_with({(0, 1): 0.9, (1, 2): 0.3}))
+    res = runner.invoke(app, ["ablate", "--model", str(tmp_path / "nowhere"), "--weights", str(positive)])
+    assert isinstance(res.exception, InputError) and "no neuron of a sign the sets need" in str(res.exception)
     res = runner.invoke(app, ["transfer", "--donor", "a", "--recipient", "b", "--weights", str(path),
                               "--m", "1", "--sets", "random"])
     assert isinstance(res.exception, InputError) and "--sets 'random'" in str(res.exception)

@@ -20,8 +20,8 @@ PANEL = "Check and compare models"
 
 WEIGHTS = typer.Option(..., "--weights", "-w", help="Weights file (.npz, key 'weights'), e.g. RUN_DIR/weights.npz "
                        "from `nex select` or `nex learn`.")
-M = typer.Option("16,64,256", "--m", help="Numbers of neurons to edit, comma-separated; every value is measured "
-                 "for every set.")
+M = typer.Option("auto", "--m", help="Numbers of neurons to edit, comma-separated; every value is measured "
+                 "for every set. auto: 16, 64, 256 below the largest m the weights' smaller set allows, and that m.")
 SETS = typer.Option("effective,redundant", "--sets", help="Neuron sets, comma-separated: effective (largest "
                     "weights), redundant (most negative).")
 CONTROLS = typer.Option("effective,redundant", "--controls", help="Random controls, comma-separated, or 'none': "
@@ -110,7 +110,7 @@ def _spec(m: str, sets: str, controls: str, **settings):
     from ..neurons.choose import CONTROLS as ALL_CONTROLS, SETS as ALL_SETS   # deferred: numpy loads when run
     from ..neurons.experiment import GridSpec   # deferred: as above
 
-    spec = GridSpec(ms=_ints(m, "--m"), sets=_names(sets, "--sets", ALL_SETS),
+    spec = GridSpec(ms=[] if str(m).strip() == "auto" else _ints(m, "--m"), sets=_names(sets, "--sets", ALL_SETS),
                     controls=_names(controls, "--controls", ALL_CONTROLS, none_ok=True), **settings)
     spec.measured()      # nothing to measure: one line now
     return spec
@@ -143,7 +143,7 @@ def ablate(model: str = MODEL,
     saved after every measurement: the same command again resumes, and a longer --m list only
     measures what is new. The model's files are never modified.
 
-    Example: nex ablate --model default --weights runs/demo/weights.npz --m 16,64,256
+    Example: nex ablate --model default --weights runs/demo/weights.npz --problems 128   (m: --m auto)
     """
     from ..neurons.experiment import ablate_experiment   # deferred: numpy loads when the command runs
 
@@ -184,7 +184,7 @@ def transfer(donor: str = typer.Option(..., "--donor", help="Model whose neurons
     OUT/transfer.svg as one set; resumable like `nex ablate`. Neither model's files are modified.
 
     Example: nex transfer --donor default --recipient fam/linear-t0.1 --weights runs/base/weights.npz
-    --weights runs/t0.1/weights.npz --m 16,32,64,128 --problems 128
+    --weights runs/t0.1/weights.npz --m 8,24 --problems 128
     """
     from ..neurons.experiment import transfer_experiment   # deferred: numpy loads when the command runs
 

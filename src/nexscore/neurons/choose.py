@@ -204,6 +204,28 @@ def check_grid(weights: np.ndarray, ms, sets=ALL_SETS, where: str = "this weight
                              f"in {where}; use --m values of at most {neg:,}")
 
 
+AUTO_GRID = (16, 64, 256)
+
+
+def auto_grid(weights_list, sets=ALL_SETS) -> list[int]:
+    """`--m auto`: AUTO_GRID's values below the largest m every file's sets allow (the smaller of
+    its effective and redundant counts, for the sets measured), and that largest m itself (at most
+    AUTO_GRID's last): weights learned on a small capture hold a few dozen neurons of a sign, so a
+    fixed grid would be refused. InputError when a file has no neuron of a needed sign."""
+    need = {control_of(n) or n for n in sets}
+    largest = None
+    for weights in weights_list:
+        pos, neg = signed_counts(weights)
+        for name, count in (("effective", pos), ("redundant", neg)):
+            if name in need:
+                largest = count if largest is None else min(largest, count)
+    if not largest:
+        raise InputError("a weights file has no neuron of a sign the sets need (every weight of that sign is 0); "
+                         "learn weights on more traces, or measure one set only (--sets)")
+    top = min(largest, AUTO_GRID[-1])
+    return sorted({m for m in AUTO_GRID if m < top} | {top})
+
+
 def check_keys_fit(weights: np.ndarray, n_layers: int, intermediate_size: int, where: str = "weights") -> None:
     """Every non-zero weight must name a neuron of the model (layer < n_layers, unit < intermediate)."""
     nz = np.flatnonzero(np.asarray(weights) != 0).astype(np.int64)

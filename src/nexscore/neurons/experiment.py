@@ -52,7 +52,7 @@ from ..rundir import (CACHE, CANDIDATES, MLP_SHAPE, MODEL_IDENTITY, RUN_JSON, ch
 from ..models import load_model
 from ..tasks import DEMO_SHOTS, DEMO_TASK_OPTIONS, LABELED_SEED, load_task
 from . import table
-from .choose import ALL_SETS, CONTROLS, SETS, check_grid, check_keys_fit, choose_sets, control_name, signed_counts
+from .choose import ALL_SETS, CONTROLS, SETS, auto_grid, check_grid, check_keys_fit, choose_sets, control_name, signed_counts
 from .edit import Snapshot, ablate, check_same_mlps, mlp_layers, transfer
 
 RESULT_FILES = {"ablate": "ablate.json", "transfer": "transfer.json"}
@@ -71,8 +71,9 @@ PROVENANCE_KEYS = ("id", "file_sha256", "n_layers", "intermediate_size")
 
 @dataclass
 class GridSpec:
-    """What to measure: m values, the ranked sets, the sets that get a random control, the
-    controls' seed, the ablation scale."""
+    """What to measure: m values (empty: `--m auto`, chosen from the weights by
+    `choose.auto_grid`), the ranked sets, the sets that get a random control, the controls' seed,
+    the ablation scale."""
 
     ms: list[int]
     sets: tuple[str, ...] = SETS
@@ -376,11 +377,9 @@ def _grid(kind: str, *, target, donor, weights, task, problems, spec: GridSpec, 
           on_result: Callable[[str, dict], None] | None = None) -> GridResult:
     t_start = time.perf_counter()
     measured = spec.measured()
-    ms = sorted(dict.fromkeys(int(m) for m in spec.ms))
-    if not ms:
-        raise InputError("no m values given (e.g. --m 16,64,256)")
     if not weights:
         raise InputError("no weights file given (--weights)")
+    ms = sorted(dict.fromkeys(int(m) for m in spec.ms or auto_grid([w for w, _ in weights], measured)))
     for w, path in weights:
         check_grid(w, ms, measured, where=str(path))
     if kind == "ablate" and not np.isfinite(spec.scale):
@@ -577,13 +576,14 @@ def _experiment(kind: str, models: list[str], weights_paths: list, spec: GridSpe
     if len(set(p.resolve() for p in paths)) < len(paths):
         raise InputError("the same weights file is given twice; give one per model")
     measured = spec.measured()
-    loaded_w = []
-    for path in paths:      # before any model is loaded: a bad m fails in a second
-        w = load_weights(path)
+    loaded_w = [load_weights(path) for path in paths]
+    if not spec.ms:     # --m auto
+        spec.ms = auto_grid(loaded_w, measured)
+        say(f"m: {', '.join(map(str, spec.ms))} (--m auto: up to the smaller set; give --m to choose)")
+    for path, w in zip(paths, loaded_w):      # before any model is loaded: a bad m fails in a second
         check_grid(w, spec.ms, measured, where=str(path))
         pos, neg = signed_counts(w)
         say(f"weights {path}: {pos:,} positive (effective), {neg:,} negative (redundant)")
-        loaded_w.append(w)
     prompts = []
     for path in paths:
         found, _ = trace_prompts(path)
