@@ -394,7 +394,7 @@ def write_cache_set(set_dir, shard_dirs, *, set_id: str | None = None) -> Path:
     shard_dirs = [Path(s) for s in shard_dirs]
     if not shard_dirs:
         raise CacheError(f"{set_dir}: a cache set needs at least one shard")
-    caches, first = [], None
+    caches, manifests, first = [], [], None
     for shard in shard_dirs:
         if shard.resolve().parent != set_dir.resolve():
             raise CacheError(f"{shard}: a shard must be a directory directly inside the set ({set_dir})")
@@ -414,10 +414,11 @@ def write_cache_set(set_dir, shard_dirs, *, set_id: str | None = None) -> Path:
             raise CacheError(f"{shard}: captured with {what} than {first[0]} (manifest fields differ: "
                              f"{', '.join(differ)}); a set holds the shards of one capture")
         caches.append(cache)
-    set_id = _set_identity(shard_dirs, [c.manifest for c in caches], set_id)
+        manifests.append(manifest)
+    set_id = _set_identity(shard_dirs, manifests, set_id)
     records = []
-    for i, (shard, cache) in enumerate(zip(shard_dirs, caches)):
-        _stamp(shard, cache.manifest, {"set": set_id, "index": i, "of": len(shard_dirs)})
+    for i, (shard, cache, manifest) in enumerate(zip(shard_dirs, caches, manifests)):
+        _stamp(shard, manifest, {"set": set_id, "index": i, "of": len(shard_dirs)})
         records.append(shard_record(shard, cache))
     listing = {"format": SET_FORMAT, "version": SET_VERSION, "set": set_id, "shards": records,
                "responses": sum(r["responses"] for r in records), "model": cache_model_record(first[1])}

@@ -94,7 +94,6 @@ class BaseCheck:
         chunks = [] if arrays is None else response_chunks(arrays[0], max_entries=max_entries)
         self._chunks = [(int(a), int(b)) for a, b in chunks]
         self._index = {c: i for i, c in enumerate(self._chunks)}
-        self._slots = threading.local()
         self._arrays = arrays
         if arrays is not None:
             rows, base = arrays
@@ -124,13 +123,13 @@ class BaseCheck:
                 self._state[i] = self.TAKEN
             self._done(i, *self._check(i, slots))
 
-    def check_read(self, r0: int, r1: int, keys: np.ndarray, mass: np.ndarray, scratch=None) -> None:
+    def check_read(self, r0: int, r1: int, keys: np.ndarray, mass: np.ndarray, scratch) -> None:
         """Check chunk [r0, r1) (one of `chunks`) from its rows' keys and masses as a caller has just
         read them into memory (raw, entries of rows r0..r1 in order): `nex run`'s learning calls
         this from its worker threads for each chunk it learns (`learn.accumulate`'s `alongside`), so
         the pass reads no row page twice and shares the learning's threads. A chunk another
-        thread has taken or done is left to it. scratch: a key table to use as the pass's slots
-        (the learning worker's `kernels.FirstSeen`, already paged in; else one of this thread's)."""
+        thread has taken or done is left to it. scratch: the key table to use as the pass's slots
+        (the learning worker's `kernels.FirstSeen`, already paged in)."""
         i = self._index.get((int(r0), int(r1)))
         if i is None:
             return
@@ -138,10 +137,7 @@ class BaseCheck:
             if self._state[i] != self.PENDING:
                 return
             self._state[i] = self.TAKEN
-        slots = scratch if scratch is not None else getattr(self._slots, "table", None)
-        if slots is None:
-            slots = self._slots.table = kernels.BaseSlots()
-        self._done(i, *self._check(i, slots, rows_read=(keys, mass)))
+        self._done(i, *self._check(i, scratch, rows_read=(keys, mass)))
 
     def _done(self, i: int, finding: rules.Finding | None, disordered: bool) -> None:
         with self._lock:

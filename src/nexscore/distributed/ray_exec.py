@@ -19,9 +19,10 @@ from __future__ import annotations
 import os
 import socket
 from collections import deque
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 from ..errors import InputError, RunError
 
@@ -258,25 +259,40 @@ def map_tasks(cluster: Cluster, fn: Callable, items: Sequence, *, progress: Prog
     index = {ref: i for i, ref in enumerate(refs)}
     results: list[Any] = [None] * len(items)
     advance = progress(description, len(items)) if progress and items else None
-    pending = list(refs)
-    try:
+    pending = set(refs)
+    with _collecting(ray, fn, pending):
         while pending:
-            ready, pending = ray.wait(pending, num_returns=1)
+            ready, _ = ray.wait(list(pending), num_returns=1)
+            pending.discard(ready[0])
             results[index[ready[0]]] = ray.get(ready[0])
             if advance:
                 advance(1)
-    except (ray.exceptions.RayTaskError, *_retriable(ray)) as exc:
-        raise _task_failure(ray, exc, fn) from None
-    finally:
-        for ref in pending:
-            ray.cancel(ref, force=True)
     return results
 
 
-def _call_in(cwd: str, fn: Callable, item):
-    """fn(item) in the driver's working directory (relative paths mean the same on the worker)."""
+@contextmanager
+def _collecting(ray, fn: Callable, pending) -> Iterator[None]:
+    """Around a driver's loop over task results: a failed task raises `_task_failure` (one line),
+    and whatever is still in `pending` (the loop's own collection of refs) is cancelled, however
+    the loop ends."""
+    try:
+        yield
+    except (ray.exceptions.RayTaskError, *_retriable(ray)) as exc:
+        raise _task_failure(ray, exc, fn) from None
+    finally:
+        for ref in list(pending):
+            ray.cancel(ref, force=True)
+
+
+def _enter(cwd: str) -> None:
+    """Work in the driver's working directory (relative paths mean the same on the worker)."""
     if os.path.isdir(cwd) and os.getcwd() != cwd:
         os.chdir(cwd)
+
+
+def _call_in(cwd: str, fn: Callable, item):
+    """fn(item) in the driver's working directory."""
+    _enter(cwd)
     return fn(item)
 
 
@@ -318,7 +334,7 @@ def map_shard_tasks(cluster: Cluster, fn: Callable, items: Sequence, *, progress
         for i, item in enumerate(items):
             pending[remote_fn.remote(cwd, fn, item, digests[i] or "", None)] = (i, False)
     send_more()
-    try:
+    with _collecting(ray, fn, pending):
         while pending:
             ready, _ = ray.wait(list(pending), num_returns=1)
             i, _sent = pending.pop(ready[0])
@@ -330,11 +346,6 @@ def map_shard_tasks(cluster: Cluster, fn: Callable, items: Sequence, *, progress
                 if advance:
                     advance(1)
             send_more()
-    except (ray.exceptions.RayTaskError, *_retriable(ray)) as exc:
-        raise _task_failure(ray, exc, fn) from None
-    finally:
-        for ref in pending:
-            ray.cancel(ref, force=True)
     return results
 
 
@@ -346,8 +357,7 @@ def _call_on_shard(cwd: str, fn: Callable, item: tuple, digest: str | None, pack
 
     from . import transfer as tr
 
-    if os.path.isdir(cwd) and os.getcwd() != cwd:
-        os.chdir(cwd)
+    _enter(cwd)
     shard = Path(item[0])
     if packed is None:
         here = tr.manifest_digest(shard) == digest if digest else shard.is_dir()
