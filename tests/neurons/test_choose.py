@@ -83,7 +83,8 @@ def test_a_crowded_layer_falls_back_to_units_outside_the_matched_set():
 def test_m_larger_than_the_neurons_of_that_sign_is_refused():
     w = weights_with({(0, 1): 0.9, (0, 2): 0.4, (1, 3): -0.2})
     assert signed_counts(w) == (2, 1)
-    with pytest.raises(InputError, match=r"m = 3 is larger than the 2 neurons with a positive"):
+    with pytest.raises(InputError, match=r"m = 3 is larger than the 2 neurons with a positive.*at most 1 \(the "
+                                         r"smaller set\)"):
         check_grid(w, [1, 3])
     with pytest.raises(InputError, match=r"m = 2 is larger than the 1 neurons with a negative"):
         check_grid(w, [2], ("redundant",))

@@ -193,15 +193,19 @@ def check_grid(weights: np.ndarray, ms, sets=ALL_SETS, where: str = "this weight
     """Refuse, before any model is loaded, an m that a set (or the set a control matches) cannot supply."""
     pos, neg = signed_counts(weights)
     need = {control_of(n) or n for n in sets}
+    # the largest m every needed set allows, so the hint is one the next try passes
+    allowed = min([c for name, c in (("effective", pos), ("redundant", neg)) if name in need], default=0)
+    hint = f"use --m values of at most {allowed:,}" + (" (the smaller set)" if {"effective", "redundant"} <= need
+                                                       and pos != neg else "")
     for m in ms:
         if m < 1:
             raise InputError(f"--m values must be at least 1 (got {m})")
         if "effective" in need and m > pos:
             raise InputError(f"m = {m} is larger than the {pos:,} neurons with a positive (effective) weight "
-                             f"in {where}; use --m values of at most {pos:,}")
+                             f"in {where}; {hint}")
         if "redundant" in need and m > neg:
             raise InputError(f"m = {m} is larger than the {neg:,} neurons with a negative (redundant) weight "
-                             f"in {where}; use --m values of at most {neg:,}")
+                             f"in {where}; {hint}")
 
 
 AUTO_GRID = (16, 64, 256)
